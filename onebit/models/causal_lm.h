@@ -1,0 +1,51 @@
+// CausalLM: the one forward API that every architecture (LLaMA family, OPT) implements.
+// Hugging Face semantics throughout: hidden_states[0] = embedding output, hidden_states[i] =
+// output of decoder layer i (1..L-1), hidden_states[L] = after the final norm.
+#pragma once
+#include <torch/types.h>
+#include <torch/nn/module.h>
+
+#include <memory>
+#include <vector>
+
+#include "onebit/models/model_config.h"
+
+namespace onebit::models {
+
+// Per-layer key/value cache for incremental decoding. Tensors are [B, n_kv_heads, T, head_dim].
+struct KVCache {
+  std::vector<torch::Tensor> k, v;
+  int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+  void clear() { k.clear(); v.clear(); }
+};
+
+struct ForwardArgs {
+  // [B, T_past + T] with 1 = attend, 0 = padding; undefined = all ones (no padding).
+  torch::Tensor attention_mask;
+  // [B, T] absolute positions; undefined = cache length + arange(T) (LLaMA) or derived
+  // from attention_mask (OPT, as transformers does).
+  torch::Tensor position_ids;
+  KVCache* cache = nullptr;            // non-null: read and append keys/values
+  bool output_hidden_states = false;   // fill ForwardOutput::hidden_states (L+1 tensors)
+  bool compute_logits = true;          // false: skip lm_head (see CausalLMImpl::lm_head)
+};
+
+struct ForwardOutput {
+  torch::Tensor logits;                      // [B, T, V] (undefined if !compute_logits)
+  torch::Tensor last_hidden;                 // [B, T, H] after the final norm (and OPT project_out)
+  std::vector<torch::Tensor> hidden_states;  // L+1 entries when requested
+};
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  ~CausalLMImpl() override = default;
+  virtual ForwardOutput forward(const torch::Tensor& input_ids, const ForwardArgs& args = {}) = 0;
+  virtual const ModelConfig& config() const = 0;
+  // The output projection weight [V, H'] (tied or not): logits = last_hidden · Wᵀ.
+  virtual torch::Tensor lm_head_weight() const = 0;
+  // Recompute each decoder layer in backward instead of storing its activations.
+  virtual void set_gradient_checkpointing(bool on) = 0;
+};
+using CausalLM = std::shared_ptr<CausalLMImpl>;
+
+}  // namespace onebit::models

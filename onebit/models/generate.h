@@ -1,0 +1,28 @@
+// Batched autoregressive generation with the KV cache.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "onebit/models/causal_lm.h"
+
+namespace onebit::models {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 1.0;   // <= 0 means greedy
+  int64_t top_k = 0;          // 0 = off
+  double top_p = 1.0;         // 1 = off
+  uint64_t seed = 0;
+  // The first `greedy_prefix` generated tokens of every row are chosen greedily, the rest by
+  // the sampling settings above (LLM-QAT self-sampling uses 2-4; see method.md §4).
+  int64_t greedy_prefix = 0;
+  int64_t eos_token_id = -1;  // >= 0: a row stops after emitting it (others continue)
+};
+
+// prompts: [B, T0] token ids (same length; T0 >= 1). Returns [B, T0 + n] with n <= max_new_tokens;
+// rows that stopped at EOS are padded with eos after it. Runs under NoGradGuard.
+torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const GenerateOptions& opts);
+
+}  // namespace onebit::models

@@ -1,0 +1,30 @@
+// Building, loading and saving models in the Hugging Face folder layout.
+#pragma once
+#include <torch/types.h>
+
+#include <string>
+
+#include "onebit/models/causal_lm.h"
+
+namespace onebit::models {
+
+struct LoadOptions {
+  torch::Device device = torch::kCPU;
+  torch::Dtype dtype = torch::kFloat32;  // parameters are created/converted to this dtype
+};
+
+// A model of cfg.model_type with freshly initialised weights (HF init: normal(0, 0.02)).
+// A cfg with `onebit` set builds the OneBit student layout (OneBitLinear in decoder layers).
+CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts = {});
+
+// Loads config.json + model.safetensors (or the sharded index) from `dir`. Tied lm_head is
+// taken from the embeddings as transformers does; names, shapes and dtypes are checked.
+// OneBit students saved by save_pretrained load back with their latent W, g, h.
+CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts = {});
+
+// Writes config.json and model.safetensors under `dir` (created), atomically, HF names.
+// `dtype` converts floating tensors on the way (undefined: keep as they are).
+void save_pretrained(const CausalLM& model, const std::string& dir,
+                     std::optional<torch::Dtype> dtype = std::nullopt);
+
+}  // namespace onebit::models

@@ -1,0 +1,57 @@
+// OneBitLinear: y = LayerNorm_noaffine(((x ⊙ g) · sign(W)ᵀ) ⊙ h) [+ bias], method.md §1.
+#pragma once
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <string>
+
+namespace onebit::nn {
+
+enum class SteKind { Tanh, Identity, Clipped };   // gradient of sign(): 1.001-tanh²(W) | 1 | 1{|W|<=1}
+enum class SvidMethod { Nmf, Svd, None };         // None: g = 1, h = mean|W| per row (naive sign)
+enum class LatentInit { Scaled, Keep };           // W = sign(W_fp)·latent_scale | W = W_fp
+
+SteKind parse_ste_kind(const std::string& s);        // "tanh" | "identity" | "clipped"
+SvidMethod parse_svid_method(const std::string& s);  // "nmf" | "svd" | "none"
+LatentInit parse_latent_init(const std::string& s);  // "scaled" | "keep"
+std::string to_string(SteKind k);
+std::string to_string(SvidMethod m);
+std::string to_string(LatentInit l);
+
+struct OneBitLinearOptions {
+  OneBitLinearOptions(int64_t in_features, int64_t out_features);
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = false;
+  TORCH_ARG(bool, post_layernorm) = true;
+  TORCH_ARG(double, ln_eps) = 1e-5;
+  TORCH_ARG(SteKind, ste) = SteKind::Tanh;
+  TORCH_ARG(SvidMethod, svid) = SvidMethod::Nmf;
+  TORCH_ARG(LatentInit, latent_init) = LatentInit::Scaled;
+  TORCH_ARG(double, latent_scale) = 0.01;
+};
+
+class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
+ public:
+  explicit OneBitLinearImpl(const OneBitLinearOptions& options);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x);
+
+  // SVID initialisation from a full-precision weight [out, in] (and optional bias [out]).
+  static std::shared_ptr<OneBitLinearImpl> from_linear(const torch::Tensor& weight,
+                                                       const torch::Tensor& bias,
+                                                       OneBitLinearOptions options);
+  // Storage cost when deployed: 1 bit per weight + 16-bit g, h (and bias): method.md §8.
+  double bits_per_parameter() const;
+
+  OneBitLinearOptions options;
+  torch::Tensor weight;  // latent [out, in], fp32 master
+  torch::Tensor g;       // [in]
+  torch::Tensor h;       // [out]
+  torch::Tensor bias;    // [out] or undefined
+};
+TORCH_MODULE(OneBitLinear);
+
+}  // namespace onebit::nn

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# onebit setup: installs what the build needs, then configures and builds. Idempotent.
+#
+#   scripts/setup.sh            # everything: apt packages, LibTorch, configure, build
+#
+# LibTorch, first match wins:
+#   1. TORCH_DIR=/path/to/share/cmake/Torch or CMAKE_PREFIX_PATH=...   (your own LibTorch)
+#   2. ONEBIT_PYTHON (or python3) that already imports torch >= 2.4     (GPU nodes)
+#   3. a venv at ~/.cache/onebit/venv-torch-2.11.0 with torch==2.11.0 + transformers (made once)
+# Other knobs: BUILD_DIR (default build), BUILD_TYPE (Release), JOBS (nproc),
+# ONEBIT_SKIP_APT=1 (no apt-get), ONEBIT_CACHE (default ~/.cache/onebit).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+BUILD_TYPE=${BUILD_TYPE:-Release}
+JOBS=${JOBS:-$(nproc)}
+TORCH_VERSION=2.11.0
+CACHE=${ONEBIT_CACHE:-$HOME/.cache/onebit}
+VENV=$CACHE/venv-torch-$TORCH_VERSION
+start=$(date +%s)
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+# ---- 1. system packages (Debian 12, Ubuntu 22.04/24.04) ----
+APT_PKGS=(build-essential cmake ninja-build pkg-config ccache git python3 python3-venv python3-pip
+          libyaml-cpp-dev catch2 nlohmann-json3-dev libcli11-dev libsentencepiece-dev libpcre2-dev)
+if [[ "${ONEBIT_SKIP_APT:-0}" != 1 ]] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${APT_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    SUDO=""; [[ $(id -u) == 0 ]] || SUDO=sudo
+    say "installing apt packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+# ---- 2. LibTorch ----
+torch_ok() {  # $1 = python; prints the cmake prefix when it has torch >= 2.4
+  "$1" - <<'PY' 2>/dev/null
+import torch, torch.utils
+major, minor = (int(x) for x in torch.__version__.split(".")[:2])
+assert (major, minor) >= (2, 4), torch.__version__
+print(torch.utils.cmake_prefix_path)
+PY
+}
+PYTHON=""
+PREFIX=""
+if [[ -n "${TORCH_DIR:-}" ]]; then
+  say "using TORCH_DIR=$TORCH_DIR"
+elif [[ -n "${CMAKE_PREFIX_PATH:-}" ]]; then
+  say "using CMAKE_PREFIX_PATH=$CMAKE_PREFIX_PATH"
+else
+  for cand in "${ONEBIT_PYTHON:-}" python3; do
+    [[ -n "$cand" ]] && command -v "$cand" >/dev/null || continue
+    if PREFIX=$(torch_ok "$cand"); then PYTHON=$(command -v "$cand"); break; fi
+  done
+  if [[ -z "$PREFIX" ]]; then
+    if ! PREFIX=$(torch_ok "$VENV/bin/python"); then
+      say "creating $VENV with torch==$TORCH_VERSION (about 1 minute, 4.6 GB, once per machine)"
+      mkdir -p "$CACHE"
+      python3 -m venv "$VENV"
+      "$VENV/bin/pip" install -q --upgrade pip
+      "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+      PREFIX=$(torch_ok "$VENV/bin/python") || die "torch install in $VENV failed"
+    fi
+    PYTHON=$VENV/bin/python
+    # transformers: reference implementation for the conformance tests (they skip without it).
+    "$PYTHON" -c "import transformers, safetensors" 2>/dev/null ||
+      "$PYTHON" -m pip install -q transformers safetensors numpy sentencepiece ||
+      say "warning: could not install transformers; conformance tests will skip"
+  fi
+  say "using torch from $PYTHON"
+fi
+
+# The PyPI wheel's Torch config is CUDA-enabled and needs a CUDA toolkit at configure time.
+if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  export PATH=/usr/local/cuda/bin:$PATH
+fi
+if [[ -n "$PYTHON" ]] && ! command -v nvcc >/dev/null; then
+  if "$PYTHON" -c "import torch,sys; sys.exit(0 if torch.version.cuda else 1)"; then
+    die "this torch is a CUDA build, whose CMake config needs a CUDA toolkit (nvcc) at configure time; install the CUDA toolkit, or point TORCH_DIR at a CPU-only LibTorch"
+  fi
+fi
+
+# ---- 3. configure + build ----
+CMAKE_ARGS=(-S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE")
+command -v ninja >/dev/null && [[ ! -f "$BUILD_DIR/CMakeCache.txt" || -f "$BUILD_DIR/build.ninja" ]] && CMAKE_ARGS+=(-G Ninja)
+[[ -n "$PREFIX" ]] && CMAKE_ARGS+=(-DCMAKE_PREFIX_PATH="$PREFIX")
+[[ -n "${TORCH_DIR:-}" ]] && CMAKE_ARGS+=(-DTorch_DIR="$TORCH_DIR")
+[[ -n "$PYTHON" ]] && CMAKE_ARGS+=(-DONEBIT_PYTHON="$PYTHON")
+if command -v ccache >/dev/null; then
+  CMAKE_ARGS+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
+  export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+  export CCACHE_BASEDIR=$ROOT
+fi
+say "configuring $BUILD_DIR"
+cmake "${CMAKE_ARGS[@]}" >"$BUILD_DIR.configure.log" 2>&1 || { tail -30 "$BUILD_DIR.configure.log" >&2; die "cmake configure failed (log: $BUILD_DIR.configure.log)"; }
+say "building with $JOBS jobs"
+cmake --build "$BUILD_DIR" -j "$JOBS"
+say "ready in $(( $(date +%s) - start )) s: binaries in $BUILD_DIR"

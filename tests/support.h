@@ -1,0 +1,57 @@
+// Shared helpers for the Catch2 suite: locating ../shared and Python, and skipping.
+#pragma once
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#if defined(ONEBIT_CATCH3)
+#include <catch2/catch_all.hpp>
+#define OB_CONTAINS(s) Catch::Matchers::ContainsSubstring(s)
+#else
+#include <catch2/catch.hpp>
+#define OB_CONTAINS(s) Catch::Contains(s)
+#endif
+// Tests check error text with CHECK_THROWS_WITH(expr, OB_CONTAINS("what went wrong")).
+
+namespace onebit::test {
+
+// Root of the shared data (env ONEBIT_SHARED overrides ../shared beside the checkout).
+inline std::filesystem::path shared_dir() {
+  if (const char* env = std::getenv("ONEBIT_SHARED")) return env;
+  return ONEBIT_SHARED_DEFAULT;
+}
+inline std::filesystem::path source_dir() { return ONEBIT_SOURCE_DIR; }
+inline std::filesystem::path binary_dir() { return ONEBIT_BINARY_DIR; }
+
+// Python interpreter with torch + transformers (env ONEBIT_PYTHON overrides the configured one).
+inline std::string python() {
+  if (const char* env = std::getenv("ONEBIT_PYTHON")) return env;
+  return ONEBIT_PYTHON_DEFAULT;
+}
+
+// Skip the current test with a message. Under ctest (ONEBIT_CTEST=1, one test case per
+// process) it exits with 77, which ctest reports as "Skipped"; run by hand, it warns and
+// the caller returns.
+inline void skip(const std::string& why) {
+  std::cerr << "SKIPPED: " << why << std::endl;
+  if (std::getenv("ONEBIT_CTEST")) std::_Exit(77);
+  WARN("SKIPPED: " << why);
+}
+
+}  // namespace onebit::test
+
+// Skips the test (and returns from it) when `cond` is false.
+#define OB_REQUIRE_OR_SKIP(cond, why)         \
+  do {                                        \
+    if (!(cond)) {                            \
+      ::onebit::test::skip(why);              \
+      return;                                 \
+    }                                         \
+  } while (0)
+
+// Path under ../shared, or skip when it is absent.
+#define OB_SHARED_OR_SKIP(var, rel)                                                       \
+  const std::filesystem::path var = ::onebit::test::shared_dir() / (rel);                 \
+  OB_REQUIRE_OR_SKIP(std::filesystem::exists(var), "needs ../shared/" + std::string(rel) + \
+                                                     " (absent: " + var.string() + ")")
