@@ -1,0 +1,103 @@
+// TrainConfig: the typed recipe of one onebit-train run (configs/*.yaml). Filled once by
+// load_train_config(path, overrides): YAML file, then `a.b=c` overrides, then validate().
+// Unknown keys are errors with a hint: "unknown key 'kd.aplha' (did you mean 'kd.alpha'?)".
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace onebit::config {
+
+struct ModelCfg {
+  std::string teacher;           // HF folder of the FP teacher, or "embedded" (quickstart teacher)
+  std::string dtype = "bf16";    // teacher weights/compute: fp32 | bf16 | fp16
+  std::string device = "auto";   // auto (cuda if available) | cpu | cuda | cuda:N
+  bool gradient_checkpointing = false;
+};
+
+struct StudentCfg {
+  std::string svid = "nmf";           // nmf | svd | none
+  std::string latent_init = "scaled"; // scaled (sign(W)·latent_scale) | keep
+  double latent_scale = 0.01;
+  std::string ste = "tanh";           // tanh | identity | clipped
+  bool post_layernorm = true;
+  bool keep_bias = true;              // OPT: keep the original bias (before the norm)
+  std::string layers = "";            // regex of linears to replace; "" = all decoder linears
+};
+
+// Pretraining of the embedded teacher (quickstart only: model.teacher = embedded).
+struct EmbeddedCfg {
+  int64_t hidden_size = 128, intermediate_size = 352, num_layers = 4, num_heads = 4, num_kv_heads = 2;
+  int64_t train_tokens = 2'000'000;   // synthetic-language tokens seen in pretraining
+  int64_t batch_size = 16, seq_len = 128;
+  double lr = 3e-3;
+  uint64_t seed = 1234;
+};
+
+struct DataCfg {
+  std::string source = "sample";  // sample (self-sampled by the teacher) | dataset | text
+  std::string path;               // dataset: onebit-sample output dir; text: a .txt/.jsonl file
+  std::string sample_dir;         // source=sample: where samples are cached (default run/samples)
+  int64_t num_samples = 1024;     // source=sample
+  int64_t sample_length = 256;    // source=sample: max tokens per sample
+  int64_t sample_batch = 32;      // source=sample: generation batch
+  int64_t seq_len = 2048;         // training block length
+  int64_t batch_size = 4;         // per device, per micro-step
+  uint64_t seed = 0;              // shuffling (per epoch) and sampling
+};
+
+struct KdCfg {
+  double kd_loss_scale = 0.01;  // weight of KL(teacher‖student), batchmean
+  double alpha = 1.0;           // weight of the hidden-state term
+  double ce_weight = 0.0;       // weight of CE on next-token labels
+  int64_t chunk_tokens = 1024;  // KL computed over this many tokens at a time
+};
+
+struct OptimCfg {
+  double lr = 4e-4;
+  double beta1 = 0.9, beta2 = 0.98, eps = 1e-8;
+  double weight_decay = 0.01;
+  int64_t warmup_steps = 500;
+  std::string schedule = "cosine";  // cosine | constant | linear
+  double min_lr_ratio = 0.0;        // final lr = lr · min_lr_ratio
+  double grad_clip = 1.0;           // <= 0: off
+  int64_t grad_accum = 1;
+};
+
+struct TrainCfg {
+  int64_t epochs = 1;
+  int64_t max_steps = 0;            // > 0: stop after this many optimizer steps (overrides epochs)
+  std::string precision = "bf16";   // student compute: fp32 | bf16 (autocast) | fp16 (loss scaling)
+  uint64_t seed = 42;
+  bool deterministic = false;
+  int64_t log_every = 10;
+  int64_t save_every = 500;         // optimizer steps; 0 = only at the end
+  int64_t keep_last = 3;
+  std::string resume = "auto";      // auto | never | <checkpoint dir>
+  int64_t max_bad_steps = 10;       // stop after this many NaN/inf steps in a row
+  int64_t eval_every = 0;           // optimizer steps; 0 = only at the end (when eval_text set)
+  std::string eval_text;            // held-out text file for periodic perplexity
+  int64_t eval_seq_len = 512;
+  int64_t eval_windows = 32;        // windows used for periodic eval (0 = all)
+};
+
+struct TrainConfig {
+  ModelCfg model;
+  StudentCfg student;
+  EmbeddedCfg embedded;
+  DataCfg data;
+  KdCfg kd;
+  OptimCfg optim;
+  TrainCfg train;
+  std::string output_dir = "runs/onebit";
+
+  void validate() const;        // ranges and enumerations; onebit::Error naming the key
+  std::string to_yaml() const;  // every key, resolved (saved as <output_dir>/config.yaml)
+};
+
+// Parses YAML text (where = file name for messages) then applies overrides "a.b=value".
+TrainConfig parse_train_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
+                               const std::string& where = "<config>");
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+}  // namespace onebit::config
