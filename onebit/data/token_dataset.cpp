@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "onebit/core/error.h"
+#include "onebit/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -75,23 +76,6 @@ void write_all(int fd, const std::string& data, const std::string& path) {
 
 void fsync_or_fail(int fd, const std::string& path) {
   OB_CHECK(::fsync(fd) == 0, "cannot fsync '", path, "': ", sys_error());
-}
-
-void fsync_dir(const std::string& dir) {
-  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d.fd >= 0) ::fsync(d.fd);  // best effort: some filesystems refuse directory fsync
-}
-
-// temp + fsync + rename + directory fsync: the index is either old or new, never partial.
-void write_index_atomic(const std::string& dir, const std::string& text) {
-  const std::string path = dir + "/" + kIndex, tmp = path + ".tmp";
-  {
-    Fd f = open_or_fail(tmp, O_WRONLY | O_CREAT | O_TRUNC);
-    write_all(f.fd, text, tmp);
-    fsync_or_fail(f.fd, tmp);
-  }
-  OB_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "cannot rename '", tmp, "' to '", path, "': ", sys_error());
-  fsync_dir(dir);
 }
 
 int64_t file_size(const std::string& path) {
@@ -343,7 +327,7 @@ TokenDatasetWriter::TokenDatasetWriter(const std::string& dir, int64_t vocab_siz
   ::lseek(s.offsets.fd, off_bytes, SEEK_SET);
   fsync_or_fail(s.tokens.fd, tp);
   fsync_or_fail(s.offsets.fd, op);
-  write_index_atomic(dir, index_json(s.ix));
+  io::write_file_atomic(dir + "/" + kIndex, index_json(s.ix));
 }
 
 TokenDatasetWriter::~TokenDatasetWriter() = default;
@@ -364,7 +348,7 @@ void TokenDatasetWriter::append(const std::vector<int64_t>& ids) {
 void TokenDatasetWriter::commit() {
   auto& s = *impl_;
   if (s.pending == 0) return;
-  // Data first, durable, then the index that makes it count.
+  // Data first, durable, then the index that makes it count (temp file, fsync, rename).
   write_all(s.tokens.fd, s.tok_buf, s.dir + "/" + kTokens);
   write_all(s.offsets.fd, s.off_buf, s.dir + "/" + kOffsets);
   fsync_or_fail(s.tokens.fd, s.dir + "/" + kTokens);
@@ -372,7 +356,7 @@ void TokenDatasetWriter::commit() {
   Index next = s.ix;
   next.num_samples += s.pending;
   next.num_tokens += s.pending_tokens;
-  write_index_atomic(s.dir, index_json(next));
+  io::write_file_atomic(s.dir + "/" + kIndex, index_json(next));
   s.ix = next;
   s.tok_buf.clear();
   s.off_buf.clear();
