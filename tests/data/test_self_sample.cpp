@@ -1,0 +1,166 @@
+#include <torch/torch.h>
+
+#include <fstream>
+#include <set>
+
+#include "onebit/core/error.h"
+#include "onebit/data/self_sample.h"
+#include "tests/data/tmpdir.h"
+#include "tests/support.h"
+
+using namespace onebit::data;
+using onebit::test::TempDir;
+namespace models = onebit::models;
+
+namespace {
+constexpr int64_t kVocab = 16, kBos = 1, kEos = 2;
+
+// A bigram "language model": logits of the next token are row `prev` of a fixed table,
+// through the real generate() path (last_hidden = one_hot(prev), lm_head = tableᵀ).
+// EOS is likely but never the argmax. Optionally throws after `fail_after` forwards.
+class BigramLM : public models::CausalLMImpl {
+ public:
+  explicit BigramLM(int64_t fail_after = -1) : fail_after_(fail_after) {
+    cfg_.model_type = "llama";
+    cfg_.vocab_size = kVocab;
+    cfg_.bos_token_id = kBos;
+    cfg_.eos_token_id = kEos;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+    table_ = torch::randn({kVocab, kVocab}, gen) * 2;
+    auto others = table_.index_fill(1, torch::tensor({kEos}), -1e9);
+    table_.select(1, kEos).copy_(std::get<0>(others.max(1)) - 0.7);
+  }
+  models::ForwardOutput forward(const torch::Tensor& ids, const models::ForwardArgs& args) override {
+    if (fail_after_ >= 0 && calls_++ >= fail_after_) throw onebit::Error("interrupted");
+    models::ForwardOutput out;
+    out.last_hidden = torch::one_hot(ids, kVocab).to(torch::kFloat32);
+    if (args.compute_logits) out.logits = torch::matmul(out.last_hidden, lm_head_weight().t());
+    return out;
+  }
+  const models::ModelConfig& config() const override { return cfg_; }
+  torch::Tensor lm_head_weight() const override { return table_.t().contiguous(); }
+  void set_gradient_checkpointing(bool) override {}
+  int64_t greedy_next(int64_t prev) const { return table_[prev].argmax().item<int64_t>(); }
+
+ private:
+  models::ModelConfig cfg_;
+  torch::Tensor table_;
+  int64_t fail_after_, calls_ = 0;
+};
+
+SampleOptions small(int64_t n) {
+  SampleOptions o;
+  o.num_samples = n;
+  o.max_length = 9;
+  o.batch_size = 4;
+  o.seed = 3;
+  o.progress = false;
+  o.provenance = {{"model", "bigram-stub"}};
+  return o;
+}
+
+std::string bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+void check_same_dataset(const std::string& a, const std::string& b) {
+  CHECK(bytes(a + "/tokens.bin") == bytes(b + "/tokens.bin"));
+  CHECK(bytes(a + "/offsets.bin") == bytes(b + "/offsets.bin"));
+  CHECK(bytes(a + "/index.json") == bytes(b + "/index.json"));
+}
+}  // namespace
+
+TEST_CASE("self-sampling: first token, greedy prefix, then sampling up to EOS or max_length", "[data]") {
+  TempDir tmp("self_sample_basic");
+  BigramLM lm;
+  const SampleOptions o = small(30);
+  const auto rep = self_sample(lm, tmp.str(), o);
+  CHECK(rep.resumed_from == 0);
+  CHECK(rep.total == 30);
+  const auto ds = TokenDataset::open(tmp.str());
+  REQUIRE(ds.size() == 30);
+  CHECK(rep.total_tokens == ds.num_tokens());
+  CHECK(ds.generator().at("model") == "bigram-stub");
+  CHECK(ds.generator().at("greedy_max") == "4");
+  int64_t ended_early = 0, full = 0, sampled_not_greedy = 0;
+  for (int64_t j = 0; j < ds.size(); ++j) {
+    const auto s = ds.sample(j);
+    const int64_t k = j / o.batch_size;
+    INFO("sample " << j);
+    REQUIRE(!s.empty());
+    CHECK(int64_t(s.size()) <= o.max_length);
+    CHECK(s[0] == first_tokens_of_batch(lm.config(), o, k)[size_t(j % o.batch_size)]);
+    CHECK(s[0] != kBos);
+    for (int64_t id : s) CHECK(id != kEos);  // EOS ends a sample and is not stored
+    const int64_t g = greedy_tokens_of_batch(o, k);
+    CHECK(g >= 2);
+    CHECK(g <= 4);
+    for (int64_t i = 1; i < int64_t(s.size()); ++i) {
+      if (i <= g) CHECK(s[size_t(i)] == lm.greedy_next(s[size_t(i - 1)]));
+      else sampled_not_greedy += s[size_t(i)] != lm.greedy_next(s[size_t(i - 1)]);
+    }
+    (int64_t(s.size()) < o.max_length ? ended_early : full) += 1;
+  }
+  CHECK(ended_early > 0);  // some rows stopped at EOS
+  CHECK(full > 0);         // others ran to max_length
+  CHECK(sampled_not_greedy > 5);  // after the prefix the tokens are sampled
+}
+
+TEST_CASE("self-sampling: first tokens uniform over non-special ids, or a sweep over them", "[data]") {
+  BigramLM lm;
+  SampleOptions o = small(1);
+  std::set<int64_t> seen;
+  for (int64_t k = 0; k < 40; ++k)
+    for (int64_t id : first_tokens_of_batch(lm.config(), o, k)) seen.insert(id);
+  CHECK(seen.size() == size_t(kVocab - 2));
+  CHECK(seen.count(kBos) == 0);
+  CHECK(seen.count(kEos) == 0);
+  CHECK(first_tokens_of_batch(lm.config(), o, 7) == first_tokens_of_batch(lm.config(), o, 7));
+  o.first_token = "sweep";
+  // Candidates 0, 3, 4, ..., 15 (14 ids); row j starts with candidate j mod 14.
+  CHECK(first_tokens_of_batch(lm.config(), o, 0) == std::vector<int64_t>{0, 3, 4, 5});
+  CHECK(first_tokens_of_batch(lm.config(), o, 3) == std::vector<int64_t>{14, 15, 0, 3});
+  o.first_token = "random";
+  CHECK_THROWS_WITH(first_tokens_of_batch(lm.config(), o, 0), OB_CONTAINS("first_token must be 'uniform' or 'sweep', got 'random'"));
+  o = small(1);
+  o.greedy_min = 5;
+  CHECK_THROWS_WITH(greedy_tokens_of_batch(o, 0), OB_CONTAINS("need 0 <= greedy_min <= greedy_max, got 5 and 4"));
+}
+
+TEST_CASE("self-sampling: interrupted and resumed equals uninterrupted, byte for byte", "[data]") {
+  TempDir tmp("self_sample_resume");
+  const std::string whole = tmp.str("whole"), cut = tmp.str("cut"), grown = tmp.str("grown");
+  {
+    BigramLM lm;
+    self_sample(lm, whole, small(14));
+  }
+  {
+    BigramLM lm(/*fail_after=*/19);  // 8 forwards per batch: dies inside the third batch
+    CHECK_THROWS_WITH(self_sample(lm, cut, small(14)), OB_CONTAINS("interrupted"));
+  }
+  CHECK(TokenDataset::open(cut).size() == 8);  // two committed batches survive
+  {
+    BigramLM lm;
+    const auto rep = self_sample(lm, cut, small(14));
+    CHECK(rep.resumed_from == 8);
+    CHECK(rep.total == 14);
+  }
+  check_same_dataset(whole, cut);
+  {
+    // A smaller run extended later: the same stream (the partial batch is regenerated).
+    BigramLM lm;
+    self_sample(lm, grown, small(6));
+    CHECK(self_sample(lm, grown, small(14)).resumed_from == 6);
+  }
+  check_same_dataset(whole, grown);
+
+  BigramLM lm;
+  SampleOptions other = small(20);
+  other.temperature = 0.7;
+  CHECK_THROWS_WITH(self_sample(lm, whole, other),
+                    OB_CONTAINS("cannot resume: existing samples were made with temperature=1, this run asks for "
+                                "temperature=0.7"));
+  other = small(20);
+  other.provenance["model"] = "another";
+  CHECK_THROWS_WITH(self_sample(lm, whole, other), OB_CONTAINS("made with model=bigram-stub, this run asks for model=another"));
+}

@@ -1,0 +1,93 @@
+// onebit-sample: the teacher writes its own training data (LLM-QAT self-sampling,
+// method.md §4) into a token dataset folder that onebit-train reads (data.source=dataset).
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <iostream>
+#include <regex>
+
+#include "onebit/core/error.h"
+#include "onebit/data/self_sample.h"
+#include "onebit/models/loader.h"
+
+namespace {
+
+torch::Device parse_device(const std::string& s) {
+  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  OB_CHECK(s == "cpu" || s == "cuda" || std::regex_match(s, std::regex("cuda:[0-9]+")),
+           "--device must be auto, cpu, cuda or cuda:N, got '", s, "'");
+  if (s != "cpu") OB_CHECK(torch::cuda::is_available(), "--device ", s, ": CUDA is not available on this machine");
+  return torch::Device(s);
+}
+
+torch::Dtype parse_dtype(const std::string& s) {
+  if (s == "fp32") return torch::kFloat32;
+  if (s == "bf16") return torch::kBFloat16;
+  if (s == "fp16") return torch::kFloat16;
+  onebit::fail("--dtype must be fp32, bf16 or fp16, got '", s, "'");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return onebit::guarded_main("onebit-sample", [&]() -> int {
+    CLI::App app{
+        "onebit-sample: self-sampled training data (LLM-QAT). Each sample starts with a token drawn from the\n"
+        "vocabulary, continues with greedy tokens, then samples from the softmax up to --max-length or EOS.\n"
+        "Commits after every batch; rerun the same command to resume an interrupted run (byte-identical result)."};
+    std::string model_dir, out_dir, dtype = "auto", device = "auto";
+    onebit::data::SampleOptions o;
+    bool no_eos_stop = false, quiet = false;
+    int threads = 0;
+    app.add_option("--model", model_dir, "Hugging Face model folder (config.json + safetensors)")->required();
+    app.add_option("--out", out_dir, "output dataset folder (created, or resumed)")->required();
+    app.add_option("--num-samples", o.num_samples, "number of samples (a larger value extends a dataset)")->required();
+    app.add_option("--max-length", o.max_length, "max tokens per sample, first token included")->capture_default_str();
+    app.add_option("--batch-size", o.batch_size, "rows generated together")->capture_default_str();
+    app.add_option("--seed", o.seed, "seed; batch k depends only on (seed, k)")->capture_default_str();
+    app.add_option("--first-token", o.first_token, "uniform: random ids; sweep: every id in turn")
+        ->check(CLI::IsMember({"uniform", "sweep"}))
+        ->capture_default_str();
+    app.add_option("--greedy-min", o.greedy_min, "fewest greedy tokens after the first")->capture_default_str();
+    app.add_option("--greedy-max", o.greedy_max, "most greedy tokens after the first")->capture_default_str();
+    app.add_option("--temperature", o.temperature, "softmax temperature (0 = greedy)")->capture_default_str();
+    app.add_option("--top-k", o.top_k, "keep the k most likely tokens (0 = all)")->capture_default_str();
+    app.add_option("--top-p", o.top_p, "nucleus sampling mass (1 = off)")->capture_default_str();
+    app.add_option("--dtype", dtype, "model dtype: fp32 | bf16 | fp16 | auto (bf16 on CUDA, fp32 on CPU)")
+        ->capture_default_str();
+    app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+    app.add_flag("--no-eos-stop", no_eos_stop, "keep sampling past EOS up to --max-length");
+    app.add_option("--threads", threads, "CPU threads for torch (0 = torch's default; 1 is fastest for small models on busy machines)")
+        ->capture_default_str();
+    app.add_flag("--quiet", quiet, "no progress bar");
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+
+    OB_CHECK(threads >= 0, "--threads must be >= 0, got ", threads);
+    if (threads > 0) torch::set_num_threads(threads);
+    const torch::Device dev = parse_device(device);
+    if (dtype == "auto") dtype = dev.is_cuda() ? "bf16" : "fp32";
+    onebit::models::LoadOptions lo;
+    lo.device = dev;
+    lo.dtype = parse_dtype(dtype);
+    auto model = onebit::models::load_pretrained(model_dir, lo);
+
+    o.stop_at_eos = !no_eos_stop;
+    o.progress = !quiet;
+    o.provenance["model"] = std::filesystem::weakly_canonical(model_dir).string();
+    o.provenance["dtype"] = dtype;
+    std::cerr << "onebit-sample: " << model_dir << " (" << dtype << ", " << dev << ") -> " << out_dir << "\n";
+    const auto rep = onebit::data::self_sample(*model, out_dir, o);
+    const int64_t made = rep.total - rep.resumed_from;
+    std::cout << "wrote " << rep.total << " samples (" << rep.total_tokens << " tokens";
+    if (rep.resumed_from > 0) std::cout << "; " << rep.resumed_from << " were already there";
+    std::cout << ") to " << out_dir;
+    if (made > 0) std::cout << " in " << rep.seconds << " s (" << double(made) / std::max(rep.seconds, 1e-9) << " samples/s)";
+    std::cout << std::endl;
+    return 0;
+  });
+}
