@@ -86,7 +86,7 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"train.epochs", &c.train.epochs, "passes over the packed blocks"},
       {"train.max_steps", &c.train.max_steps, "> 0: stop after this many optimizer steps (overrides epochs)"},
       {"train.precision", &c.train.precision, "student compute: fp32 | bf16 | fp16 (loss scaling)"},
-      {"train.seed", &c.train.seed, "seed of the student init and dropout-free training RNG"},
+      {"train.seed", &c.train.seed, "seed of training-time randomness (student init, sampling noise)"},
       {"train.deterministic", &c.train.deterministic, "deterministic kernels (slower)"},
       {"train.log_every", &c.train.log_every, "optimizer steps between log lines"},
       {"train.save_every", &c.train.save_every, "optimizer steps between checkpoints; 0 = only at the end"},

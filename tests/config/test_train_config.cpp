@@ -182,3 +182,29 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   CHECK(load_train_config(path.string()).to_yaml() == y);
   std::filesystem::remove(path);
 }
+
+TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() default", "[config]") {
+  std::ifstream in(onebit::test::source_dir() / "docs/configuration.md");
+  REQUIRE(in);
+  const std::string docs((std::istreambuf_iterator<char>(in)), {});
+  std::istringstream y(TrainConfig().to_yaml());
+  std::string section;
+  int keys = 0;
+  for (std::string line; std::getline(y, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const bool nested = line.rfind("  ", 0) == 0;
+    const auto colon = line.find(':');
+    const std::string name = line.substr(nested ? 2 : 0, colon - (nested ? 2 : 0));
+    const auto hash = line.find("  # ");
+    if (!nested && hash == std::string::npos) {  // a section header
+      section = name;
+      continue;
+    }
+    const std::string value = line.substr(colon + 2, hash - colon - 2);
+    const std::string key = nested ? section + "." + name : name;
+    INFO(key);
+    CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
+    ++keys;
+  }
+  CHECK(keys == 59);
+}
