@@ -303,10 +303,8 @@ class JsonTokenizer : public TokenizerBase {
   enum class Model { BPE, WordLevel };
 
   // Throws on malformed input; sets *unsupported (and leaves the object unusable) otherwise.
-  JsonTokenizer(const std::string& path, std::string* unsupported) : path_(path) {
-    const std::string text = io::read_file(path);
-    json j = json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) fail(path, ": invalid JSON");
+  // `path` names the source in messages.
+  JsonTokenizer(const json& j, const std::string& path, std::string* unsupported) : path_(path) {
     auto unsup = [&](const std::string& what) { *unsupported = what; };
     const json& model = req(j, "model", path);
     const std::string type = model.value("type", std::string(model.contains("merges") ? "BPE" : ""));
@@ -664,9 +662,49 @@ class JsonTokenizer : public TokenizerBase {
 std::unique_ptr<TokenizerBase> load_tokenizer_json(const std::string& path,
                                                    std::string* unsupported) {
   unsupported->clear();
-  auto tok = std::make_unique<JsonTokenizer>(path, unsupported);
-  if (!unsupported->empty()) return nullptr;
-  return tok;
+  json j = json::parse(io::read_file(path), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) fail(path, ": invalid JSON");
+  try {
+    auto tok = std::make_unique<JsonTokenizer>(j, path, unsupported);
+    if (!unsupported->empty()) return nullptr;
+    return tok;
+  } catch (const json::exception& e) {  // a field of the wrong JSON type
+    fail(path, ": ", e.what());
+  }
+}
+
+std::unique_ptr<TokenizerBase> load_vocab_merges(const std::string& vocab_path,
+                                                 const std::string& merges_path,
+                                                 const std::vector<std::string>& specials) {
+  json vocab = json::parse(io::read_file(vocab_path), nullptr, false);
+  if (vocab.is_discarded() || !vocab.is_object()) fail(vocab_path, ": invalid JSON");
+  json merges = json::array();
+  const std::string text = io::read_file(merges_path);
+  for (size_t p = 0; p < text.size();) {
+    size_t q = text.find('\n', p);
+    if (q == std::string::npos) q = text.size();
+    std::string line = text.substr(p, q - p);
+    p = q + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    merges.push_back(line);
+  }
+  // The layout GPT2Tokenizer implies: GPT-2 regex + byte-level, special tokens matched first.
+  json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
+            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+            {"decoder", {{"type", "ByteLevel"}}},
+            {"added_tokens", json::array()}};
+  for (const auto& s : specials) {
+    if (!vocab.contains(s) || !vocab[s].is_number_integer())
+      fail(vocab_path, ": special token '", s, "' is not in the vocabulary");
+    j["added_tokens"].push_back({{"content", s}, {"id", vocab[s]}, {"special", true}});
+  }
+  std::string unsupported;
+  try {
+    return std::make_unique<JsonTokenizer>(j, vocab_path, &unsupported);
+  } catch (const json::exception& e) {
+    fail(vocab_path, ": ", e.what());
+  }
 }
 
 }  // namespace onebit::tokenizer::detail

@@ -5,7 +5,8 @@ its ids and decodes for the C++ tests (tests/tokenizer/test_tokenizer.cpp).
 
 KIND: gpt2 (ByteLevel BPE, GPT-2 regex, merges saved as "a b" strings), llama3 (Split regex +
 ByteLevel(use_regex=False), ignore_merges, special tokens, BOS template), wordlevel
-(WhitespaceSplit), wordlevel_ws (Whitespace). Writes OUT_DIR/tokenizer.json,
+(WhitespaceSplit), wordlevel_ws (Whitespace), gpt2_files (the gpt2 tokenizer as vocab.json +
+merges.txt, no tokenizer.json). Writes OUT_DIR/tokenizer.json,
 OUT_DIR/tokenizer_config.json and OUT_DIR/expected.json = {"ids": [...], "decoded": [...]}.
 """
 import json
@@ -27,7 +28,7 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
 
 
 def bpe(kind):
-    if kind == "gpt2":
+    if kind in ("gpt2", "gpt2_files"):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         specials = ["<|endoftext|>"]
@@ -71,6 +72,10 @@ def main():
     kind, out_dir, strings_path = sys.argv[1:4]
     tok, config = wordlevel(kind) if kind.startswith("wordlevel") else bpe(kind)
     tok.save(f"{out_dir}/tokenizer.json")
+    if kind == "gpt2_files":
+        import os
+        tok.model.save(out_dir)
+        os.remove(f"{out_dir}/tokenizer.json")
     if kind == "gpt2":  # the older merges layout, "a b" strings, as GPT-2/OPT files have
         j = json.load(open(f"{out_dir}/tokenizer.json", encoding="utf-8"))
         j["model"]["merges"] = [" ".join(m) if isinstance(m, list) else m

@@ -88,6 +88,12 @@ TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tok
   CHECK_THROWS_WITH(tok->decode({tok->vocab_size()}), OB_CONTAINS("is not in the vocabulary"));
 }
 
+TEST_CASE("GPT-2 vocab.json + merges.txt matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("gpt2_files", /*compare_with_special=*/true);
+}
+
 TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenizers", "[tokenizer]") {
   OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
@@ -153,7 +159,7 @@ TEST_CASE("load_tokenizer errors name the folder and the problem", "[tokenizer]"
   CHECK_THROWS_WITH(load_tokenizer("/nonexistent/model"), OB_CONTAINS("/nonexistent/model: not a folder"));
   TempDir dir;
   CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
-                    OB_CONTAINS("no tokenizer.json or tokenizer.model in this folder"));
+                    OB_CONTAINS("no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this folder"));
   write_text(dir / "tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
   CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
                     OB_CONTAINS("tokenizer.json uses model type 'Unigram', which onebit does not support"));
@@ -220,4 +226,32 @@ json.dump(out, open(sys.argv[3], "w", encoding="utf-8"))
     CHECK(tok->decode(ids) == want["decoded"][i].get<std::string>());
     CHECK(tok->encode_with_special(kTricky[i]) == ids_of(want["with_special"][i]));
   }
+}
+
+TEST_CASE("SentencePiece stories260K matches transformers on TinyStories text", "[tokenizer]") {
+  OB_SHARED_OR_SKIP(dir, "models/stories260K");
+  OB_SHARED_OR_SKIP(val, "data/tinystories_val.txt");
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
+                     "needs Python with transformers + sentencepiece + protobuf (" +
+                         onebit::test::python() + ")");
+  constexpr size_t kBytes = 100000;  // the first ~100 KB: hundreds of stories, a fast test
+  TempDir tmp;
+  const char* code = R"PY(
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+text = open(sys.argv[2], "rb").read()[:int(sys.argv[3])].decode("utf-8", "ignore")
+json.dump(tok.encode(text, add_special_tokens=False), open(sys.argv[4], "w"))
+)PY";
+  REQUIRE(onebit::test::run_python(code, "'" + dir.string() + "' '" + val.string() + "' " +
+                                             std::to_string(kBytes) + " '" + (tmp / "ids.json") + "'"));
+  std::string text = onebit::test::read_text(val.string()).substr(0, kBytes);
+  while (!text.empty() && (uint8_t(text.back()) & 0xC0) == 0x80) text.pop_back();  // whole chars
+  if (!text.empty() && uint8_t(text.back()) >= 0xC0) text.pop_back();
+  auto tok = load_tokenizer(dir.string());
+  const auto ids = tok->encode(text);
+  const auto want = ids_of(json::parse(onebit::test::read_text(tmp / "ids.json")));
+  CHECK(ids.size() == want.size());
+  CHECK(ids == want);
+  CHECK(tok->decode(ids) == text);
 }
