@@ -300,3 +300,16 @@ TEST_CASE("safetensors reads the shared stories260K checkpoint", "[io]") {
   CHECK(total == 260032);
   CHECK(r.load("model.embed_tokens.weight", torch::kBFloat16).scalar_type() == torch::kBFloat16);
 }
+
+TEST_CASE("safetensors load straight to CUDA with conversion", "[io][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA device");
+  TempDir dir;
+  auto a = sample(torch::kFloat32, {8, 3}, 1);
+  write_safetensors(dir / "m.safetensors", {{"a", a}, {"b", a.to(torch::kBFloat16)}});
+  SafetensorsReader r(dir / "m.safetensors");
+  auto g = r.load("a", torch::kBFloat16, torch::kCUDA);
+  CHECK(g.device().is_cuda());
+  CHECK(g.scalar_type() == torch::kBFloat16);
+  CHECK(torch::equal(g.cpu(), a.to(torch::kBFloat16)));
+  CHECK(torch::equal(r.load("b", std::nullopt, torch::kCUDA).cpu(), a.to(torch::kBFloat16)));
+}
