@@ -175,3 +175,24 @@ TEST_CASE("text source: .txt split at blank lines, .jsonl text fields, tokenized
   CHECK_THROWS_WITH(read_documents(tmp.str("empty.txt")), OB_CONTAINS("empty.txt: no documents"));
   CHECK_THROWS_WITH(read_documents(tmp.str("missing.txt")), OB_CONTAINS("cannot open text file"));
 }
+
+TEST_CASE("text source: TinyStories with the stories260K tokenizer", "[data]") {
+  OB_SHARED_OR_SKIP(model, "models/stories260K");
+  OB_SHARED_OR_SKIP(text, "data/tinystories_val.txt");
+  const auto tok = onebit::tokenizer::load_tokenizer(model.string());
+  const auto docs = read_documents(text.string());
+  CHECK(docs.size() > 100);
+  const PackedBlocks pb = pack_text_file(text.string(), *tok, 256);
+  CHECK(pb.num_blocks() > 100);
+  // Blocks 0 and 1 = the start of BOS story EOS BOS story EOS ...
+  std::vector<int64_t> stream;
+  for (size_t d = 0; stream.size() < 512; ++d) {
+    stream.push_back(tok->bos_id());
+    const auto ids = tok->encode(docs[d]);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+    stream.push_back(tok->eos_id());
+  }
+  CHECK(row(pb.block(0)) == std::vector<int64_t>(stream.begin(), stream.begin() + 256));
+  CHECK(row(pb.block(1)) == std::vector<int64_t>(stream.begin() + 256, stream.begin() + 512));
+  CHECK(pb.stream_tokens() - pb.dropped_tokens() == pb.num_blocks() * 256);
+}

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "onebit/data/synthetic_language.h"
+#include "onebit/tokenizer/tokenizer.h"
 #include "tests/data/tmpdir.h"
 #include "tests/support.h"
 
@@ -196,4 +197,19 @@ print(json.dumps(out))
     CHECK(res[i]["special"].get<std::vector<int64_t>>() == expect);
   }
   CHECK(res[2]["plain"].back() == syn::kUnkId);
+}
+
+TEST_CASE("synthetic language: onebit::tokenizer loads the written tokenizer and agrees", "[data]") {
+  TempDir tmp("syn_tokenizer_ours");
+  syn::write_tokenizer(tmp.str());
+  const auto tok = onebit::tokenizer::load_tokenizer(tmp.str());
+  CHECK(tok->vocab_size() == syn::vocab_size());
+  CHECK(tok->bos_id() == syn::kBosId);
+  CHECK(tok->eos_id() == syn::kEosId);
+  CHECK(tok->add_bos());
+  for (const auto& d : syn::generate_documents(20, 4)) {
+    const auto ids = syn::encode(d);
+    CHECK(tok->encode(d) == ids);
+    CHECK(tok->decode(ids) == d);
+  }
 }
