@@ -4,7 +4,10 @@
 #include <set>
 
 #include "onebit/core/error.h"
+#include "onebit/config/train_config.h"
 #include "onebit/data/self_sample.h"
+#include "onebit/data/synthetic_language.h"
+#include "onebit/data/training_data.h"
 #include "tests/data/tmpdir.h"
 #include "tests/support.h"
 
@@ -163,4 +166,40 @@ TEST_CASE("self-sampling: interrupted and resumed equals uninterrupted, byte for
   other = small(20);
   other.provenance["model"] = "another";
   CHECK_THROWS_WITH(self_sample(lm, whole, other), OB_CONTAINS("made with model=bigram-stub, this run asks for model=another"));
+}
+
+TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[data]") {
+  TempDir tmp("training_data");
+  BigramLM lm;
+  auto cfg = onebit::config::parse_train_config(
+      "model:\n  teacher: embedded\n  dtype: fp32\n"
+      "data:\n  num_samples: 10\n  sample_length: 9\n  sample_batch: 4\n  seq_len: 8\n  batch_size: 2\n  seed: 3\n",
+      {"output_dir=" + tmp.str("run")});
+  const auto blocks = training_blocks(cfg, lm, "", /*progress=*/false);
+  const auto ds = TokenDataset::open(tmp.str("run/samples"));
+  CHECK(ds.size() == 10);
+  CHECK(ds.generator().at("model").rfind("embedded hidden=128 layers=4", 0) == 0);
+  CHECK(blocks->num_blocks() == (ds.num_tokens() + 2 * 10) / 8);
+  CHECK(blocks->block(0)[0].item<int64_t>() == kBos);
+  BatchIterator it(blocks, batch_options(cfg));
+  CHECK(it.next().sizes() == torch::IntArrayRef({2, 8}));
+
+  // The same folder as a dataset; a dataset from a larger vocabulary is refused.
+  cfg.data.source = "dataset";
+  cfg.data.path = tmp.str("run/samples");
+  CHECK(training_blocks(cfg, lm, "")->num_blocks() == blocks->num_blocks());
+  {
+    TokenDatasetWriter w(tmp.str("big"), 100, {});
+    w.append({50});
+    w.commit();
+  }
+  cfg.data.path = tmp.str("big");
+  CHECK_THROWS_WITH(training_blocks(cfg, lm, ""), OB_CONTAINS("dataset vocab size 100 does not fit the teacher's 16"));
+
+  // Text through a tokenizer folder (the synthetic language's: 370 ids, too many here).
+  onebit::data::synthetic::write_tokenizer(tmp.str("tok"));
+  std::ofstream(tmp.path / "t.txt") << "tom runs .\n\nmia sings .\n";
+  cfg.data.source = "text";
+  cfg.data.path = tmp.str("t.txt");
+  CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("has 370 ids but the teacher only 16"));
 }

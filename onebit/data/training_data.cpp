@@ -1,0 +1,56 @@
+#include "onebit/data/training_data.h"
+
+#include <filesystem>
+
+#include "onebit/core/error.h"
+#include "onebit/data/self_sample.h"
+#include "onebit/tokenizer/tokenizer.h"
+
+namespace onebit::data {
+
+std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& cfg, models::CausalLMImpl& teacher,
+                                                    const std::string& tokenizer_dir, bool progress) {
+  const auto& mc = teacher.config();
+  const PackOptions pack{cfg.data.seq_len, mc.bos_token_id, mc.eos_token_id};
+  const auto& d = cfg.data;
+  if (d.source == "text") {
+    const auto tok = tokenizer::load_tokenizer(tokenizer_dir);
+    OB_CHECK(tok->vocab_size() <= mc.vocab_size, "data.path ", d.path, ": tokenizer in ", tokenizer_dir, " has ",
+             tok->vocab_size(), " ids but the teacher only ", mc.vocab_size);
+    return std::make_shared<const PackedBlocks>(tokenize_documents(read_documents(d.path), *tok),
+                                                PackOptions{d.seq_len, tok->bos_id(), tok->eos_id()});
+  }
+  std::string dir = d.path;
+  if (d.source == "sample") {
+    dir = d.sample_dir.empty() ? (std::filesystem::path(cfg.output_dir) / "samples").string() : d.sample_dir;
+    SampleOptions o;
+    o.num_samples = d.num_samples;
+    o.max_length = d.sample_length;
+    o.batch_size = d.sample_batch;
+    o.seed = d.seed;
+    o.progress = progress;
+    std::string model = cfg.model.teacher;
+    if (model == "embedded") {  // the embedded teacher is defined by its recipe
+      const auto& e = cfg.embedded;
+      model += " hidden=" + std::to_string(e.hidden_size) + " layers=" + std::to_string(e.num_layers) +
+               " tokens=" + std::to_string(e.train_tokens) + " seed=" + std::to_string(e.seed);
+    }
+    o.provenance = {{"model", model}, {"dtype", cfg.model.dtype}};
+    self_sample(teacher, dir, o);
+  }
+  TokenDataset ds = TokenDataset::open(dir);
+  OB_CHECK(ds.vocab_size() <= mc.vocab_size, dir, ": dataset vocab size ", ds.vocab_size(),
+           " does not fit the teacher's ", mc.vocab_size, " (sampled from another model?)");
+  return std::make_shared<const PackedBlocks>(std::move(ds), pack);
+}
+
+BatchOptions batch_options(const config::TrainConfig& cfg, int64_t rank, int64_t world_size) {
+  BatchOptions b;
+  b.batch_size = cfg.data.batch_size;
+  b.seed = cfg.data.seed;
+  b.rank = rank;
+  b.world_size = world_size;
+  return b;
+}
+
+}  // namespace onebit::data
