@@ -364,6 +364,19 @@ std::vector<int64_t> encode(const std::string& text) {
   return out;
 }
 
+TokenDataset token_dataset(int64_t n, uint64_t seed, int64_t first) {
+  std::vector<std::vector<int64_t>> samples;
+  samples.reserve(size_t(std::max<int64_t>(n, 0)));
+  for (const auto& d : generate_documents(n, seed, first)) samples.push_back(encode(d));
+  return TokenDataset::from_samples(samples, vocab_size());
+}
+
+void write_documents(const std::string& path, const std::vector<std::string>& docs) {
+  std::string text;
+  for (const auto& d : docs) text += (text.empty() ? "" : "\n") + d + "\n";
+  io::write_file_atomic(path, text);
+}
+
 void write_tokenizer(const std::string& dir) {
   using nlohmann::json;
   using nlohmann::ordered_json;

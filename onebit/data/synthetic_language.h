@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "onebit/data/token_dataset.h"
+
 namespace onebit::data::synthetic {
 
 // The words the grammar can emit (punctuation included), sorted, without special tokens.
@@ -35,6 +37,14 @@ std::vector<std::string> generate_documents(int64_t n, uint64_t seed, int64_t fi
 
 // Ids of a document (whitespace split, unknown words -> kUnkId), no BOS/EOS.
 std::vector<int64_t> encode(const std::string& text);
+
+// Documents first..first+n-1 encoded, one sample each (vocab_size() ids): pack them with
+// PackOptions{seq_len, kBosId, kEosId} to pretrain the embedded teacher.
+TokenDataset token_dataset(int64_t n, uint64_t seed, int64_t first = 0);
+
+// Writes documents to a text file, separated by blank lines (read_documents reads it back),
+// atomically. For held-out perplexity text (train.eval_text).
+void write_documents(const std::string& path, const std::vector<std::string>& docs);
 
 // Writes a Hugging Face tokenizer for the language into `dir` (created): tokenizer.json
 // (WordLevel model, WhitespaceSplit pre-tokenizer, "<unk>"/"<s>"/"</s>" added tokens, a

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "onebit/data/packed_blocks.h"
 #include "onebit/data/synthetic_language.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "tests/data/tmpdir.h"
@@ -212,4 +213,18 @@ TEST_CASE("synthetic language: onebit::tokenizer loads the written tokenizer and
     CHECK(tok->encode(d) == ids);
     CHECK(tok->decode(ids) == d);
   }
+}
+
+TEST_CASE("synthetic language: token dataset and text file helpers", "[data]") {
+  const auto docs = syn::generate_documents(50, 9, 10);
+  const auto ds = syn::token_dataset(50, 9, 10);
+  REQUIRE(ds.size() == 50);
+  CHECK(ds.vocab_size() == syn::vocab_size());
+  for (int64_t i = 0; i < 50; ++i) CHECK(ds.sample(i) == syn::encode(docs[size_t(i)]));
+  const onebit::data::PackedBlocks pb(ds, {64, syn::kBosId, syn::kEosId});
+  CHECK(pb.block(0)[0].item<int64_t>() == syn::kBosId);
+
+  TempDir tmp("syn_text");
+  syn::write_documents(tmp.str("docs.txt"), docs);
+  CHECK(onebit::data::read_documents(tmp.str("docs.txt")) == docs);
 }
