@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 #include "onebit/core/error.h"
 #include "onebit/data/seed.h"
@@ -100,8 +101,17 @@ SampleReport self_sample(models::CausalLMImpl& model, const std::string& out_dir
   settings["eos_token_id"] = std::to_string(eos);
   settings["bos_token_id"] = std::to_string(cfg.bos_token_id);
 
-  TokenDatasetWriter writer(out_dir, cfg.vocab_size, settings);
   SampleReport rep;
+  // Already complete with these settings: read only (other ranks may be reading it too).
+  if (std::filesystem::exists(out_dir + "/index.json")) {
+    const TokenDataset have = TokenDataset::open(out_dir);
+    if (have.size() >= o.num_samples && have.generator() == settings && have.vocab_size() == cfg.vocab_size) {
+      rep.resumed_from = rep.total = have.size();
+      rep.total_tokens = have.num_tokens();
+      return rep;
+    }
+  }
+  TokenDatasetWriter writer(out_dir, cfg.vocab_size, settings);
   rep.resumed_from = writer.committed();
   model.eval();
 

@@ -1,6 +1,7 @@
 #include "onebit/data/token_dataset.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -293,6 +294,12 @@ TokenDatasetWriter::TokenDatasetWriter(const std::string& dir, int64_t vocab_siz
   fs::create_directories(dir, ec);
   OB_CHECK(!ec, "cannot create '", dir, "': ", ec.message());
 
+  // One writer per folder (two ranks sampling into one cache would truncate each other).
+  const std::string tp = dir + "/" + kTokens, op = dir + "/" + kOffsets;
+  s.tokens = open_or_fail(tp, O_RDWR | O_CREAT);
+  OB_CHECK(::flock(s.tokens.fd, LOCK_EX | LOCK_NB) == 0, dir,
+           ": another process is writing this dataset (", kTokens, " is locked)");
+
   if (fs::exists(dir + "/" + kIndex)) {
     s.ix = read_index(dir);
     OB_CHECK(s.ix.vocab_size == vocab_size, dir, ": existing dataset has vocab size ", s.ix.vocab_size,
@@ -313,8 +320,6 @@ TokenDatasetWriter::TokenDatasetWriter(const std::string& dir, int64_t vocab_siz
   }
 
   // Cut whatever an interrupted run wrote past the last commit, then append from there.
-  const std::string tp = dir + "/" + kTokens, op = dir + "/" + kOffsets;
-  s.tokens = open_or_fail(tp, O_RDWR | O_CREAT);
   s.offsets = open_or_fail(op, O_RDWR | O_CREAT);
   const int64_t tok_bytes = s.ix.num_tokens * s.ix.width, off_bytes = s.ix.num_samples * 8;
   OB_CHECK(file_size(tp) >= tok_bytes, tp, " is truncated: ", kIndex, " records ", s.ix.num_tokens, " tokens (",

@@ -16,6 +16,8 @@ namespace onebit::data {
 // data.source = dataset: opens data.path; its vocabulary must fit the teacher's.
 // data.source = text: tokenizes data.path with the tokenizer in `tokenizer_dir`.
 // Blocks are data.seq_len long. `progress` shows the sampling bar.
+// Several processes: call it on rank 0 first, then (after a barrier) on the others, which
+// find the samples complete and only read them (a second writer of one folder is an error).
 std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& cfg, models::CausalLMImpl& teacher,
                                                     const std::string& tokenizer_dir, bool progress = true);
 

@@ -203,3 +203,14 @@ TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[dat
   cfg.data.path = tmp.str("t.txt");
   CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("has 370 ids but the teacher only 16"));
 }
+
+TEST_CASE("self-sampling: a complete dataset is only read, even while another writer holds it", "[data]") {
+  TempDir tmp("self_sample_complete");
+  BigramLM lm;
+  self_sample(lm, tmp.str(), small(8));
+  TokenDatasetWriter holder(tmp.str(), kVocab, TokenDataset::open(tmp.str()).generator());  // holds the lock
+  const auto rep = self_sample(lm, tmp.str(), small(8));
+  CHECK(rep.resumed_from == 8);
+  CHECK(rep.total == 8);
+  CHECK_THROWS_WITH(self_sample(lm, tmp.str(), small(12)), OB_CONTAINS("another process is writing this dataset"));
+}

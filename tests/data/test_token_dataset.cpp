@@ -108,6 +108,7 @@ TEST_CASE("token dataset: resuming with other settings is an error", "[data]") {
   CHECK_THROWS_WITH(TokenDatasetWriter(tmp.str(), 50, kGen),
                     OB_CONTAINS("existing dataset has vocab size 100, this run has 50"));
   TokenDatasetWriter w(tmp.str(), 100, kGen);
+  CHECK_THROWS_WITH(TokenDatasetWriter(tmp.str(), 100, kGen), OB_CONTAINS("another process is writing this dataset"));
   CHECK_THROWS_WITH(w.append({1, 100}), OB_CONTAINS("token id 100 at position 1 of sample 0 is outside the vocabulary [0, 100)"));
   CHECK_THROWS_WITH(w.append({-1}), OB_CONTAINS("token id -1 at position 0"));
 }
