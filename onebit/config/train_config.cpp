@@ -124,20 +124,23 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }
 
 [[noreturn]] void unknown_key(const std::string& where, const std::string& key) {
-  std::string best;
+  std::vector<std::string> best;
   size_t best_d = std::numeric_limits<size_t>::max();
   for (const auto& k : all_keys()) {
-    // Compare the full key, and the last component alone ("aplha" vs "alpha" under a
-    // misspelt section), so both kinds of typo find their key.
+    // Compare the full key, and for a bare name also each key's last component ("lr"
+    // finds optim.lr and embedded.lr), so both kinds of slip find their key.
     size_t d = edit_distance(key, k);
     auto dot = k.find('.');
     if (dot != std::string::npos && key.find('.') == std::string::npos)
       d = std::min(d, edit_distance(key, k.substr(dot + 1)));
-    if (d < best_d) best_d = d, best = k;
+    if (d < best_d) best_d = d, best.clear();
+    if (d == best_d) best.push_back(k);
   }
   const size_t limit = std::max<size_t>(2, key.size() / 3);
-  if (best_d <= limit) fail(where, ": unknown key '", key, "' (did you mean '", best, "'?)");
-  fail(where, ": unknown key '", key, "'");
+  if (best_d > limit || best.size() > 3) fail(where, ": unknown key '", key, "'");
+  std::string hint = "'" + best[0] + "'";
+  for (size_t i = 1; i < best.size(); ++i) hint += (i + 1 == best.size() ? " or '" : ", '") + best[i] + "'";
+  fail(where, ": unknown key '", key, "' (did you mean ", hint, "?)");
 }
 
 std::string lower(std::string s) {

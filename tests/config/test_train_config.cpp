@@ -68,6 +68,7 @@ TEST_CASE("config: unknown keys name the key and suggest the nearest one", "[con
   CHECK_THROWS_WITH(parse("", {"kd.aplha=1"}), OB_CONTAINS("override 'kd.aplha=1'"));
   CHECK_THROWS_WITH(parse("optm:\n  lr: 1\n"), OB_CONTAINS("unknown key 'optm.lr' (did you mean 'optim.lr'?)"));
   CHECK_THROWS_WITH(parse("output_dri: x\n"), OB_CONTAINS("unknown key 'output_dri' (did you mean 'output_dir'?)"));
+  CHECK_THROWS_WITH(parse("", {"lr=1"}), OB_CONTAINS("unknown key 'lr' (did you mean 'embedded.lr' or 'optim.lr'?)"));
   // Far from every key: no hint.
   CHECK_THROWS_WITH(parse("", {"completely.different=1"}), OB_CONTAINS("unknown key 'completely.different'"));
   CHECK_THROWS_WITH(parse("", {"completely.different=1"}), !OB_CONTAINS("did you mean"));
