@@ -57,6 +57,7 @@ OneBitLinearOptions::OneBitLinearOptions(int64_t in_features, int64_t out_featur
 // ---------------------------------------------------------------------------------------------
 // The fused autograd node. Saved: x, W, g, h, bias, u = (x⊙g)·sign(W)ᵀ and the LayerNorm
 // statistics; y = u⊙h (+bias) is recomputed in backward (one cheap pass) instead of stored.
+// Function::apply cannot take undefined tensors, so "no bias" travels as a 0-element tensor.
 namespace {
 
 bool low_precision(torch::ScalarType t) { return t == torch::kHalf || t == torch::kBFloat16; }
@@ -104,7 +105,7 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
                                                          {true, false, false}));
     }
     torch::Tensor dx, dw, dg, dh, db;
-    if (bias.defined() && ctx->needs_input_grad(4)) db = dy.sum(0).to(bias.scalar_type());
+    if (bias.numel() > 0 && ctx->needs_input_grad(4)) db = dy.sum(0).to(bias.scalar_type());
     if (ctx->needs_input_grad(3)) dh = (dy * u).sum(0).to(h.scalar_type());
     const torch::Tensor du = (dy * h.to(ct)).to(dt);
     const torch::Tensor x2 = x.reshape({-1, in});
@@ -121,7 +122,7 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
   // y = u ⊙ h (+ bias) in the compute dtype `ct`.
   static torch::Tensor pre_norm(const torch::Tensor& u, const torch::Tensor& h,
                                 const torch::Tensor& bias, torch::ScalarType ct) {
-    if (bias.defined()) return torch::addcmul(bias.to(ct), u, h.to(ct));
+    if (bias.numel() > 0) return torch::addcmul(bias.to(ct), u, h.to(ct));
     return u * h.to(ct);
   }
 };
@@ -145,7 +146,8 @@ torch::Tensor onebit_linear(const torch::Tensor& x, const torch::Tensor& weight,
            "onebit_linear: bias must be [", out, "], got ", bias.sizes());
   OB_CHECK(x.is_floating_point(), "onebit_linear: input must be floating point, got ",
            x.scalar_type());
-  return OneBitLinearFn::apply(x, weight, g, h, bias, post_layernorm, ln_eps, ste);
+  const torch::Tensor b = bias.defined() ? bias : torch::empty({0}, h.options());
+  return OneBitLinearFn::apply(x, weight, g, h, b, post_layernorm, ln_eps, ste);
 }
 }  // namespace functional
 
