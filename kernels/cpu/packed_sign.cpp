@@ -15,13 +15,30 @@ void pack_ref(const float* w, int64_t out, int64_t in, SignBlock* packed) {
   }
 }
 
+namespace {
+// The 8 signs of every byte value, so unpacking is one 32-byte copy per byte.
+struct ByteSigns {
+  float v[256][8];
+  ByteSigns() {
+    for (int b = 0; b < 256; ++b)
+      for (int k = 0; k < 8; ++k) v[b][k] = (b >> k) & 1 ? -1.0f : 1.0f;
+  }
+};
+const ByteSigns& byte_signs() {
+  static const ByteSigns table;
+  return table;
+}
+}  // namespace
+
 void unpack_rows(const SignBlock* packed, int64_t in, int64_t o_begin, int64_t o_end, float* dst) {
-  const int64_t nbytes = bytes_per_row(in);
+  const int64_t nbytes = bytes_per_row(in), full = in / 8;
   const auto* bytes = reinterpret_cast<const uint8_t*>(packed);
+  const ByteSigns& t = byte_signs();
   for (int64_t o = o_begin; o < o_end; ++o) {
     const uint8_t* row = bytes + o * nbytes;
     float* d = dst + (o - o_begin) * in;
-    for (int64_t i = 0; i < in; ++i) d[i] = (row[i / 8] >> (i % 8)) & 1u ? -1.0f : 1.0f;
+    for (int64_t j = 0; j < full; ++j) std::memcpy(d + 8 * j, t.v[row[j]], sizeof(t.v[0]));
+    for (int64_t i = 8 * full; i < in; ++i) d[i] = t.v[row[full]][i % 8];
   }
 }
 

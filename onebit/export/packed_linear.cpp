@@ -17,7 +17,7 @@ namespace {
 namespace k = onebit::kernels;
 // Up to this many rows the LUT GEMV wins; beyond, unpacking a tile of rows and calling BLAS
 // does (the table is rebuilt for every row of x, the tile once per call).
-constexpr int64_t kLutMaxRows = 8;
+constexpr int64_t kLutMaxRows = 4;
 constexpr int64_t kTileRows = 256;  // ±1 rows unpacked at a time on the GEMM path
 
 const k::SignBlock* blocks(const torch::Tensor& signs) {
