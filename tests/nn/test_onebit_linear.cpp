@@ -131,6 +131,13 @@ TEST_CASE("SignSTE backward follows each kind's formula", "[layer]") {
     auto w = w0.clone().requires_grad_();
     (onebit::autograd::SignSTE::apply(w, kind) * up).sum().backward();
     CHECK(max_abs_diff(w.grad(), up * ste_factor(w0, kind)) < kGradTol);
+    // fp32 takes the CPU single-pass loops; compare with the double formula.
+    auto wf = w0.to(torch::kFloat32).requires_grad_();
+    (onebit::autograd::SignSTE::apply(wf, kind) * up.to(torch::kFloat32)).sum().backward();
+    CHECK(max_abs_diff(wf.grad(), up * ste_factor(w0, kind)) < kFp32Tol * 10);
+    auto scratch = torch::empty_like(wf);
+    auto inplace = onebit::autograd::ste_backward_(up.to(torch::kFloat32), wf.detach(), kind, scratch);
+    CHECK(max_abs_diff(inplace, wf.grad()) == 0);
   }
 }
 
