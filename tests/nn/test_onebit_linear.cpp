@@ -194,6 +194,24 @@ TEST_CASE("OneBitLinear gradients of x, g, h and bias match central finite diffe
   }
 }
 
+TEST_CASE("OneBitLinear clones deeply and takes 1-D and non-contiguous inputs", "[layer]") {
+  torch::manual_seed(8);
+  OneBitLinear layer(OneBitLinearOptions(6, 4).bias(true));
+  auto copy = std::dynamic_pointer_cast<OneBitLinearImpl>(layer->clone());
+  REQUIRE(copy != nullptr);
+  CHECK(torch::equal(copy->weight, layer->weight));
+  CHECK(copy->weight.data_ptr() != layer->weight.data_ptr());
+  CHECK(copy->bias.defined());
+  CHECK(copy->named_parameters().size() == 4);  // weight, g, h, bias: members rebound by reset()
+
+  torch::NoGradGuard ng;
+  auto x = torch::randn({6, 3}).t();  // [3, 6], not contiguous
+  auto batch = layer->forward(x);
+  auto row = layer->forward(x[1].contiguous());
+  CHECK(row.sizes() == torch::IntArrayRef({4}));
+  CHECK(max_abs_diff(row, batch[1]) < kFp32Tol);
+}
+
 TEST_CASE("OneBitLinear storage is 1.0073 bits per parameter for 4096x4096", "[layer]") {
   OneBitLinear layer(OneBitLinearOptions(4096, 4096));
   // method.md §8: (4096·4096 + 2·4096·16) / (4096·4096 + 2·4096).
