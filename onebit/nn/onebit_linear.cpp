@@ -110,20 +110,20 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
     const torch::Tensor du = (dy * h.to(ct)).to(dt);
     const torch::Tensor x2 = x.reshape({-1, in});
     const torch::Tensor gd = g.to(dt);
-    // One weight-sized buffer holds sign(W) for dx, then tanh(W) for the STE; dW is the only
-    // other one (as for torch::nn::Linear).
-    torch::Tensor signs = autograd::sign_pm1(w.contiguous(), dt);
+    // One weight-sized buffer holds sign(W) for dx, then dS = duᵀ·(x⊙g), then dW in place (the
+    // STE needs no buffer of its own): a backward allocates what torch::nn::Linear's does.
+    torch::Tensor buf = autograd::sign_pm1(w.contiguous(), dt);
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(2)) {
-      const torch::Tensor dxg = torch::mm(du, signs);
+      const torch::Tensor dxg = torch::mm(du, buf);
       if (ctx->needs_input_grad(2)) dg = torch::sum(dxg * x2, {0}, false, g.scalar_type());
       if (ctx->needs_input_grad(0)) dx = (dxg * gd).view(x.sizes());
     }
     if (ctx->needs_input_grad(1)) {
-      torch::Tensor ds = torch::mm(du.t(), x2 * gd);
-      if (ds.scalar_type() == w.scalar_type() && w.is_contiguous()) {
-        dw = autograd::ste_backward_(ds, w, ste, signs);
+      if (dt == w.scalar_type() && w.is_contiguous()) {
+        torch::mm_out(buf, du.t(), x2 * gd);
+        dw = autograd::ste_backward_(buf, w, ste);
       } else {
-        dw = autograd::ste_backward(ds, w, ste);
+        dw = autograd::ste_backward(torch::mm(du.t(), x2 * gd), w, ste);
       }
     }
     return {dx, dw, dg, dh, db, torch::Tensor(), torch::Tensor(), torch::Tensor()};

@@ -141,6 +141,14 @@ TEST_CASE("SignSTE backward follows each kind's formula", "[layer]") {
   }
 }
 
+TEST_CASE("fp32 tanh STE factor is accurate over the whole range", "[layer]") {
+  // The fp32 CPU path computes 1.001 − tanh² from its own exp; compare with double tanh.
+  auto w = torch::cat({torch::linspace(-30, 30, 200001), torch::tensor({0.0f, -0.0f, 1e-30f, 88.0f, -1e4f})});
+  auto got = onebit::autograd::ste_backward(torch::ones_like(w), w, SteKind::Tanh).to(torch::kFloat64);
+  auto want = 1.001 - torch::tanh(w.to(torch::kFloat64)).pow(2);
+  CHECK(((got - want).abs() / want).max().item<double>() < 1e-6);
+}
+
 TEST_CASE("OneBitLinear weight gradient is the STE factor times dL/dsign(W)", "[layer]") {
   auto p = random_params(12, 10, torch::kFloat64, 4);
   auto up = torch::randn({3, 5, 10}, torch::kFloat64);
