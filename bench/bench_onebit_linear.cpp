@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
       if (breakdown) {  // the per-weight passes the layer adds to the three matmuls
         torch::NoGradGuard ng;
         const auto& w = ob->weight;
-        auto gs = torch::randn_like(w);
+        auto gs = torch::randn_like(w).to(dt);  // dL/dsign(W) comes in the activations' dtype
         std::printf("    sign_pm1 %.2f ms, ste tanh %.2f ms, ste clipped %.2f ms\n",
                     median_ms([&] { onebit::autograd::sign_pm1(w, dt); }, 1, iters),
                     median_ms([&] { onebit::autograd::ste_backward(gs, w, onebit::nn::SteKind::Tanh); }, 1, iters),

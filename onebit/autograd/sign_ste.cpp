@@ -66,17 +66,30 @@ torch::Tensor sign_pm1(const torch::Tensor& w, torch::Dtype dtype) {
     using in_t = scalar_t;
     const in_t* src = w.data_ptr<in_t>();
     AT_DISPATCH_FLOATING_TYPES_AND2(torch::kHalf, torch::kBFloat16, dtype, "sign_pm1_out", [&] {
-      scalar_t* dst = out.data_ptr<scalar_t>();
       const scalar_t pos(1), neg(-1);
-      at::parallel_for(0, w.numel(), kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) dst[i] = src[i] >= 0 ? pos : neg;
-      });
+      if constexpr (sizeof(scalar_t) == 2) {
+        // bf16/fp16: set the sign bit of +1's bits (a select on the 2-byte structs compiles to
+        // a branch, mispredicted half the time on random signs: 4x slower).
+        uint16_t one;
+        std::memcpy(&one, &pos, sizeof(one));
+        auto* dst = reinterpret_cast<uint16_t*>(out.data_ptr<scalar_t>());
+        at::parallel_for(0, w.numel(), kGrain, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) dst[i] = uint16_t(one | (uint16_t(src[i] < 0) << 15));
+        });
+      } else {
+        scalar_t* dst = out.data_ptr<scalar_t>();
+        at::parallel_for(0, w.numel(), kGrain, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) dst[i] = src[i] >= 0 ? pos : neg;
+        });
+      }
     });
   });
   return out;
 }
 
 torch::Tensor ste_backward(const torch::Tensor& grad, const torch::Tensor& w, nn::SteKind kind) {
+  // A converting copy then the in-place pass: both vectorised (a fused convert-and-scale loop
+  // did not vectorise and took 4x longer on bf16).
   torch::Tensor g = grad.to(w.scalar_type(), /*non_blocking=*/false, /*copy=*/true).contiguous();
   return ste_backward_(g, w, kind);
 }

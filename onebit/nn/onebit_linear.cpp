@@ -119,12 +119,9 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
       if (ctx->needs_input_grad(0)) dx = (dxg * gd).view(x.sizes());
     }
     if (ctx->needs_input_grad(1)) {
-      if (dt == w.scalar_type() && w.is_contiguous()) {
-        torch::mm_out(buf, du.t(), x2 * gd);
-        dw = autograd::ste_backward_(buf, w, ste);
-      } else {
-        dw = autograd::ste_backward(torch::mm(du.t(), x2 * gd), w, ste);
-      }
+      torch::mm_out(buf, du.t(), x2 * gd);
+      dw = dt == w.scalar_type() && w.is_contiguous() ? autograd::ste_backward_(buf, w, ste)
+                                                      : autograd::ste_backward(buf, w, ste);
     }
     return {dx, dw, dg, dh, db, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }

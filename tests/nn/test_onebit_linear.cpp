@@ -111,6 +111,10 @@ TEST_CASE("sign(0) is +1 in SignSTE and in the layer", "[layer]") {
   auto w = torch::tensor({-2.0f, -0.0f, 0.0f, 1e-30f, -1e-30f});
   auto s = onebit::autograd::SignSTE::apply(w, SteKind::Tanh);
   CHECK(torch::equal(s, torch::tensor({-1.0f, 1.0f, 1.0f, 1.0f, -1.0f})));
+  for (auto dt : {torch::kBFloat16, torch::kHalf, torch::kFloat64}) {
+    CAPTURE(dt);
+    CHECK(torch::equal(onebit::autograd::sign_pm1(w, dt), s.to(dt)));
+  }
 
   OneBitLinear layer(OneBitLinearOptions(4, 3).post_layernorm(false));
   {
@@ -138,6 +142,13 @@ TEST_CASE("SignSTE backward follows each kind's formula", "[layer]") {
     auto scratch = torch::empty_like(wf);
     auto inplace = onebit::autograd::ste_backward_(up.to(torch::kFloat32), wf.detach(), kind, scratch);
     CHECK(max_abs_diff(inplace, wf.grad()) == 0);
+    // bf16/fp16 gradients of sign(W) with an fp32 master W: fused convert-and-scale.
+    for (auto dt : {torch::kBFloat16, torch::kHalf}) {
+      auto low = up.to(dt);
+      auto got = onebit::autograd::ste_backward(low, wf.detach(), kind);
+      CHECK(got.scalar_type() == torch::kFloat32);
+      CHECK(max_abs_diff(got, low.to(torch::kFloat64) * ste_factor(w0, kind)) < kFp32Tol * 10);
+    }
   }
 }
 
