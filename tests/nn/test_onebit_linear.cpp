@@ -296,3 +296,25 @@ TEST_CASE("OneBitLinear rejects bad input with clear messages", "[layer]") {
   CHECK_THROWS_WITH(OneBitLinear(OneBitLinearOptions(0, 3)), OB_CONTAINS("must be positive"));
   CHECK(onebit::nn::parse_ste_kind(onebit::nn::to_string(SteKind::Clipped)) == SteKind::Clipped);
 }
+
+TEST_CASE("OneBitLinear on CUDA matches the CPU layer, forward and backward", "[layer][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  const torch::Device cuda(torch::kCUDA, 0);
+  auto p = random_params(64, 48, torch::kFloat32, 9);
+  auto up = torch::randn({3, 5, 48});
+  std::vector<torch::Tensor> cpu_grads, gpu_grads;
+  torch::Tensor cpu_out, gpu_out;
+  for (auto dev : {torch::Device(torch::kCPU), cuda}) {
+    std::vector<torch::Tensor> leaves = {p.x.to(dev), p.w.to(dev), p.g.to(dev), p.h.to(dev), p.b.to(dev)};
+    for (auto& t : leaves) t.requires_grad_();
+    auto z = F::onebit_linear(leaves[0], leaves[1], leaves[2], leaves[3], leaves[4], true, kEps, SteKind::Tanh);
+    (z * up.to(dev)).sum().backward();
+    (dev.is_cpu() ? cpu_out : gpu_out) = z.detach().cpu();
+    for (auto& t : leaves) (dev.is_cpu() ? cpu_grads : gpu_grads).push_back(t.grad().cpu());
+  }
+  CHECK(max_abs_diff(cpu_out, gpu_out) < 1e-4);  // TF32 may be off or on: loose on purpose
+  for (size_t i = 0; i < cpu_grads.size(); ++i) {
+    CAPTURE(i);
+    CHECK(max_abs_diff(cpu_grads[i], gpu_grads[i]) < 1e-3 * (1 + cpu_grads[i].abs().max().item<double>()));
+  }
+}
