@@ -34,8 +34,16 @@ void cpu_update(const torch::Tensor& w, torch::Tensor& g, F f) {
 // (x = n·ln2 + r, |r| ≤ ln2/2) and a degree-7 Taylor polynomial (relative error < 1e-8), with
 // integer rounding and bit-built 2ⁿ only: branch-free, so the loop vectorises, and no tanh buffer.
 inline float tanh_ste_factor(float w) {
-  float x = -2.0f * (w < 0 ? -w : w);
-  x = x < -87.0f ? -87.0f : x;
+  // |w| clamped to 40 (e underflows past ≈ 43) on the bit pattern: integer and/min keep the
+  // loop free of float compares, which GCC would not if-convert (no vectorising then).
+  uint32_t bits_w;
+  std::memcpy(&bits_w, &w, sizeof(bits_w));
+  bits_w &= 0x7fffffffu;
+  constexpr uint32_t kForty = 0x42200000u;  // 40.0f
+  bits_w = bits_w < kForty ? bits_w : kForty;
+  float a;
+  std::memcpy(&a, &bits_w, sizeof(a));
+  const float x = -2.0f * a;
   const int32_t n = -static_cast<int32_t>(-x * 1.44269504f + 0.5f);  // round(x / ln2), x ≤ 0
   const float nf = static_cast<float>(n);
   const float r = (x - nf * 0.693359375f) + nf * 2.12194440e-4f;
@@ -94,8 +102,7 @@ torch::Tensor ste_backward(const torch::Tensor& grad, const torch::Tensor& w, nn
   return ste_backward_(g, w, kind);
 }
 
-torch::Tensor ste_backward_(torch::Tensor grad, const torch::Tensor& w, nn::SteKind kind,
-                            torch::Tensor scratch) {
+torch::Tensor ste_backward_(torch::Tensor grad, const torch::Tensor& w, nn::SteKind kind) {
   OB_CHECK(grad.scalar_type() == w.scalar_type() && grad.sizes() == w.sizes() && grad.is_contiguous(),
            "ste_backward_: grad must be contiguous with W's shape ", w.sizes(), " and dtype ",
            w.scalar_type(), ", got ", grad.sizes(), " ", grad.scalar_type());
@@ -110,9 +117,7 @@ torch::Tensor ste_backward_(torch::Tensor grad, const torch::Tensor& w, nn::SteK
         });
         return grad;
       }
-      // Written into scratch when given: on CPU a fresh weight-sized buffer costs about as much
-      // as the arithmetic, in first-touch page faults.
-      torch::Tensor t = scratch.defined() ? torch::tanh_out(scratch, w) : torch::tanh(w);
+      torch::Tensor t = torch::tanh(w);  // fp64 and non-CPU: ATen's vectorised tanh
       if (fast) {
         cpu_update(t, grad, [](auto ti, auto gi) { return gi * (decltype(ti)(1.001) - ti * ti); });
         return grad;

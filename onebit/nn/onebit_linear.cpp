@@ -112,13 +112,15 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
     const torch::Tensor gd = g.to(dt);
     // One weight-sized buffer holds sign(W) for dx, then dS = duᵀ·(x⊙g), then dW in place (the
     // STE needs no buffer of its own): a backward allocates what torch::nn::Linear's does.
-    torch::Tensor buf = autograd::sign_pm1(w.contiguous(), dt);
+    torch::Tensor buf;
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(2)) {
+      buf = autograd::sign_pm1(w.contiguous(), dt);
       const torch::Tensor dxg = torch::mm(du, buf);
       if (ctx->needs_input_grad(2)) dg = torch::sum(dxg * x2, {0}, false, g.scalar_type());
       if (ctx->needs_input_grad(0)) dx = (dxg * gd).view(x.sizes());
     }
     if (ctx->needs_input_grad(1)) {
+      if (!buf.defined()) buf = torch::empty(w.sizes(), w.options().dtype(dt));
       torch::mm_out(buf, du.t(), x2 * gd);
       dw = dt == w.scalar_type() && w.is_contiguous() ? autograd::ste_backward_(buf, w, ste)
                                                       : autograd::ste_backward(buf, w, ste);
