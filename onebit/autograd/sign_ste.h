@@ -14,6 +14,9 @@ torch::Tensor sign_pm1(const torch::Tensor& w, torch::Dtype dtype);
 // dL/dW from dL/dsign(W) (any float dtype; result in w's dtype):
 // Tanh: grad·(1.001 − tanh(W)²); Identity: grad; Clipped: grad·1{|W| ≤ 1}.
 torch::Tensor ste_backward(const torch::Tensor& grad, const torch::Tensor& w, nn::SteKind kind);
+// The same in place on `grad` (contiguous, W's shape and dtype), which is returned. For fp32 W
+// on CPU it allocates nothing (the layer's backward relies on that).
+torch::Tensor ste_backward_(torch::Tensor grad, const torch::Tensor& w, nn::SteKind kind);
 
 // y = sign(W) (in W's dtype); backward = ste_backward(grad, W, kind).
 struct SignSTE : public torch::autograd::Function<SignSTE> {

@@ -57,6 +57,7 @@ OneBitLinearOptions::OneBitLinearOptions(int64_t in_features, int64_t out_featur
 // ---------------------------------------------------------------------------------------------
 // The fused autograd node. Saved: x, W, g, h, bias, u = (x⊙g)·sign(W)ᵀ and the LayerNorm
 // statistics; y = u⊙h (+bias) is recomputed in backward (one cheap pass) instead of stored.
+// Function::apply cannot take undefined tensors, so "no bias" travels as a 0-element tensor.
 namespace {
 
 bool low_precision(torch::ScalarType t) { return t == torch::kHalf || t == torch::kBFloat16; }
@@ -104,24 +105,33 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
                                                          {true, false, false}));
     }
     torch::Tensor dx, dw, dg, dh, db;
-    if (bias.defined() && ctx->needs_input_grad(4)) db = dy.sum(0).to(bias.scalar_type());
+    if (bias.numel() > 0 && ctx->needs_input_grad(4)) db = dy.sum(0).to(bias.scalar_type());
     if (ctx->needs_input_grad(3)) dh = (dy * u).sum(0).to(h.scalar_type());
     const torch::Tensor du = (dy * h.to(ct)).to(dt);
     const torch::Tensor x2 = x.reshape({-1, in});
     const torch::Tensor gd = g.to(dt);
+    // One weight-sized buffer holds sign(W) for dx, then dS = duᵀ·(x⊙g), then dW in place (the
+    // STE needs no buffer of its own): a backward allocates what torch::nn::Linear's does.
+    torch::Tensor buf;
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(2)) {
-      const torch::Tensor dxg = torch::mm(du, autograd::sign_pm1(w, dt));
+      buf = autograd::sign_pm1(w.contiguous(), dt);
+      const torch::Tensor dxg = torch::mm(du, buf);
       if (ctx->needs_input_grad(2)) dg = torch::sum(dxg * x2, {0}, false, g.scalar_type());
       if (ctx->needs_input_grad(0)) dx = (dxg * gd).view(x.sizes());
     }
-    if (ctx->needs_input_grad(1)) dw = autograd::ste_backward(torch::mm(du.t(), x2 * gd), w, ste);
+    if (ctx->needs_input_grad(1)) {
+      if (!buf.defined()) buf = torch::empty(w.sizes(), w.options().dtype(dt));
+      torch::mm_out(buf, du.t(), x2 * gd);
+      dw = dt == w.scalar_type() && w.is_contiguous() ? autograd::ste_backward_(buf, w, ste)
+                                                      : autograd::ste_backward(buf, w, ste);
+    }
     return {dx, dw, dg, dh, db, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 
   // y = u ⊙ h (+ bias) in the compute dtype `ct`.
   static torch::Tensor pre_norm(const torch::Tensor& u, const torch::Tensor& h,
                                 const torch::Tensor& bias, torch::ScalarType ct) {
-    if (bias.defined()) return torch::addcmul(bias.to(ct), u, h.to(ct));
+    if (bias.numel() > 0) return torch::addcmul(bias.to(ct), u, h.to(ct));
     return u * h.to(ct);
   }
 };
@@ -145,7 +155,8 @@ torch::Tensor onebit_linear(const torch::Tensor& x, const torch::Tensor& weight,
            "onebit_linear: bias must be [", out, "], got ", bias.sizes());
   OB_CHECK(x.is_floating_point(), "onebit_linear: input must be floating point, got ",
            x.scalar_type());
-  return OneBitLinearFn::apply(x, weight, g, h, bias, post_layernorm, ln_eps, ste);
+  const torch::Tensor b = bias.defined() ? bias : torch::empty({0}, h.options());
+  return OneBitLinearFn::apply(x, weight, g, h, b, post_layernorm, ln_eps, ste);
 }
 }  // namespace functional
 
