@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "onebit/core/error.h"
+#include "onebit/nn/onebit_linear.h"
 
 namespace onebit::models::detail {
 
@@ -12,6 +13,10 @@ void Proj::bind(torch::nn::Module& owner, const std::string& name) {
   mod_ = children[name];
   if (auto lin = std::dynamic_pointer_cast<torch::nn::LinearImpl>(mod_)) {
     fn_ = [lin](const torch::Tensor& x) { return lin->forward(x); };
+    return;
+  }
+  if (auto ob = std::dynamic_pointer_cast<nn::OneBitLinearImpl>(mod_)) {
+    fn_ = [ob](const torch::Tensor& x) { return ob->forward(x); };
     return;
   }
   fail("projection '", name, "' is a ", mod_->name(), ", expected Linear or OneBitLinear");
