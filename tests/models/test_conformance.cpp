@@ -106,3 +106,22 @@ TEST_CASE("greedy generation reproduces transformers.generate token for token", 
     CHECK(torch::equal(out, ref.load("gen_out")));
   }
 }
+
+TEST_CASE("bf16 models stay close to the fp32 reference", "[models]") {
+  OB_REFS_OR_SKIP(refs);
+  constexpr double kBf16RelTol = 0.05;  // max |Δlogits| relative to max |logits|
+  for (const char* family : kFamilies) {
+    INFO(family);
+    auto model = load_pretrained((refs / family).string(), {torch::kCPU, torch::kBFloat16});
+    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
+    torch::NoGradGuard no_grad;
+    auto logits = model->forward(ref.load("input_ids")).logits;
+    REQUIRE(logits.scalar_type() == torch::kBFloat16);
+    const auto expect = ref.load("logits");
+    CHECK(test::max_abs_diff(logits, expect) <= kBf16RelTol * expect.abs().max().item<double>());
+    GenerateOptions o;
+    o.max_new_tokens = 4;
+    o.temperature = 0;
+    CHECK(generate(*model, ref.load("gen_prompt"), o).size(1) == 5 + 4);
+  }
+}
