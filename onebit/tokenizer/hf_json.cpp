@@ -11,6 +11,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <queue>
 #include <unordered_map>
 
 #include "onebit/core/error.h"
@@ -527,26 +528,57 @@ class JsonTokenizer : public TokenizerBase {
         else if (unk_id_ >= 0)
           syms.push_back(unk_id_);
       }
-      while (syms.size() > 1) {
-        int64_t best_rank = INT64_MAX, best_id = -1;
-        size_t best = 0;
-        for (size_t k = 0; k + 1 < syms.size(); ++k) {
-          auto m = merges_.find(pair_key(syms[k], syms[k + 1]));
-          if (m != merges_.end() && m->second.first < best_rank) {
-            best_rank = m->second.first;
-            best_id = m->second.second;
-            best = k;
-          }
-        }
-        if (best_id < 0) break;
-        syms[best] = best_id;
-        syms.erase(syms.begin() + long(best) + 1);
-      }
+      merge(syms);
     }
     out.insert(out.end(), syms.begin(), syms.end());
+    if (piece.size() > kCacheMaxPiece) return;
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() >= kCacheMax) cache_.clear();  // bounds memory on huge corpora
     cache_.emplace(piece, std::move(syms));
+  }
+
+  // Applies merges to `syms` in place: always the lowest rank, leftmost on ties. A heap of
+  // candidate pairs over a linked list keeps this O(n log n), so long pieces (whitespace
+  // runs, digit strings) stay fast.
+  void merge(std::vector<int64_t>& syms) const {
+    const int n = int(syms.size());
+    if (n < 2) return;
+    std::vector<int> prev(n), next(n);
+    for (int k = 0; k < n; ++k) prev[k] = k - 1, next[k] = k + 1 < n ? k + 1 : -1;
+    struct Cand {
+      int64_t rank;
+      int left, right;
+      int64_t a, b, merged;
+      bool operator>(const Cand& o) const {
+        return rank != o.rank ? rank > o.rank : left > o.left;
+      }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    auto push = [&](int l, int r) {
+      if (l < 0 || r < 0) return;
+      auto m = merges_.find(pair_key(syms[l], syms[r]));
+      if (m != merges_.end())
+        heap.push({m->second.first, l, r, syms[l], syms[r], m->second.second});
+    };
+    for (int k = 0; k + 1 < n; ++k) push(k, k + 1);
+    std::vector<bool> dead(n, false);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      // Skip candidates made stale by earlier merges.
+      if (dead[c.left] || dead[c.right] || next[c.left] != c.right || syms[c.left] != c.a ||
+          syms[c.right] != c.b)
+        continue;
+      syms[c.left] = c.merged;
+      dead[c.right] = true;
+      next[c.left] = next[c.right];
+      if (next[c.right] >= 0) prev[next[c.right]] = c.left;
+      push(prev[c.left], c.left);
+      push(c.left, next[c.left]);
+    }
+    std::vector<int64_t> out;
+    for (int k = 0; k >= 0; k = next[k]) out.push_back(syms[k]);
+    syms.swap(out);
   }
 
   // tokenizers' ByteLevel decoder: a token whose characters all have byte stand-ins becomes
@@ -566,6 +598,7 @@ class JsonTokenizer : public TokenizerBase {
   }
 
   static constexpr size_t kCacheMax = 1 << 18;
+  static constexpr size_t kCacheMaxPiece = 256;  // bytes; longer pieces rarely repeat
 
   std::string path_;
   Model model_ = Model::BPE;

@@ -15,8 +15,9 @@ using onebit::tokenizer::load_tokenizer;
 namespace {
 
 // Strings where tokenizers usually disagree: whitespace runs, newlines, digits, unicode,
-// emoji, contractions, special tokens in the text.
+// emoji, contractions, special tokens in the text; one long piece (merge order at scale).
 const std::vector<std::string> kTricky = {
+    std::string(3000, ' ') + "x" + std::string(2000, '7') + std::string(1000, 'a'),
     "Hello world",
     "Once upon a time, there was a little girl named Lily. She loved to play outside.",
     "  leading and trailing  ",
