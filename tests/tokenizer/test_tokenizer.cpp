@@ -32,6 +32,7 @@ const std::vector<std::string> kTricky = {
     "<custom> added <custom>token",
     "<s> literal </s> and <unk>",
     "<s>Hello",
+    "<|im_start|>user\nHi<|im_end|>\n",
     "",
     " ",
     "\n",
@@ -107,6 +108,20 @@ TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenize
   CHECK(tok->eos_id() == 1);  // <|end_of_text|>, given as {"content": ...}
   CHECK(tok->add_bos());      // from the TemplateProcessing post-processor
   CHECK(tok->encode("<|end_of_text|>") == std::vector<int64_t>{1});
+}
+
+TEST_CASE("byte-level BPE (Qwen2 Split regex, NFC) matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("qwen2", /*compare_with_special=*/true);
+  TempDir dir;
+  make_with_python("qwen2", dir);
+  auto tok = load_tokenizer(dir.path.string());
+  CHECK(tok->bos_id() == -1);  // bos_token null, no config.json
+  CHECK(tok->eos_id() == 2);   // <|im_end|>
+  std::vector<int64_t> want{1};
+  for (int64_t id : tok->encode("user")) want.push_back(id);
+  CHECK(tok->encode("<|im_start|>user") == want);
 }
 
 TEST_CASE("WordLevel tokenizer.json matches tokenizers", "[tokenizer]") {
