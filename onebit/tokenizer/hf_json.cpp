@@ -306,7 +306,6 @@ class JsonTokenizer : public TokenizerBase {
         if (a.content.empty()) continue;
         grow(a.id);
         id_to_token_[a.id] = a.content;
-        added_index_[a.content] = added_.size();
         if (a.special) special_ids_.push_back(a.id);
         first_byte_[uint8_t(a.content[0])] = true;
         added_.push_back(std::move(a));

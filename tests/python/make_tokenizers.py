@@ -7,7 +7,7 @@ KIND: gpt2 (ByteLevel BPE, GPT-2 regex, merges saved as "a b" strings), llama3 (
 ByteLevel(use_regex=False), ignore_merges, special tokens, BOS template), qwen2 (NFC, Qwen2's
 Split regex, ChatML special tokens), wordlevel
 (WhitespaceSplit), wordlevel_ws (Whitespace), gpt2_files (the gpt2 tokenizer as vocab.json +
-merges.txt, no tokenizer.json). Writes OUT_DIR/tokenizer.json,
+merges.txt, no tokenizer.json), gpt2_prefix (gpt2 with add_prefix_space=True, as RoBERTa). Writes OUT_DIR/tokenizer.json,
 OUT_DIR/tokenizer_config.json and OUT_DIR/expected.json = {"ids": [...], "decoded": [...]}.
 """
 import json
@@ -32,9 +32,9 @@ LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{
 
 
 def bpe(kind):
-    if kind in ("gpt2", "gpt2_files"):
+    if kind in ("gpt2", "gpt2_files", "gpt2_prefix"):
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=kind == "gpt2_prefix")
         specials = ["<|endoftext|>"]
         config = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
                   "add_bos_token": False}

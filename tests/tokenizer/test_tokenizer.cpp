@@ -90,6 +90,12 @@ TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tok
   CHECK_THROWS_WITH(tok->decode({tok->vocab_size()}), OB_CONTAINS("is not in the vocabulary"));
 }
 
+TEST_CASE("byte-level BPE with add_prefix_space matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("gpt2_prefix", /*compare_with_special=*/true);
+}
+
 TEST_CASE("GPT-2 vocab.json + merges.txt matches tokenizers", "[tokenizer]") {
   OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
