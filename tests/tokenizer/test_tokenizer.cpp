@@ -1,6 +1,7 @@
 // Tokenizers: SentencePiece (stories260K vs transformers), byte-level BPE and WordLevel
 // tokenizer.json (vs the Python `tokenizers` library), BOS/EOS config, error messages.
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "onebit/core/error.h"
 #include "onebit/tokenizer/tokenizer.h"
@@ -88,6 +89,31 @@ TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tok
   // Invalid UTF-8 is replaced by U+FFFD, never a crash.
   CHECK(tok->decode(tok->encode("bad \xff\xfe byte")) == "bad \xEF\xBF\xBD\xEF\xBF\xBD byte");
   CHECK_THROWS_WITH(tok->decode({tok->vocab_size()}), OB_CONTAINS("is not in the vocabulary"));
+}
+
+TEST_CASE("one BPE tokenizer shared by threads gives the sequential ids", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  TempDir dir;
+  make_with_python("llama3", dir);
+  auto tok = load_tokenizer(dir.path.string());
+  std::vector<std::vector<int64_t>> want;
+  {
+    auto fresh = load_tokenizer(dir.path.string());  // cold cache, one thread
+    for (const auto& s : kTricky) want.push_back(fresh->encode(s));
+  }
+  constexpr int kThreads = 4;
+  std::vector<int> mismatches(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (size_t i = 0; i < kTricky.size(); ++i)
+          mismatches[t] += tok->encode(kTricky[(i + t) % kTricky.size()]) !=
+                           want[(i + t) % kTricky.size()];
+    });
+  for (auto& th : threads) th.join();
+  CHECK(mismatches == std::vector<int>(kThreads, 0));
 }
 
 TEST_CASE("byte-level BPE with add_prefix_space matches tokenizers", "[tokenizer]") {
