@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "onebit/core/error.h"
 #include "onebit/models/model_config.h"
 
 namespace onebit::models {
@@ -41,6 +42,9 @@ class CausalLMImpl : public torch::nn::Module {
   ~CausalLMImpl() override = default;
   virtual ForwardOutput forward(const torch::Tensor& input_ids, const ForwardArgs& args = {}) = 0;
   virtual const ModelConfig& config() const = 0;
+  // For onebit's own model transformations (to_onebit marks the config as a student).
+  // Models that cannot be transformed keep the default.
+  virtual ModelConfig& mutable_config() { fail("this model's config cannot be modified"); }
   // The output projection weight [V, H'] (tied or not): logits = last_hidden · Wᵀ.
   virtual torch::Tensor lm_head_weight() const = 0;
   // Recompute each decoder layer in backward instead of storing its activations.

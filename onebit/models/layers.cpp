@@ -1,0 +1,153 @@
+#include "onebit/models/layers.h"
+
+#include <torch/torch.h>
+
+#include "onebit/core/error.h"
+
+namespace onebit::models::detail {
+
+void Proj::bind(torch::nn::Module& owner, const std::string& name) {
+  auto children = owner.named_children();
+  OB_CHECK(children.contains(name), "module '", owner.name(), "' has no child '", name, "'");
+  mod_ = children[name];
+  if (auto lin = std::dynamic_pointer_cast<torch::nn::LinearImpl>(mod_)) {
+    fn_ = [lin](const torch::Tensor& x) { return lin->forward(x); };
+    return;
+  }
+  fail("projection '", name, "' is a ", mod_->name(), ", expected Linear or OneBitLinear");
+}
+
+Proj make_linear(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out, bool bias) {
+  owner.register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+  Proj p;
+  p.bind(owner, name);
+  return p;
+}
+
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::ones({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto h = x.to(torch::kFloat32);
+  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * torch::rsqrt(var + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
+                    std::optional<int64_t> sliding_window, torch::Device device) {
+  const int64_t Tk = past + T;
+  const bool window_active = sliding_window && Tk > *sliding_window;
+  AttnMask m;
+  if (!attention_mask.defined() && !window_active) {
+    if (past == 0) {
+      m.causal = true;
+      return m;
+    }
+    if (T == 1) return m;
+  }
+  auto opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+  auto q_pos = torch::arange(past, Tk, opts).unsqueeze(1);  // [T, 1]
+  auto k_pos = torch::arange(0, Tk, opts).unsqueeze(0);     // [1, Tk]
+  auto allowed = k_pos <= q_pos;
+  if (window_active) allowed = allowed & ((q_pos - k_pos) < *sliding_window);
+  allowed = allowed.unsqueeze(0).expand({batch, T, Tk});
+  if (attention_mask.defined()) {
+    OB_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == batch && attention_mask.size(1) == Tk,
+             "attention_mask must be [B, past + T] = [", batch, ", ", Tk, "], got ", attention_mask.sizes());
+    allowed = allowed & attention_mask.to(device).to(torch::kBool).unsqueeze(1);
+    allowed = allowed | (k_pos == q_pos).unsqueeze(0);
+  }
+  m.mask = allowed.unsqueeze(1);
+  return m;
+}
+
+torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
+                     double scale, torch::Tensor* k_cache, torch::Tensor* v_cache) {
+  if (k_cache) {
+    if (k_cache->defined()) {
+      k = torch::cat({*k_cache, k}, 2);
+      v = torch::cat({*v_cache, v}, 2);
+    }
+    *k_cache = k;
+    *v_cache = v;
+  }
+  const bool gqa = k.size(1) != q.size(1);
+  std::optional<torch::Tensor> mask;
+  if (m.mask.defined()) mask = m.mask;
+  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, m.causal, scale, gqa);
+  const auto B = q.size(0), T = q.size(2);
+  return out.transpose(1, 2).reshape({B, T, -1});
+}
+
+namespace {
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using LayerFn = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// Keeps the layer closure alive in the autograd context until backward.
+struct FnHolder : torch::CustomClassHolder {
+  explicit FnHolder(LayerFn f) : fn(std::move(f)) {}
+  LayerFn fn;
+};
+
+struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const LayerFn* fn, const torch::Tensor& x,
+                               torch::TensorList params) {
+    // apply() runs this with grad disabled, so fn keeps no activations.
+    ctx->saved_data["fn"] = c10::IValue::make_capsule(c10::make_intrusive<FnHolder>(*fn));
+    ctx->save_for_backward({x});
+    std::vector<torch::Tensor> kept(params.begin(), params.end());
+    ctx->saved_data["params"] = kept;
+    return (*fn)(x);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto holder = c10::static_intrusive_pointer_cast<FnHolder>(ctx->saved_data["fn"].toCapsule());
+    const LayerFn* fn = &holder->fn;
+    auto x = ctx->get_saved_variables()[0];
+    auto params = ctx->saved_data["params"].toTensorVector();
+    auto x_in = x.detach().requires_grad_(x.requires_grad());
+    torch::Tensor out;
+    {
+      torch::AutoGradMode grad_on(true);
+      out = (*fn)(x_in);
+    }
+    std::vector<torch::Tensor> inputs;
+    if (x.requires_grad()) inputs.push_back(x_in);
+    for (auto& p : params)
+      if (p.requires_grad()) inputs.push_back(p);
+    variable_list grads = inputs.empty() ? variable_list{}
+                                         : torch::autograd::grad({out}, inputs, {grad_out[0]},
+                                                                 /*retain_graph=*/false,
+                                                                 /*create_graph=*/false, /*allow_unused=*/true);
+    variable_list result;
+    result.reserve(2 + params.size());
+    size_t gi = 0;
+    result.emplace_back();  // fn
+    result.push_back(x.requires_grad() ? grads[gi++] : torch::Tensor());
+    for (auto& p : params) result.push_back(p.requires_grad() ? grads[gi++] : torch::Tensor());
+    return result;
+  }
+};
+}  // namespace
+
+torch::Tensor checkpoint(const LayerFn& fn, const torch::Tensor& x, const std::vector<torch::Tensor>& params) {
+  return CheckpointFunction::apply(&fn, x, torch::TensorList(params));
+}
+
+void init_weights(torch::nn::Module& root, double std) {
+  torch::NoGradGuard no_grad;
+  for (auto& mod : root.modules(/*include_self=*/true)) {
+    if (auto* lin = dynamic_cast<torch::nn::LinearImpl*>(mod.get())) {
+      lin->weight.normal_(0.0, std);
+      if (lin->bias.defined()) lin->bias.zero_();
+    } else if (auto* emb = dynamic_cast<torch::nn::EmbeddingImpl*>(mod.get())) {
+      emb->weight.normal_(0.0, std);
+      if (emb->options.padding_idx()) emb->weight[*emb->options.padding_idx()].zero_();
+    }
+  }
+}
+
+}  // namespace onebit::models::detail

@@ -1,0 +1,65 @@
+// Building blocks shared by the LLaMA family and OPT: swappable projections, RMSNorm,
+// attention masks, scaled-dot-product attention with a KV cache, activation checkpointing.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace onebit::models::detail {
+
+// A projection child held by name: replace_linears swaps the child (Linear -> OneBitLinear)
+// and the owner's rebind_slots() calls bind() again so the call reaches the new module.
+class Proj {
+ public:
+  void bind(torch::nn::Module& owner, const std::string& name);
+  torch::Tensor operator()(const torch::Tensor& x) const { return fn_(x); }
+  const std::shared_ptr<torch::nn::Module>& module() const { return mod_; }
+
+ private:
+  std::shared_ptr<torch::nn::Module> mod_;
+  std::function<torch::Tensor(const torch::Tensor&)> fn_;
+};
+
+// Registers a Linear child `name` [out, in] (bias optional) and returns it as a Proj.
+Proj make_linear(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out, bool bias);
+
+// HF LlamaRMSNorm: computed in fp32, weight applied after casting back to the input dtype.
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+
+// Attention mask for one forward: either `causal` (no past, no padding: SDPA's is_causal),
+// none (a single new token with nothing masked), or an explicit boolean mask [B, 1, T, Tk]
+// (true = attend).
+struct AttnMask {
+  bool causal = false;
+  torch::Tensor mask;
+};
+// attention_mask: [B, past + T] of 1/0 or undefined. Padded query rows attend to themselves
+// so that no softmax row is empty (their outputs are never used).
+AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
+                    std::optional<int64_t> sliding_window, torch::Device device);
+
+// q [B, H, T, D]; k, v [B, Hkv, T, D] of the new tokens. Appends k, v to the cache slots when
+// given, then attends (grouped-query when Hkv < H). Returns [B, T, H·D].
+torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
+                     double scale, torch::Tensor* k_cache, torch::Tensor* v_cache);
+
+// Runs fn(x) without keeping its activations; backward recomputes fn with grad enabled and
+// returns gradients for x and for every tensor in `params` that requires grad.
+torch::Tensor checkpoint(const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                         const torch::Tensor& x, const std::vector<torch::Tensor>& params);
+
+// HF weight init: normal(0, std) for linears/embeddings, zero biases (norms keep ones).
+void init_weights(torch::nn::Module& root, double std);
+
+}  // namespace onebit::models::detail

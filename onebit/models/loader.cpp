@@ -1,0 +1,103 @@
+#include "onebit/models/loader.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "onebit/core/error.h"
+#include "onebit/io/safetensors.h"
+#include "onebit/models/layers.h"
+#include "onebit/models/llama.h"
+#include "onebit/models/opt.h"
+#include "onebit/models/to_onebit.h"
+
+namespace onebit::models {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string shape_str(c10::IntArrayRef s) {
+  std::ostringstream os;
+  os << s;
+  return os.str();
+}
+
+// Tensors transformers may store that have no parameter here.
+bool ignorable(const std::string& name, const ModelConfig& cfg) {
+  if (name.size() >= 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0) return true;
+  return cfg.tie_word_embeddings && name == "lm_head.weight";
+}
+
+std::string dtype_name(torch::Dtype d) {
+  switch (d) {
+    case torch::kFloat32: return "float32";
+    case torch::kFloat16: return "float16";
+    case torch::kBFloat16: return "bfloat16";
+    case torch::kFloat64: return "float64";
+    default: return std::string(c10::toString(d));
+  }
+}
+
+CausalLM build_uninitialised(const ModelConfig& cfg) {
+  CausalLM m = cfg.is_llama_family() ? make_llama(cfg) : make_opt(cfg);
+  OB_CHECK(!cfg.onebit, "OneBit students are not supported yet");
+  return m;
+}
+
+}  // namespace
+
+CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts) {
+  auto m = build_uninitialised(cfg);
+  detail::init_weights(*m, 0.02);
+  m->to(opts.device, opts.dtype);
+  return m;
+}
+
+CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts) {
+  const fs::path root(dir);
+  OB_CHECK(fs::is_directory(root), "load_pretrained: '", dir, "' is not a directory");
+  const auto cfg = load_model_config((root / "config.json").string());
+  auto model = build_uninitialised(cfg);
+  io::SafetensorsReader reader(dir);
+
+  auto params = model->named_parameters(/*recurse=*/true);
+  std::set<std::string> expected;
+  for (const auto& p : params) expected.insert(p.key());
+  for (const auto& name : reader.names())
+    OB_CHECK(expected.count(name) || ignorable(name, cfg), "load_pretrained: unexpected tensor '", name, "' in ", dir,
+             " (not a parameter of this ", cfg.model_type, " config)");
+
+  torch::NoGradGuard no_grad;
+  for (auto& p : params) {
+    const auto& name = p.key();
+    OB_CHECK(reader.contains(name), "load_pretrained: missing tensor '", name, "' in ", dir);
+    const auto& info = reader.info(name);
+    OB_CHECK(c10::IntArrayRef(info.shape) == p.value().sizes(), "load_pretrained: tensor '", name, "' in ", dir,
+             " has shape ", shape_str(info.shape), ", the config expects ", shape_str(p.value().sizes()));
+    OB_CHECK(c10::isFloatingType(info.dtype), "load_pretrained: tensor '", name, "' in ", dir, " has dtype ",
+             dtype_name(info.dtype), ", expected a floating type");
+    p.value().set_data(reader.load(name, opts.dtype, opts.device));
+  }
+  return model;
+}
+
+void save_pretrained(const CausalLM& model, const std::string& dir, std::optional<torch::Dtype> dtype) {
+  fs::create_directories(dir);
+  auto cfg = model->config();
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  std::optional<torch::Dtype> stored;
+  for (const auto& p : model->named_parameters(/*recurse=*/true)) {
+    auto t = p.value().detach();
+    if (dtype && t.is_floating_point()) t = t.to(*dtype);
+    if (!stored && t.is_floating_point()) stored = t.scalar_type();
+    tensors.emplace_back(p.key(), t);
+  }
+  if (stored) cfg.torch_dtype = dtype_name(*stored);
+  io::write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  io::write_file_atomic((fs::path(dir) / "config.json").string(), model_config_to_json(cfg));
+}
+
+}  // namespace onebit::models

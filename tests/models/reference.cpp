@@ -1,0 +1,66 @@
+#include "tests/models/reference.h"
+
+#include <torch/torch.h>
+
+#include <ftw.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <sstream>
+
+#include "tests/support.h"
+
+namespace onebit::test {
+
+namespace fs = std::filesystem;
+
+namespace {
+// nftw, not std::filesystem::remove_all: libtorch.so exports a remove_all symbol that crashes
+// on non-empty folders when it wins symbol resolution.
+void remove_tree(const fs::path& dir) {
+  ::nftw(
+      dir.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
+}  // namespace
+
+fs::path reference_models() {
+  static std::once_flag once;
+  static fs::path result;
+  std::call_once(once, [] {
+    const fs::path script = source_dir() / "tests/python/make_reference_models.py";
+    std::ifstream in(script);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    // Keyed by the script's content: an edited script regenerates, an unchanged one is reused.
+    const fs::path dir = binary_dir() / "models_ref" / std::to_string(std::hash<std::string>{}(ss.str()));
+    if (fs::exists(dir / "done")) {
+      result = dir;
+      return;
+    }
+    const std::string py = python();
+    if (py.empty() || std::system((py + " -c 'import transformers, safetensors' >/dev/null 2>&1").c_str()) != 0) return;
+    remove_tree(dir);
+    fs::create_directories(dir);
+    const std::string cmd = py + " " + script.string() + " " + dir.string() + " >" + (dir / "log.txt").string() + " 2>&1";
+    if (std::system(cmd.c_str()) == 0 && fs::exists(dir / "done")) result = dir;
+    else std::cerr << "make_reference_models.py failed, see " << (dir / "log.txt") << std::endl;
+  });
+  return result;
+}
+
+fs::path scratch_dir(const std::string& name) {
+  const fs::path dir = binary_dir() / "models_tmp" / name;
+  remove_tree(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  REQUIRE(a.sizes() == b.sizes());
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+}  // namespace onebit::test
