@@ -1,0 +1,91 @@
+// load_tokenizer: picks the backend for a model folder and resolves BOS/EOS/add_bos from
+// tokenizer_config.json, then config.json, then the tokenizer's own defaults.
+#include "onebit/tokenizer/tokenizer.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "onebit/core/error.h"
+#include "onebit/io/safetensors.h"
+#include "onebit/tokenizer/backends.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace onebit::tokenizer {
+
+namespace {
+
+json read_json_or_empty(const fs::path& p) {
+  std::error_code ec;
+  if (!fs::exists(p, ec)) return json::object();
+  json j = json::parse(io::read_file(p.string()), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) fail(p.string(), ": invalid JSON");
+  return j;
+}
+
+// bos_token / eos_token: a string, or an AddedToken object {"content": ...}; null = unset.
+std::optional<std::string> token_string(const json& cfg, const char* key, const fs::path& file) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return std::nullopt;
+  const json& v = cfg[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
+  fail(file.string(), ": ", key, " is neither a string nor {\"content\": ...}");
+}
+
+// bos_token_id / eos_token_id in config.json: an int, or a list (first one wins); null = unset.
+std::optional<int64_t> config_id(const json& cfg, const char* key, const fs::path& file) {
+  if (!cfg.contains(key) || cfg[key].is_null()) return std::nullopt;
+  const json& v = cfg[key];
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
+  fail(file.string(), ": ", key, " is not an integer or a list of integers");
+}
+
+void configure(detail::TokenizerBase& tok, const fs::path& dir) {
+  const fs::path tc_path = dir / "tokenizer_config.json", c_path = dir / "config.json";
+  const json tc = read_json_or_empty(tc_path), cfg = read_json_or_empty(c_path);
+  auto resolve = [&](const char* tok_key, const char* id_key, int64_t fallback) -> int64_t {
+    if (auto s = token_string(tc, tok_key, tc_path)) {
+      const int64_t id = tok.token_id(*s);
+      if (id < 0) fail(tc_path.string(), ": ", tok_key, " '", *s, "' is not in the vocabulary");
+      return id;
+    }
+    if (auto id = config_id(cfg, id_key, c_path)) {
+      if (*id < 0 || *id >= tok.vocab_size())
+        fail(c_path.string(), ": ", id_key, " ", *id, " is outside the vocabulary (size ",
+             tok.vocab_size(), ")");
+      return *id;
+    }
+    return fallback;
+  };
+  const int64_t bos = resolve("bos_token", "bos_token_id", tok.default_bos());
+  const int64_t eos = resolve("eos_token", "eos_token_id", tok.default_eos());
+  bool add_bos = tok.default_add_bos();
+  if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) add_bos = tc["add_bos_token"];
+  tok.set_special(bos, eos, add_bos);
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
+  const fs::path dir(model_dir);
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail(model_dir, ": not a folder (expected a model folder with tokenizer.json or tokenizer.model)");
+  const fs::path tj = dir / "tokenizer.json", tm = dir / "tokenizer.model";
+  std::unique_ptr<detail::TokenizerBase> tok;
+  std::string unsupported;
+  if (fs::exists(tj, ec)) tok = detail::load_tokenizer_json(tj.string(), &unsupported);
+  if (!tok && fs::exists(tm, ec)) tok = detail::load_sentencepiece(tm.string());
+  if (!tok) {
+    if (!unsupported.empty())
+      fail(model_dir, ": tokenizer.json uses ", unsupported,
+           ", which onebit does not support, and there is no tokenizer.model");
+    fail(model_dir, ": no tokenizer.json or tokenizer.model in this folder");
+  }
+  configure(*tok, dir);
+  return tok;
+}
+
+}  // namespace onebit::tokenizer

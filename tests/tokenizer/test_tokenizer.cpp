@@ -1,0 +1,223 @@
+// Tokenizers: SentencePiece (stories260K vs transformers), byte-level BPE and WordLevel
+// tokenizer.json (vs the Python `tokenizers` library), BOS/EOS config, error messages.
+#include "onebit/tokenizer/tokenizer.h"
+
+#include <nlohmann/json.hpp>
+
+#include "onebit/core/error.h"
+#include "tests/io/test_util.h"
+#include "tests/support.h"
+
+using nlohmann::json;
+using onebit::test::TempDir;
+using onebit::test::write_text;
+using onebit::tokenizer::load_tokenizer;
+
+namespace {
+
+// Strings where tokenizers usually disagree: whitespace runs, newlines, digits, unicode,
+// emoji, contractions, special tokens in the text.
+const std::vector<std::string> kTricky = {
+    "Hello world",
+    "Once upon a time, there was a little girl named Lily. She loved to play outside.",
+    "  leading and trailing  ",
+    "multiple   spaces\tand\ttabs\t\t",
+    "line1\nline2\r\n\r\nline3\n\n\n",
+    "Numbers: 1234567 3.14159 1,000,000 2024-05-01",
+    "Emoji 😀🚀👍🏽 and 中文字符 and Привет мир",
+    "don't can't I'm we'll they've she'd it's",
+    "DON'T SHOUT IT'S",
+    "café naïve résumé Straße",
+    "<|endoftext|> special <|begin_of_text|>middle<|end_of_text|>",
+    "<custom> added <custom>token",
+    "<s> literal </s> and <unk>",
+    "<s>Hello",
+    "",
+    " ",
+    "\n",
+    "a",
+    "x    ",
+    "mixed😀text123abc!!!???...",
+    "The quick brown fox jumps over the lazy dog 1234567890 times!",
+};
+
+std::vector<int64_t> ids_of(const json& j) { return j.get<std::vector<int64_t>>(); }
+
+// Builds a tokenizer.json of `kind` with tests/python/make_tokenizers.py into `dir`; returns the
+// Python ids/decodes for kTricky.
+json make_with_python(const std::string& kind, const TempDir& dir) {
+  write_text(dir / "strings.json", json(kTricky).dump());
+  const std::string script =
+      (onebit::test::source_dir() / "tests/python/make_tokenizers.py").string();
+  const std::string cmd = "'" + onebit::test::python() + "' '" + script + "' " + kind + " '" +
+                          dir.path.string() + "' '" + (dir / "strings.json") + "'";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  return json::parse(onebit::test::read_text(dir / "expected.json"));
+}
+
+void check_against_python(const std::string& kind, bool compare_with_special) {
+  TempDir dir;
+  const json want = make_with_python(kind, dir);
+  auto tok = load_tokenizer(dir.path.string());
+  for (size_t i = 0; i < kTricky.size(); ++i) {
+    INFO(kind << " string #" << i << ": " << json(kTricky[i]).dump());
+    const auto ids = tok->encode(kTricky[i]);
+    CHECK(ids == ids_of(want["ids"][i]));
+    CHECK(tok->decode(ids) == want["decoded"][i].get<std::string>());
+    if (compare_with_special) CHECK(tok->encode_with_special(kTricky[i]) == ids_of(want["with_special"][i]));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("gpt2", /*compare_with_special=*/true);
+  TempDir dir;
+  make_with_python("gpt2", dir);
+  auto tok = load_tokenizer(dir.path.string());
+  CHECK(tok->bos_id() == 0);  // <|endoftext|>, from tokenizer_config.json
+  CHECK(tok->eos_id() == 0);
+  CHECK_FALSE(tok->add_bos());
+  // Byte-level BPE is lossless on text without special tokens.
+  for (const auto& s : kTricky)
+    if (s.find("<|") == std::string::npos) CHECK(tok->decode(tok->encode(s)) == s);
+  // Invalid UTF-8 is replaced by U+FFFD, never a crash.
+  CHECK(tok->decode(tok->encode("bad \xff\xfe byte")) == "bad \xEF\xBF\xBD\xEF\xBF\xBD byte");
+  CHECK_THROWS_WITH(tok->decode({tok->vocab_size()}), OB_CONTAINS("is not in the vocabulary"));
+}
+
+TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("llama3", /*compare_with_special=*/true);
+  TempDir dir;
+  make_with_python("llama3", dir);
+  auto tok = load_tokenizer(dir.path.string());
+  CHECK(tok->bos_id() == 0);  // <|begin_of_text|>
+  CHECK(tok->eos_id() == 1);  // <|end_of_text|>, given as {"content": ...}
+  CHECK(tok->add_bos());      // from the TemplateProcessing post-processor
+  CHECK(tok->encode("<|end_of_text|>") == std::vector<int64_t>{1});
+}
+
+TEST_CASE("WordLevel tokenizer.json matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("wordlevel", /*compare_with_special=*/false);
+  check_against_python("wordlevel_ws", /*compare_with_special=*/false);
+}
+
+TEST_CASE("WordLevel tokenizer written by hand", "[tokenizer]") {
+  TempDir dir;
+  write_text(dir / "tokenizer.json", R"({
+    "version": "1.0", "normalizer": null, "post_processor": null, "decoder": null,
+    "added_tokens": [{"id": 0, "content": "<bos>", "special": true},
+                     {"id": 1, "content": "<eos>", "special": true}],
+    "pre_tokenizer": {"type": "WhitespaceSplit"},
+    "model": {"type": "WordLevel", "unk_token": "<unk>",
+              "vocab": {"<bos>": 0, "<eos>": 1, "<unk>": 2, "ka": 3, "lo": 4, "mi.": 5}}})");
+  write_text(dir / "config.json", R"({"bos_token_id": 0, "eos_token_id": [1, 7]})");
+  auto tok = load_tokenizer(dir.path.string());
+  CHECK(tok->vocab_size() == 6);
+  CHECK(tok->bos_id() == 0);
+  CHECK(tok->eos_id() == 1);
+  CHECK_FALSE(tok->add_bos());
+  CHECK(tok->encode("  ka lo\n\tmi. zz<eos>ka") == std::vector<int64_t>{3, 4, 5, 2, 1, 3});
+  CHECK(tok->decode({0, 3, 4, 2, 5, 1}) == "ka lo <unk> mi.");
+  write_text(dir / "tokenizer_config.json", R"({"add_bos_token": true, "bos_token": "<bos>"})");
+  tok = load_tokenizer(dir.path.string());
+  CHECK(tok->encode_with_special("ka") == std::vector<int64_t>{0, 3});
+}
+
+TEST_CASE("byte-level BPE written by hand merges by rank", "[tokenizer]") {
+  TempDir dir;
+  // "Ġ" (U+0120) is the byte-level stand-in for a space.
+  write_text(dir / "tokenizer.json", R"({
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+    "decoder": {"type": "ByteLevel"},
+    "model": {"type": "BPE",
+      "vocab": {"h": 0, "e": 1, "l": 2, "o": 3, "Ġ": 4, "he": 5, "ll": 6, "hell": 7,
+                "hello": 8, "Ġh": 9},
+      "merges": ["h e", ["l", "l"], "he ll", ["hell", "o"], "Ġ h"]}})");
+  auto tok = load_tokenizer(dir.path.string());
+  // "hello" merges fully; in "Ġhello" the cheaper "h e" wins over "Ġ h", so Ġ stays apart.
+  CHECK(tok->encode("hello hello") == std::vector<int64_t>{8, 4, 8});
+  CHECK(tok->encode("hole") == std::vector<int64_t>{0, 3, 2, 1});
+  CHECK(tok->decode({8, 4, 8}) == "hello hello");
+  CHECK(tok->bos_id() == -1);
+  CHECK_FALSE(tok->add_bos());
+}
+
+TEST_CASE("load_tokenizer errors name the folder and the problem", "[tokenizer]") {
+  CHECK_THROWS_WITH(load_tokenizer("/nonexistent/model"), OB_CONTAINS("/nonexistent/model: not a folder"));
+  TempDir dir;
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
+                    OB_CONTAINS("no tokenizer.json or tokenizer.model in this folder"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
+                    OB_CONTAINS("tokenizer.json uses model type 'Unigram', which onebit does not support"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", )");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("tokenizer.json: invalid JSON"));
+  write_text(dir / "tokenizer.json",
+             R"({"model": {"type": "WordLevel", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Metaspace"}})");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("pre_tokenizer 'Metaspace'"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", "vocab": {"a": 0}}})");
+  write_text(dir / "tokenizer_config.json", R"({"bos_token": "<s>"})");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
+                    OB_CONTAINS("tokenizer_config.json: bos_token '<s>' is not in the vocabulary"));
+  write_text(dir / "tokenizer_config.json", "{}");
+  auto tok = load_tokenizer(dir.path.string());
+  CHECK_THROWS_WITH(tok->encode("b"), OB_CONTAINS("word 'b' is not in the vocabulary"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},
+      "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}})");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("merge token 'b' is not in the vocabulary"));
+}
+
+TEST_CASE("SentencePiece stories260K tokenizer", "[tokenizer]") {
+  OB_SHARED_OR_SKIP(dir, "models/stories260K");
+  auto tok = load_tokenizer(dir.string());
+  CHECK(tok->vocab_size() == 512);
+  CHECK(tok->bos_id() == 1);
+  CHECK(tok->eos_id() == 2);
+  CHECK(tok->add_bos());
+  // Ids as transformers' LlamaTokenizer gives them for this folder.
+  CHECK(tok->encode("Hello world") == std::vector<int64_t>{346, 306, 414, 263, 304, 341});
+  CHECK(tok->encode_with_special("Hello") == std::vector<int64_t>{1, 346, 306, 414});
+  CHECK(tok->encode("<s>Hello") == std::vector<int64_t>{1, 440, 411, 306, 414});
+  CHECK(tok->encode("") == std::vector<int64_t>{});
+  for (const auto& s : {"Once upon a time, there was a little girl named Lily.", "a\nb\n\nc",
+                        "Emoji 😀 and 中文", "x  y   z"})
+    CHECK(tok->decode(tok->encode(s)) == s);
+  CHECK_THROWS_WITH(tok->decode({512}), OB_CONTAINS("token id 512 out of range"));
+}
+
+TEST_CASE("SentencePiece stories260K matches transformers AutoTokenizer", "[tokenizer]") {
+  OB_SHARED_OR_SKIP(dir, "models/stories260K");
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
+                     "needs Python with transformers + sentencepiece + protobuf (" +
+                         onebit::test::python() + ")");
+  TempDir tmp;
+  write_text(tmp / "strings.json", json(kTricky).dump());
+  const char* code = R"PY(
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+strings = json.load(open(sys.argv[2], encoding="utf-8"))
+ids = [tok.encode(s, add_special_tokens=False) for s in strings]
+out = {"ids": ids, "decoded": [tok.decode(i, skip_special_tokens=True) for i in ids],
+       "with_special": [tok.encode(s) for s in strings]}
+json.dump(out, open(sys.argv[3], "w", encoding="utf-8"))
+)PY";
+  REQUIRE(onebit::test::run_python(code, "'" + dir.string() + "' '" + (tmp / "strings.json") +
+                                             "' '" + (tmp / "expected.json") + "'"));
+  const json want = json::parse(onebit::test::read_text(tmp / "expected.json"));
+  auto tok = load_tokenizer(dir.string());
+  for (size_t i = 0; i < kTricky.size(); ++i) {
+    INFO("string #" << i << ": " << json(kTricky[i]).dump());
+    const auto ids = tok->encode(kTricky[i]);
+    CHECK(ids == ids_of(want["ids"][i]));
+    CHECK(tok->decode(ids) == want["decoded"][i].get<std::string>());
+    CHECK(tok->encode_with_special(kTricky[i]) == ids_of(want["with_special"][i]));
+  }
+}
