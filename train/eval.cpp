@@ -13,6 +13,7 @@
 #include "onebit/eval/zeroshot.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/loader.h"
+#include "onebit/models/model_config.h"
 #include "onebit/tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -118,6 +119,12 @@ int main(int argc, char** argv) {
     auto tok = tokenizer::load_tokenizer(tokenizer_dir);
 
     // Read and validate every input before loading a model.
+    for (const auto& dir : {model_dir, teacher_dir}) {
+      if (dir.empty() || ppl_files.empty()) continue;
+      const auto cfg = models::load_model_config((fs::path(dir) / "config.json").string());
+      OB_CHECK(seq_len <= cfg.max_position_embeddings, "--seq-len ", seq_len, " exceeds max_position_embeddings ",
+               cfg.max_position_embeddings, " of '", dir, "'");
+    }
     Inputs in;
     for (const auto& f : ppl_files) in.ppl_docs.emplace_back(f, eval::read_documents(f, proto));
     for (const auto& f : task_files) in.tasks.push_back(eval::load_task(f, limit));
