@@ -14,7 +14,7 @@ using namespace onebit::models;
 namespace {
 constexpr double kLogitTol = 1e-4;   // fp32, max |Δ| against transformers
 constexpr double kHiddenTol = 1e-4;
-const char* const kFamilies[] = {"llama_gqa", "qwen2_bias", "opt_pre", "opt_post_proj"};
+const char* const kFamilies[] = {"llama_gqa", "qwen2_bias", "mistral_window", "opt_pre", "opt_post_proj"};
 
 // Logits at positions where mask == 1, flattened [N, V].
 torch::Tensor kept(const torch::Tensor& logits, const torch::Tensor& mask) {
