@@ -2,6 +2,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "onebit/tokenizer/tokenizer.h"
 
@@ -33,5 +34,11 @@ std::unique_ptr<TokenizerBase> load_sentencepiece(const std::string& model_path)
 // onebit::Error when the file is malformed.
 std::unique_ptr<TokenizerBase> load_tokenizer_json(const std::string& path,
                                                    std::string* unsupported);
+
+// GPT-2 style vocab.json + merges.txt (e.g. OPT checkpoints without tokenizer.json): byte-level
+// BPE with the GPT-2 regex; `specials` are matched literally in text and dropped by decode.
+std::unique_ptr<TokenizerBase> load_vocab_merges(const std::string& vocab_path,
+                                                 const std::string& merges_path,
+                                                 const std::vector<std::string>& specials);
 
 }  // namespace onebit::tokenizer::detail

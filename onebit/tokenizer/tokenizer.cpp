@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
@@ -43,6 +44,33 @@ std::optional<int64_t> config_id(const json& cfg, const char* key, const fs::pat
   fail(file.string(), ": ", key, " is not an integer or a list of integers");
 }
 
+// Special tokens a GPT2Tokenizer folder (vocab.json + merges.txt) declares in
+// tokenizer_config.json and special_tokens_map.json.
+std::vector<std::string> declared_specials(const fs::path& dir) {
+  std::set<std::string> out;
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    const fs::path p = dir / name;
+    const json j = read_json_or_empty(p);
+    for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
+                            "cls_token", "mask_token"})
+      if (auto s = token_string(j, key, p)) out.insert(*s);
+    if (j.contains("additional_special_tokens") && j["additional_special_tokens"].is_array()) {
+      for (const auto& t : j["additional_special_tokens"]) {
+        if (t.is_string()) out.insert(t.get<std::string>());
+        if (t.is_object() && t.contains("content") && t["content"].is_string())
+          out.insert(t["content"].get<std::string>());
+      }
+    }
+    if (j.contains("added_tokens_decoder") && j["added_tokens_decoder"].is_object()) {
+      for (const auto& [id, t] : j["added_tokens_decoder"].items())
+        if (t.is_object() && t.value("special", false) && t.contains("content") &&
+            t["content"].is_string())
+          out.insert(t["content"].get<std::string>());
+    }
+  }
+  return {out.begin(), out.end()};
+}
+
 void configure(detail::TokenizerBase& tok, const fs::path& dir) {
   const fs::path tc_path = dir / "tokenizer_config.json", c_path = dir / "config.json";
   const json tc = read_json_or_empty(tc_path), cfg = read_json_or_empty(c_path);
@@ -63,7 +91,8 @@ void configure(detail::TokenizerBase& tok, const fs::path& dir) {
   const int64_t bos = resolve("bos_token", "bos_token_id", tok.default_bos());
   const int64_t eos = resolve("eos_token", "eos_token_id", tok.default_eos());
   bool add_bos = tok.default_add_bos();
-  if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) add_bos = tc["add_bos_token"];
+  if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean())
+    add_bos = tc["add_bos_token"];
   tok.set_special(bos, eos, add_bos);
 }
 
@@ -72,17 +101,23 @@ void configure(detail::TokenizerBase& tok, const fs::path& dir) {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   const fs::path dir(model_dir);
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail(model_dir, ": not a folder (expected a model folder with tokenizer.json or tokenizer.model)");
-  const fs::path tj = dir / "tokenizer.json", tm = dir / "tokenizer.model";
+  if (!fs::is_directory(dir, ec))
+    fail(model_dir,
+         ": not a folder (expected a model folder with tokenizer.json or tokenizer.model)");
+  const fs::path tj = dir / "tokenizer.json", tm = dir / "tokenizer.model", vj = dir / "vocab.json",
+                 mt = dir / "merges.txt";
   std::unique_ptr<detail::TokenizerBase> tok;
   std::string unsupported;
   if (fs::exists(tj, ec)) tok = detail::load_tokenizer_json(tj.string(), &unsupported);
   if (!tok && fs::exists(tm, ec)) tok = detail::load_sentencepiece(tm.string());
+  if (!tok && fs::exists(vj, ec) && fs::exists(mt, ec))
+    tok = detail::load_vocab_merges(vj.string(), mt.string(), declared_specials(dir));
   if (!tok) {
     if (!unsupported.empty())
       fail(model_dir, ": tokenizer.json uses ", unsupported,
            ", which onebit does not support, and there is no tokenizer.model");
-    fail(model_dir, ": no tokenizer.json or tokenizer.model in this folder");
+    fail(model_dir,
+         ": no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this folder");
   }
   configure(*tok, dir);
   return tok;
