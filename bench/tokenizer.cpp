@@ -3,14 +3,14 @@
 // the first (cold) pass; the second pass shows what the BPE word cache buys. Also times decode.
 //
 //   bench-tokenizer --model ../shared/models/stories260K --text ../shared/data/tinystories_val.txt
-#include <CLI/CLI.hpp>
+#include "onebit/tokenizer/tokenizer.h"
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
-#include "onebit/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -24,8 +24,10 @@ int main(int argc, char** argv) {
   return onebit::guarded_main("bench-tokenizer", [&] {
     CLI::App app{"Tokenizer encode/decode throughput (MB/s of UTF-8 text)"};
     std::string model, text_path;
-    app.add_option("--model", model, "model folder with tokenizer.json or tokenizer.model")->required();
-    app.add_option("--text", text_path, "UTF-8 text file; stories separated by blank lines")->required();
+    app.add_option("--model", model, "model folder with tokenizer.json or tokenizer.model")
+        ->required();
+    app.add_option("--text", text_path, "UTF-8 text file; stories separated by blank lines")
+        ->required();
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -66,7 +68,8 @@ int main(int argc, char** argv) {
                 text_path.c_str(), mb, docs.size(), n_tokens, double(text.size()) / n_tokens);
     std::printf("load:            %8.3f s\n", load_s);
     std::printf("encode (cold):   %8.2f MB/s   (baseline)\n", mb / pass_s[0]);
-    std::printf("encode (warm):   %8.2f MB/s   x%.2f vs cold\n", mb / pass_s[1], pass_s[0] / pass_s[1]);
+    std::printf("encode (warm):   %8.2f MB/s   x%.2f vs cold\n", mb / pass_s[1],
+                pass_s[0] / pass_s[1]);
     std::printf("decode:          %8.2f MB/s   (%zu bytes out)\n", mb / dec_s, out_bytes);
     return 0;
   });

@@ -15,6 +15,7 @@ enum class PplProtocol {
   Docs,      // documents (blank-line separated) each with BOS, concatenated, non-overlapping windows
 };
 PplProtocol parse_ppl_protocol(const std::string& s);  // "wikitext" | "c4" | "docs"
+std::string ppl_protocol_name(PplProtocol p);
 
 struct PplOptions {
   PplProtocol protocol = PplProtocol::Docs;
@@ -31,9 +32,11 @@ struct PplResult {
 };
 
 // Documents of a plain text file (blank-line separated paragraphs for Docs/C4; the whole
-// text for Wikitext) or of a .jsonl file's "text" fields. onebit::Error on bad input.
+// text for Wikitext) or of a .jsonl/.json (JSON lines) file's "text" fields; blank records
+// are dropped except for Wikitext. onebit::Error on bad input (file:line for bad JSON).
 std::vector<std::string> read_documents(const std::string& path, PplProtocol protocol);
 
+// A non-finite model output gives a non-finite ppl (reported, not thrown).
 PplResult perplexity(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok,
                      const std::vector<std::string>& documents, const PplOptions& opts);
 

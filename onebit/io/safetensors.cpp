@@ -90,7 +90,7 @@ bool as_size(const json& v, uint64_t& out) {
 }  // namespace
 
 struct SafetensorsReader::Impl {
-  std::string source;                               // what the user passed
+  std::string source;  // what the user passed
   std::vector<std::unique_ptr<MappedFile>> files;
   std::map<std::string, Entry> entries;
   std::map<std::string, std::string> metadata;
@@ -125,8 +125,7 @@ struct SafetensorsReader::Impl {
 
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | mf->base[i];  // little-endian
-    if (n > size - 8)
-      fail(path, ": header length ", n, " goes beyond the file (", size, " bytes)");
+    if (n > size - 8) fail(path, ": header length ", n, " goes beyond the file (", size, " bytes)");
     mf->data_start = 8 + static_cast<size_t>(n);
     const size_t data_size = size - mf->data_start;
 
@@ -162,7 +161,8 @@ struct SafetensorsReader::Impl {
       bool numel_overflow = false;
       for (const auto& d : v["shape"]) {
         uint64_t x = 0;
-        if (!as_size(d, x) || x > static_cast<uint64_t>(INT64_MAX)) bad("invalid shape " + v["shape"].dump());
+        if (!as_size(d, x) || x > static_cast<uint64_t>(INT64_MAX))
+          bad("invalid shape " + v["shape"].dump());
         if (x != 0 && numel > UINT64_MAX / x) numel_overflow = true;
         numel *= x;
         shape.push_back(static_cast<int64_t>(x));
@@ -194,7 +194,8 @@ struct SafetensorsReader::Impl {
     // Overlap check: sort non-empty ranges by begin; each must start at or after the previous end.
     std::vector<size_t> order(ranges.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t c) { return ranges[a] < ranges[c]; });
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t c) { return ranges[a] < ranges[c]; });
     for (size_t k = 1; k < order.size(); ++k) {
       const auto& prev = ranges[order[k - 1]];
       const auto& cur = ranges[order[k]];
@@ -256,14 +257,20 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : impl_(std::make_
       for (const auto& de : fs::directory_iterator(dir)) {
         const std::string fn = de.path().filename().string();
         auto ends = [&](const std::string& suf) {
-          return fn.size() >= suf.size() && fn.compare(fn.size() - suf.size(), suf.size(), suf) == 0;
+          return fn.size() >= suf.size() &&
+                 fn.compare(fn.size() - suf.size(), suf.size(), suf) == 0;
         };
-        if (ends(".safetensors.index.json")) idx.push_back(de.path());
-        else if (ends(".safetensors")) st.push_back(de.path());
+        if (ends(".safetensors.index.json"))
+          idx.push_back(de.path());
+        else if (ends(".safetensors"))
+          st.push_back(de.path());
       }
-      if (idx.size() == 1) impl_->add_index(idx[0].string());
-      else if (idx.empty() && st.size() == 1) impl_->add_file(st[0].string());
-      else fail(path, ": no model.safetensors or model.safetensors.index.json in this folder");
+      if (idx.size() == 1)
+        impl_->add_index(idx[0].string());
+      else if (idx.empty() && st.size() == 1)
+        impl_->add_file(st[0].string());
+      else
+        fail(path, ": no model.safetensors or model.safetensors.index.json in this folder");
     }
   } else {
     const std::string fn = fs::path(path).filename().string();
@@ -389,8 +396,7 @@ void write_safetensors(const std::string& path,
   std::set<std::string> seen;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, t] = tensors[i];
-    if (name.empty() || name == "__metadata__")
-      fail(path, ": invalid tensor name '", name, "'");
+    if (name.empty() || name == "__metadata__") fail(path, ": invalid tensor name '", name, "'");
     if (!seen.insert(name).second) fail(path, ": tensor name '", name, "' given twice");
     if (!t.defined()) fail(path, ": tensor '", name, "' is undefined");
     if (!dtype_name(t.scalar_type()))
@@ -417,7 +423,8 @@ void write_safetensors(const std::string& path,
   std::string h = header.dump();
   h.append((8 - h.size() % 8) % 8, ' ');
   uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
 
   atomic_write(path, [&](int fd) {
     write_all(fd, len, 8, path);

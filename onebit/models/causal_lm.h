@@ -14,6 +14,9 @@
 namespace onebit::models {
 
 // Per-layer key/value cache for incremental decoding. Tensors are [B, n_kv_heads, T, head_dim].
+// Without autograd they are prefix views of buffers with spare capacity that later forwards
+// write into: copies of a KVCache share that storage, so clone the tensors to branch from a
+// common prefix.
 struct KVCache {
   std::vector<torch::Tensor> k, v;
   int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "onebit/core/error.h"
+#include "onebit/nn/onebit_linear.h"
 
 namespace onebit::models::detail {
 
@@ -12,6 +13,10 @@ void Proj::bind(torch::nn::Module& owner, const std::string& name) {
   mod_ = children[name];
   if (auto lin = std::dynamic_pointer_cast<torch::nn::LinearImpl>(mod_)) {
     fn_ = [lin](const torch::Tensor& x) { return lin->forward(x); };
+    return;
+  }
+  if (auto ob = std::dynamic_pointer_cast<nn::OneBitLinearImpl>(mod_)) {
+    fn_ = [ob](const torch::Tensor& x) { return ob->forward(x); };
     return;
   }
   fail("projection '", name, "' is a ", mod_->name(), ", expected Linear or OneBitLinear");
@@ -63,15 +68,42 @@ AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t 
   return m;
 }
 
+namespace {
+// Appends x [B, H, T, D] to a cache entry along dim 2. Without autograd the entry is a prefix
+// view of a buffer with spare capacity (doubling), so decoding copies each key once instead of
+// re-concatenating the whole cache every step.
+torch::Tensor append_kv(torch::Tensor& cache, const torch::Tensor& x) {
+  if (torch::GradMode::is_enabled() && (x.requires_grad() || (cache.defined() && cache.requires_grad()))) {
+    cache = cache.defined() ? torch::cat({cache, x}, 2) : x;
+    return cache;
+  }
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+  const int64_t len = cache.defined() ? cache.size(2) : 0;
+  bool fits = false;
+  if (cache.defined() && cache.stride(3) == 1 && cache.stride(2) == D && cache.stride(1) % D == 0 &&
+      cache.stride(0) == H * cache.stride(1)) {
+    const int64_t cap = cache.stride(1) / D;
+    const int64_t need = cache.storage_offset() + B * cache.stride(0);
+    fits = len + T <= cap && need * static_cast<int64_t>(cache.element_size()) <=
+                                 static_cast<int64_t>(cache.storage().nbytes());
+  }
+  if (!fits) {
+    const int64_t cap = std::max<int64_t>(2 * (len + T), 64);
+    auto buf = torch::empty({B, H, cap, D}, x.options());
+    if (len > 0) buf.narrow(2, 0, len).copy_(cache);
+    cache = buf.narrow(2, 0, len);
+  }
+  cache = cache.as_strided({B, H, len + T, D}, cache.strides(), cache.storage_offset());
+  cache.narrow(2, len, T).copy_(x);
+  return cache;
+}
+}  // namespace
+
 torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
                      double scale, torch::Tensor* k_cache, torch::Tensor* v_cache) {
   if (k_cache) {
-    if (k_cache->defined()) {
-      k = torch::cat({*k_cache, k}, 2);
-      v = torch::cat({*v_cache, v}, 2);
-    }
-    *k_cache = k;
-    *v_cache = v;
+    k = append_kv(*k_cache, k);
+    v = append_kv(*v_cache, v);
   }
   const bool gqa = k.size(1) != q.size(1);
   std::optional<torch::Tensor> mask;

@@ -43,7 +43,7 @@ std::string dtype_name(torch::Dtype d) {
 
 CausalLM build_uninitialised(const ModelConfig& cfg) {
   CausalLM m = cfg.is_llama_family() ? make_llama(cfg) : make_opt(cfg);
-  OB_CHECK(!cfg.onebit, "OneBit students are not supported yet");
+  if (cfg.onebit) apply_student_layout(*m);
   return m;
 }
 

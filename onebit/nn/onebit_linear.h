@@ -5,6 +5,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <ostream>
 #include <string>
 
 namespace onebit::nn {
@@ -51,7 +52,20 @@ class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
   torch::Tensor g;       // [in]
   torch::Tensor h;       // [out]
   torch::Tensor bias;    // [out] or undefined
+
+  void pretty_print(std::ostream& stream) const override;
 };
 TORCH_MODULE(OneBitLinear);
+
+namespace functional {
+// The layer's math on x [..., in] (fp32/fp64, or bf16/fp16 activations with fp32 parameters):
+// sign(W), g, h are cast to x's dtype; h, bias and the LayerNorm run in fp32 for bf16/fp16
+// inputs; the result has x's dtype. One fused autograd node: gradients reach x, weight (through
+// the STE `ste`), g, h and bias; sign(W) is recomputed in backward rather than stored.
+torch::Tensor onebit_linear(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& g, const torch::Tensor& h,
+                            const torch::Tensor& bias,  // undefined: none
+                            bool post_layernorm, double ln_eps, SteKind ste);
+}  // namespace functional
 
 }  // namespace onebit::nn

@@ -9,13 +9,15 @@
 #include <array>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <queue>
 #include <unordered_map>
 
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/tokenizer/backends.h"
+#include "onebit/tokenizer/utf8.h"
 
 using nlohmann::json;
 
@@ -26,97 +28,6 @@ namespace {
 // GPT-2's pre-tokenizer pattern, used by ByteLevel when use_regex is true.
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-// ---- UTF-8 helpers ----
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xF0 | (cp >> 18));
-    out += char(0x80 | ((cp >> 12) & 0x3F));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
-
-// Length of the valid UTF-8 sequence at s[i], or 0 when invalid (overlongs, surrogates and
-// code points past U+10FFFF are invalid). `*consumed` = bytes of the maximal invalid prefix.
-size_t utf8_seq(std::string_view s, size_t i, size_t* consumed) {
-  const uint8_t b = uint8_t(s[i]);
-  size_t n;
-  uint8_t lo = 0x80, hi = 0xBF;
-  if (b < 0x80) return 1;
-  if (b >= 0xC2 && b <= 0xDF) n = 2;
-  else if (b >= 0xE0 && b <= 0xEF) {
-    n = 3;
-    if (b == 0xE0) lo = 0xA0;
-    if (b == 0xED) hi = 0x9F;
-  } else if (b >= 0xF0 && b <= 0xF4) {
-    n = 4;
-    if (b == 0xF0) lo = 0x90;
-    if (b == 0xF4) hi = 0x8F;
-  } else {
-    *consumed = 1;
-    return 0;
-  }
-  for (size_t k = 1; k < n; ++k) {
-    const uint8_t c = i + k < s.size() ? uint8_t(s[i + k]) : 0;
-    const bool ok = k == 1 ? (c >= lo && c <= hi) : (c >= 0x80 && c <= 0xBF);
-    if (!ok) {
-      *consumed = k;
-      return 0;
-    }
-  }
-  return n;
-}
-
-// Valid UTF-8 with each maximal invalid subsequence replaced by U+FFFD (as Python's
-// errors="replace" and Rust's from_utf8_lossy do).
-std::string utf8_lossy(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size();) {
-    size_t bad = 0;
-    const size_t n = utf8_seq(s, i, &bad);
-    if (n) {
-      out.append(s.substr(i, n));
-      i += n;
-    } else {
-      out += "\xEF\xBF\xBD";
-      i += bad;
-    }
-  }
-  return out;
-}
-
-bool valid_utf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    size_t bad = 0;
-    const size_t n = utf8_seq(s, i, &bad);
-    if (!n) return false;
-    i += n;
-  }
-  return true;
-}
-
-// Decodes the code point at s[i] (valid UTF-8 assumed) and advances i.
-uint32_t next_cp(std::string_view s, size_t& i) {
-  const uint8_t b = uint8_t(s[i]);
-  if (b < 0x80) return s[i++], b;
-  const size_t n = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : 2;
-  uint32_t cp = b & (0x7F >> n);
-  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (uint8_t(s[i + k]) & 0x3F);
-  i += n;
-  return cp;
-}
 
 // ---- GPT-2 byte <-> unicode table: printable bytes map to themselves, the rest to 256+k ----
 
@@ -230,8 +141,10 @@ void split_piece(const std::string& s, const Step& st, std::vector<std::string>&
         out.push_back(std::move(piece));
         break;
       case Behavior::MergedWithPrevious:
-        if (is_match && k > 0) out.back() += piece;
-        else out.push_back(std::move(piece));
+        if (is_match && k > 0)
+          out.back() += piece;
+        else
+          out.push_back(std::move(piece));
         break;
       case Behavior::MergedWithNext:
         if (is_match) {
@@ -242,8 +155,10 @@ void split_piece(const std::string& s, const Step& st, std::vector<std::string>&
         }
         break;
       case Behavior::Contiguous:
-        if (is_match && k > 0 && std::get<2>(seg[k - 1])) out.back() += piece;
-        else out.push_back(std::move(piece));
+        if (is_match && k > 0 && std::get<2>(seg[k - 1]))
+          out.back() += piece;
+        else
+          out.push_back(std::move(piece));
         break;
     }
   }
@@ -280,8 +195,9 @@ std::vector<std::string> pre_tokenize(const std::string& text, const std::vector
     }
     pieces.swap(next);
   }
-  pieces.erase(std::remove_if(pieces.begin(), pieces.end(), [](const std::string& p) { return p.empty(); }),
-               pieces.end());
+  pieces.erase(
+      std::remove_if(pieces.begin(), pieces.end(), [](const std::string& p) { return p.empty(); }),
+      pieces.end());
   return pieces;
 }
 
@@ -307,9 +223,12 @@ class JsonTokenizer : public TokenizerBase {
   JsonTokenizer(const json& j, const std::string& path, std::string* unsupported) : path_(path) {
     auto unsup = [&](const std::string& what) { *unsupported = what; };
     const json& model = req(j, "model", path);
-    const std::string type = model.value("type", std::string(model.contains("merges") ? "BPE" : ""));
-    if (type == "BPE") model_ = Model::BPE;
-    else if (type == "WordLevel") model_ = Model::WordLevel;
+    const std::string type =
+        model.value("type", std::string(model.contains("merges") ? "BPE" : ""));
+    if (type == "BPE")
+      model_ = Model::BPE;
+    else if (type == "WordLevel")
+      model_ = Model::WordLevel;
     else {
       unsup("model type '" + type + "'");
       return;
@@ -319,17 +238,17 @@ class JsonTokenizer : public TokenizerBase {
     if (j.contains("normalizer") && !j["normalizer"].is_null()) {
       const std::string nt = j["normalizer"].value("type", "");
       if (nt != "NFC") {
-      unsup("normalizer '" + nt + "'");
-      return;
-    }
+        unsup("normalizer '" + nt + "'");
+        return;
+      }
     }
     bool has_byte_level = false;
     if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
       std::string why;
       if (!add_pre_tokenizer(j["pre_tokenizer"], &why)) {
-      unsup(why);
-      return;
-    }
+        unsup(why);
+        return;
+      }
       for (const auto& st : steps_) has_byte_level |= st.kind == Step::ByteLevel;
     }
 
@@ -352,33 +271,31 @@ class JsonTokenizer : public TokenizerBase {
 
     if (model_ == Model::BPE) {
       if (!has_byte_level) {
-      unsup("a BPE model without a ByteLevel pre-tokenizer");
-      return;
-    }
+        unsup("a BPE model without a ByteLevel pre-tokenizer");
+        return;
+      }
       const json& dec = j.contains("decoder") ? j["decoder"] : json();
-      if (dec.is_null() || dec.value("type", "") != "ByteLevel")
-        {
-      unsup("a BPE model without a ByteLevel decoder");
-      return;
-    }
+      if (dec.is_null() || dec.value("type", "") != "ByteLevel") {
+        unsup("a BPE model without a ByteLevel decoder");
+        return;
+      }
       for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
-        if (model.contains(k) && !model[k].is_null() && model[k] != "")
-          {
-      unsup(std::string("BPE ") + k);
-      return;
-    }
+        if (model.contains(k) && !model[k].is_null() && model[k] != "") {
+          unsup(std::string("BPE ") + k);
+          return;
+        }
       if (model.value("byte_fallback", false)) {
-      unsup("BPE byte_fallback");
-      return;
-    }
+        unsup("BPE byte_fallback");
+        return;
+      }
       ignore_merges_ = model.value("ignore_merges", false);
       load_merges(req(model, "merges", path));
     } else {
       const json& dec = j.contains("decoder") ? j["decoder"] : json();
       if (!dec.is_null()) {
-      unsup("WordLevel decoder '" + dec.value("type", "") + "'");
-      return;
-    }
+        unsup("WordLevel decoder '" + dec.value("type", "") + "'");
+        return;
+      }
     }
 
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
@@ -389,14 +306,14 @@ class JsonTokenizer : public TokenizerBase {
         if (a.content.empty()) continue;
         grow(a.id);
         id_to_token_[a.id] = a.content;
-        added_index_[a.content] = added_.size();
         if (a.special) special_ids_.push_back(a.id);
         first_byte_[uint8_t(a.content[0])] = true;
         added_.push_back(std::move(a));
       }
       // Longest first: the leftmost-longest literal match wins.
-      std::sort(added_.begin(), added_.end(),
-                [](const AddedToken& x, const AddedToken& y) { return x.content.size() > y.content.size(); });
+      std::sort(added_.begin(), added_.end(), [](const AddedToken& x, const AddedToken& y) {
+        return x.content.size() > y.content.size();
+      });
       added_index_.clear();
       for (size_t k = 0; k < added_.size(); ++k) added_index_[added_[k].content] = k;
     }
@@ -483,14 +400,19 @@ class JsonTokenizer : public TokenizerBase {
       if (pt.value("use_regex", true)) st.regex = std::make_shared<Regex>(kGpt2Pattern, path_);
     } else if (t == "Split") {
       const json& pat = req(pt, "pattern", path_);
-      if (pat.contains("Regex")) st.regex = std::make_shared<Regex>(pat["Regex"].get<std::string>(), path_);
-      else if (pat.contains("String")) st.literal = pat["String"].get<std::string>();
-      else fail(path_, ": Split pattern is neither Regex nor String");
+      if (pat.contains("Regex"))
+        st.regex = std::make_shared<Regex>(pat["Regex"].get<std::string>(), path_);
+      else if (pat.contains("String"))
+        st.literal = pat["String"].get<std::string>();
+      else
+        fail(path_, ": Split pattern is neither Regex nor String");
       const std::string b = pt.value("behavior", "Isolated");
       static const std::map<std::string, Behavior> kBehaviors = {
-          {"Removed", Behavior::Removed}, {"Isolated", Behavior::Isolated},
+          {"Removed", Behavior::Removed},
+          {"Isolated", Behavior::Isolated},
           {"MergedWithPrevious", Behavior::MergedWithPrevious},
-          {"MergedWithNext", Behavior::MergedWithNext}, {"Contiguous", Behavior::Contiguous}};
+          {"MergedWithNext", Behavior::MergedWithNext},
+          {"Contiguous", Behavior::Contiguous}};
       auto it = kBehaviors.find(b);
       if (it == kBehaviors.end()) fail(path_, ": unknown Split behavior '", b, "'");
       st.behavior = it->second;
@@ -568,9 +490,12 @@ class JsonTokenizer : public TokenizerBase {
     for (const std::string& piece : pre_tokenize(std::string(text), steps_)) {
       if (model_ == Model::WordLevel) {
         auto it = vocab_.find(piece);
-        if (it != vocab_.end()) out.push_back(it->second);
-        else if (unk_id_ >= 0) out.push_back(unk_id_);
-        else fail(path_, ": word '", piece, "' is not in the vocabulary and there is no unk_token");
+        if (it != vocab_.end())
+          out.push_back(it->second);
+        else if (unk_id_ >= 0)
+          out.push_back(unk_id_);
+        else
+          fail(path_, ": word '", piece, "' is not in the vocabulary and there is no unk_token");
         continue;
       }
       bpe(piece, out);
@@ -597,29 +522,62 @@ class JsonTokenizer : public TokenizerBase {
         const size_t start = i;
         next_cp(piece, i);
         auto it = vocab_.find(piece.substr(start, i - start));
-        if (it != vocab_.end()) syms.push_back(it->second);
-        else if (unk_id_ >= 0) syms.push_back(unk_id_);
+        if (it != vocab_.end())
+          syms.push_back(it->second);
+        else if (unk_id_ >= 0)
+          syms.push_back(unk_id_);
       }
-      while (syms.size() > 1) {
-        int64_t best_rank = INT64_MAX, best_id = -1;
-        size_t best = 0;
-        for (size_t k = 0; k + 1 < syms.size(); ++k) {
-          auto m = merges_.find(pair_key(syms[k], syms[k + 1]));
-          if (m != merges_.end() && m->second.first < best_rank) {
-            best_rank = m->second.first;
-            best_id = m->second.second;
-            best = k;
-          }
-        }
-        if (best_id < 0) break;
-        syms[best] = best_id;
-        syms.erase(syms.begin() + long(best) + 1);
-      }
+      merge(syms);
     }
     out.insert(out.end(), syms.begin(), syms.end());
+    if (piece.size() > kCacheMaxPiece) return;
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() >= kCacheMax) cache_.clear();  // bounds memory on huge corpora
     cache_.emplace(piece, std::move(syms));
+  }
+
+  // Applies merges to `syms` in place: always the lowest rank, leftmost on ties. A heap of
+  // candidate pairs over a linked list keeps this O(n log n), so long pieces (whitespace
+  // runs, digit strings) stay fast.
+  void merge(std::vector<int64_t>& syms) const {
+    const int n = int(syms.size());
+    if (n < 2) return;
+    std::vector<int> prev(n), next(n);
+    for (int k = 0; k < n; ++k) prev[k] = k - 1, next[k] = k + 1 < n ? k + 1 : -1;
+    struct Cand {
+      int64_t rank;
+      int left, right;
+      int64_t a, b, merged;
+      bool operator>(const Cand& o) const {
+        return rank != o.rank ? rank > o.rank : left > o.left;
+      }
+    };
+    std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
+    auto push = [&](int l, int r) {
+      if (l < 0 || r < 0) return;
+      auto m = merges_.find(pair_key(syms[l], syms[r]));
+      if (m != merges_.end())
+        heap.push({m->second.first, l, r, syms[l], syms[r], m->second.second});
+    };
+    for (int k = 0; k + 1 < n; ++k) push(k, k + 1);
+    std::vector<bool> dead(n, false);
+    while (!heap.empty()) {
+      const Cand c = heap.top();
+      heap.pop();
+      // Skip candidates made stale by earlier merges.
+      if (dead[c.left] || dead[c.right] || next[c.left] != c.right || syms[c.left] != c.a ||
+          syms[c.right] != c.b)
+        continue;
+      syms[c.left] = c.merged;
+      dead[c.right] = true;
+      next[c.left] = next[c.right];
+      if (next[c.right] >= 0) prev[next[c.right]] = c.left;
+      push(prev[c.left], c.left);
+      push(c.left, next[c.left]);
+    }
+    std::vector<int64_t> out;
+    for (int k = 0; k >= 0; k = next[k]) out.push_back(syms[k]);
+    syms.swap(out);
   }
 
   // tokenizers' ByteLevel decoder: a token whose characters all have byte stand-ins becomes
@@ -639,6 +597,7 @@ class JsonTokenizer : public TokenizerBase {
   }
 
   static constexpr size_t kCacheMax = 1 << 18;
+  static constexpr size_t kCacheMaxPiece = 256;  // bytes; longer pieces rarely repeat
 
   std::string path_;
   Model model_ = Model::BPE;
@@ -690,10 +649,11 @@ std::unique_ptr<TokenizerBase> load_vocab_merges(const std::string& vocab_path,
     merges.push_back(line);
   }
   // The layout GPT2Tokenizer implies: GPT-2 regex + byte-level, special tokens matched first.
-  json j = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
-            {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-            {"decoder", {{"type", "ByteLevel"}}},
-            {"added_tokens", json::array()}};
+  json j = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"added_tokens", json::array()}};
   for (const auto& s : specials) {
     if (!vocab.contains(s) || !vocab[s].is_number_integer())
       fail(vocab_path, ": special token '", s, "' is not in the vocabulary");

@@ -10,6 +10,7 @@
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/tokenizer/backends.h"
+#include "onebit/tokenizer/utf8.h"
 
 namespace onebit::tokenizer::detail {
 
@@ -38,15 +39,22 @@ std::string without_dummy_prefix(const std::string& proto, const std::string& pa
     uint64_t tag = 0, len = 0;
     if (!read_varint(proto, p, tag)) fail(path, ": truncated SentencePiece model");
     switch (tag & 7) {
-      case 0: if (!read_varint(proto, p, len)) fail(path, ": truncated SentencePiece model"); break;
-      case 1: p += 8; break;
-      case 5: p += 4; break;
+      case 0:
+        if (!read_varint(proto, p, len)) fail(path, ": truncated SentencePiece model");
+        break;
+      case 1:
+        p += 8;
+        break;
+      case 5:
+        p += 4;
+        break;
       case 2:
         if (!read_varint(proto, p, len) || len > proto.size() - p)
           fail(path, ": truncated SentencePiece model");
         p += len;
         break;
-      default: fail(path, ": not a SentencePiece model (bad protobuf wire type)");
+      default:
+        fail(path, ": not a SentencePiece model (bad protobuf wire type)");
     }
     if (p > proto.size()) fail(path, ": truncated SentencePiece model");
     if ((tag >> 3) != 4) out.append(proto, start, p - start);
@@ -81,6 +89,11 @@ class SentencePieceTokenizer : public TokenizerBase {
   }
 
   std::vector<int64_t> encode(std::string_view text) const override {
+    std::string owned;
+    if (!valid_utf8(text)) {  // same rule as the byte-level BPE: invalid bytes -> U+FFFD
+      owned = utf8_lossy(text);
+      text = owned;
+    }
     std::vector<int64_t> out;
     size_t seg = 0;
     auto flush = [&](size_t end) {
@@ -95,15 +108,15 @@ class SentencePieceTokenizer : public TokenizerBase {
       bool hit = false;
       if (first_byte_[uint8_t(text[i])])
         for (const auto& [s, id] : specials_) {
-        if (text.compare(i, s.size(), s) == 0) {
-          flush(i);
-          out.push_back(id);
-          i += s.size();
-          seg = i;
-          hit = true;
-          break;
+          if (text.compare(i, s.size(), s) == 0) {
+            flush(i);
+            out.push_back(id);
+            i += s.size();
+            seg = i;
+            hit = true;
+            break;
+          }
         }
-      }
       if (!hit) ++i;
     }
     flush(text.size());

@@ -3,8 +3,8 @@
 #include "onebit/tokenizer/tokenizer.h"
 
 #include <filesystem>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
@@ -54,14 +54,19 @@ std::vector<std::string> declared_specials(const fs::path& dir) {
     for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token", "sep_token",
                             "cls_token", "mask_token"})
       if (auto s = token_string(j, key, p)) out.insert(*s);
-    if (j.contains("additional_special_tokens") && j["additional_special_tokens"].is_array())
-      for (const auto& t : j["additional_special_tokens"])
+    if (j.contains("additional_special_tokens") && j["additional_special_tokens"].is_array()) {
+      for (const auto& t : j["additional_special_tokens"]) {
         if (t.is_string()) out.insert(t.get<std::string>());
-        else if (t.is_object() && t.contains("content")) out.insert(t["content"].get<std::string>());
-    if (j.contains("added_tokens_decoder") && j["added_tokens_decoder"].is_object())
-      for (const auto& [id, t] : j["added_tokens_decoder"].items())
-        if (t.is_object() && t.value("special", false) && t.contains("content"))
+        if (t.is_object() && t.contains("content") && t["content"].is_string())
           out.insert(t["content"].get<std::string>());
+      }
+    }
+    if (j.contains("added_tokens_decoder") && j["added_tokens_decoder"].is_object()) {
+      for (const auto& [id, t] : j["added_tokens_decoder"].items())
+        if (t.is_object() && t.value("special", false) && t.contains("content") &&
+            t["content"].is_string())
+          out.insert(t["content"].get<std::string>());
+    }
   }
   return {out.begin(), out.end()};
 }
@@ -86,7 +91,8 @@ void configure(detail::TokenizerBase& tok, const fs::path& dir) {
   const int64_t bos = resolve("bos_token", "bos_token_id", tok.default_bos());
   const int64_t eos = resolve("eos_token", "eos_token_id", tok.default_eos());
   bool add_bos = tok.default_add_bos();
-  if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean()) add_bos = tc["add_bos_token"];
+  if (tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean())
+    add_bos = tc["add_bos_token"];
   tok.set_special(bos, eos, add_bos);
 }
 
@@ -95,9 +101,11 @@ void configure(detail::TokenizerBase& tok, const fs::path& dir) {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   const fs::path dir(model_dir);
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) fail(model_dir, ": not a folder (expected a model folder with tokenizer.json or tokenizer.model)");
-  const fs::path tj = dir / "tokenizer.json", tm = dir / "tokenizer.model",
-                 vj = dir / "vocab.json", mt = dir / "merges.txt";
+  if (!fs::is_directory(dir, ec))
+    fail(model_dir,
+         ": not a folder (expected a model folder with tokenizer.json or tokenizer.model)");
+  const fs::path tj = dir / "tokenizer.json", tm = dir / "tokenizer.model", vj = dir / "vocab.json",
+                 mt = dir / "merges.txt";
   std::unique_ptr<detail::TokenizerBase> tok;
   std::string unsupported;
   if (fs::exists(tj, ec)) tok = detail::load_tokenizer_json(tj.string(), &unsupported);
@@ -108,7 +116,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
     if (!unsupported.empty())
       fail(model_dir, ": tokenizer.json uses ", unsupported,
            ", which onebit does not support, and there is no tokenizer.model");
-    fail(model_dir, ": no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this folder");
+    fail(model_dir,
+         ": no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this folder");
   }
   configure(*tok, dir);
   return tok;

@@ -183,12 +183,14 @@ TEST_CASE("safetensors malformed files are errors naming file and problem", "[io
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("tensor 'w': unknown dtype 'F8_E9'"));
 
   craft(f, R"({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}})", 8);
-  CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("tensor 'w': data_offsets [0, 16] out of range"));
+  CHECK_THROWS_WITH(SafetensorsReader(f),
+                    OB_CONTAINS("tensor 'w': data_offsets [0, 16] out of range"));
   craft(f, R"({"w": {"dtype": "F32", "shape": [0], "data_offsets": [9, 4]}})", 16);
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("out of range"));
 
   craft(f, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
-               "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12);
+               "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
+        12);
   CHECK_THROWS_WITH(SafetensorsReader(f),
                     OB_CONTAINS("tensors 'a' and 'b' have overlapping data_offsets"));
 
@@ -197,7 +199,8 @@ TEST_CASE("safetensors malformed files are errors naming file and problem", "[io
                     OB_CONTAINS("tensor 'w': byte size 16 does not match shape [2,3]"));
   craft(f, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", 4);
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("invalid shape"));
-  craft(f, R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})", 4);
+  craft(f, R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}})",
+        4);
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("does not match shape"));
   craft(f, R"({"w": {"dtype": "F32", "shape": [1]}})", 4);
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("missing or invalid data_offsets"));
@@ -253,14 +256,16 @@ save_file(out, sys.argv[1], metadata={"format": "pt", "who": "python"})
   // We write; Python reads and checks every value and the metadata.
   std::vector<std::pair<std::string, torch::Tensor>> ts;
   int i = 0;
-  for (auto dt : kAllDtypes) ts.emplace_back("c." + std::string(c10::toString(dt)), sample(dt, {2, 3}, i++));
+  for (auto dt : kAllDtypes)
+    ts.emplace_back("c." + std::string(c10::toString(dt)), sample(dt, {2, 3}, i++));
   write_safetensors(dir / "cpp.safetensors", ts, {{"format", "pt"}});
   // Expected values as float64 lists (exact for every dtype here) in a JSON file.
   nlohmann::json want;
   for (const auto& [name, t] : ts) {
     auto d = t.to(torch::kFloat64).contiguous();
-    want[name] = {{"dtype", std::string(c10::toString(t.scalar_type()))},
-                  {"values", std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel())}};
+    want[name] = {
+        {"dtype", std::string(c10::toString(t.scalar_type()))},
+        {"values", std::vector<double>(d.data_ptr<double>(), d.data_ptr<double>() + d.numel())}};
   }
   onebit::test::write_text(dir / "want.json", want.dump());
   const char* py_check = R"PY(
@@ -278,7 +283,8 @@ with safe_open(sys.argv[1], "pt") as f:
             "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool"}[w["dtype"]], (k, t.dtype)
         assert t.double().flatten().tolist() == w["values"], k
 )PY";
-  CHECK(onebit::test::run_python(py_check, "'" + (dir / "cpp.safetensors") + "' '" + (dir / "want.json") + "'"));
+  CHECK(onebit::test::run_python(
+      py_check, "'" + (dir / "cpp.safetensors") + "' '" + (dir / "want.json") + "'"));
 }
 
 TEST_CASE("safetensors reads the shared stories260K checkpoint", "[io]") {

@@ -44,8 +44,7 @@ inline std::string read_text(const std::string& path) {
 }
 
 // Runs `code` with the test Python (args appended); true when it exits 0.
-inline bool run_python(const std::string& code, const std::string& args = "",
-                       bool quiet = false) {
+inline bool run_python(const std::string& code, const std::string& args = "", bool quiet = false) {
   const std::string py = python();
   if (py.empty()) return false;
   TempDir dir;

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <ftw.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -42,11 +43,18 @@ fs::path reference_models() {
     }
     const std::string py = python();
     if (py.empty() || std::system((py + " -c 'import transformers, safetensors' >/dev/null 2>&1").c_str()) != 0) return;
-    remove_tree(dir);
-    fs::create_directories(dir);
-    const std::string cmd = py + " " + script.string() + " " + dir.string() + " >" + (dir / "log.txt").string() + " 2>&1";
-    if (std::system(cmd.c_str()) == 0 && fs::exists(dir / "done")) result = dir;
-    else std::cerr << "make_reference_models.py failed, see " << (dir / "log.txt") << std::endl;
+    // Generated beside and renamed into place, so parallel test processes never see half a set.
+    const fs::path tmp = dir.string() + ".tmp" + std::to_string(::getpid());
+    remove_tree(tmp);
+    fs::create_directories(tmp);
+    const std::string cmd = py + " " + script.string() + " " + tmp.string() + " >" + (tmp / "log.txt").string() + " 2>&1";
+    if (std::system(cmd.c_str()) != 0 || !fs::exists(tmp / "done")) {
+      throw std::runtime_error("make_reference_models.py failed, see " + (tmp / "log.txt").string());
+    }
+    std::error_code ec;
+    fs::rename(tmp, dir, ec);  // fails when another process got there first: use its copy
+    if (ec) remove_tree(tmp);
+    if (fs::exists(dir / "done")) result = dir;
   });
   return result;
 }

@@ -14,7 +14,7 @@ using namespace onebit::models;
 namespace {
 constexpr double kLogitTol = 1e-4;   // fp32, max |Δ| against transformers
 constexpr double kHiddenTol = 1e-4;
-const char* const kFamilies[] = {"llama_gqa", "qwen2_bias", "opt_pre", "opt_post_proj"};
+const char* const kFamilies[] = {"llama_gqa", "qwen2_bias", "mistral_window", "opt_pre", "opt_post_proj"};
 
 // Logits at positions where mask == 1, flattened [N, V].
 torch::Tensor kept(const torch::Tensor& logits, const torch::Tensor& mask) {
@@ -104,5 +104,24 @@ TEST_CASE("greedy generation reproduces transformers.generate token for token", 
     o.temperature = 0;
     auto out = generate(*model, ref.load("gen_prompt"), o);
     CHECK(torch::equal(out, ref.load("gen_out")));
+  }
+}
+
+TEST_CASE("bf16 models stay close to the fp32 reference", "[models]") {
+  OB_REFS_OR_SKIP(refs);
+  constexpr double kBf16RelTol = 0.05;  // max |Δlogits| relative to max |logits|
+  for (const char* family : kFamilies) {
+    INFO(family);
+    auto model = load_pretrained((refs / family).string(), {torch::kCPU, torch::kBFloat16});
+    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
+    torch::NoGradGuard no_grad;
+    auto logits = model->forward(ref.load("input_ids")).logits;
+    REQUIRE(logits.scalar_type() == torch::kBFloat16);
+    const auto expect = ref.load("logits");
+    CHECK(test::max_abs_diff(logits, expect) <= kBf16RelTol * expect.abs().max().item<double>());
+    GenerateOptions o;
+    o.max_new_tokens = 4;
+    o.temperature = 0;
+    CHECK(generate(*model, ref.load("gen_prompt"), o).size(1) == 5 + 4);
   }
 }

@@ -11,8 +11,8 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import (LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, OPTConfig,
+                          OPTForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 VOCAB = 128
 
@@ -30,6 +30,10 @@ def models():
         num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=256,
         tie_word_embeddings=False, rope_theta=1000.0,
         rope_scaling={"rope_type": "linear", "factor": 2.0}))
+    yield "mistral_window", MistralForCausalLM(MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=256,
+        sliding_window=5, tie_word_embeddings=False))
     yield "opt_pre", OPTForCausalLM(OPTConfig(
         vocab_size=VOCAB, hidden_size=64, ffn_dim=128, num_hidden_layers=3, num_attention_heads=4,
         max_position_embeddings=128, do_layer_norm_before=True, word_embed_proj_dim=64,

@@ -4,15 +4,17 @@ its ids and decodes for the C++ tests (tests/tokenizer/test_tokenizer.cpp).
     python make_tokenizers.py KIND OUT_DIR STRINGS_JSON
 
 KIND: gpt2 (ByteLevel BPE, GPT-2 regex, merges saved as "a b" strings), llama3 (Split regex +
-ByteLevel(use_regex=False), ignore_merges, special tokens, BOS template), wordlevel
+ByteLevel(use_regex=False), ignore_merges, special tokens, BOS template), qwen2 (NFC, Qwen2's
+Split regex, ChatML special tokens), wordlevel
 (WhitespaceSplit), wordlevel_ws (Whitespace), gpt2_files (the gpt2 tokenizer as vocab.json +
-merges.txt, no tokenizer.json). Writes OUT_DIR/tokenizer.json,
+merges.txt, no tokenizer.json), gpt2_prefix (gpt2 with add_prefix_space=True, as RoBERTa). Writes OUT_DIR/tokenizer.json,
 OUT_DIR/tokenizer_config.json and OUT_DIR/expected.json = {"ids": [...], "decoded": [...]}.
 """
 import json
 import sys
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
+                        processors, trainers)
 
 CORPUS = [
     "Once upon a time, there was a little girl named Lily. She loved to play outside.",
@@ -23,17 +25,27 @@ CORPUS = [
     "Numbers 3.14159 and 2,718 and 1e-9; dates 2024-05-01.",
 ] * 20
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def bpe(kind):
-    if kind in ("gpt2", "gpt2_files"):
+    if kind in ("gpt2", "gpt2_files", "gpt2_prefix"):
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=kind == "gpt2_prefix")
         specials = ["<|endoftext|>"]
         config = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
                   "add_bos_token": False}
+    elif kind == "qwen2":
+        tok = Tokenizer(models.BPE())
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        config = {"bos_token": None, "eos_token": "<|im_end|>", "add_bos_token": False}
     else:
         tok = Tokenizer(models.BPE(ignore_merges=True))
         tok.pre_tokenizer = pre_tokenizers.Sequence([

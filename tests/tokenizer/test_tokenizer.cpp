@@ -1,10 +1,10 @@
 // Tokenizers: SentencePiece (stories260K vs transformers), byte-level BPE and WordLevel
 // tokenizer.json (vs the Python `tokenizers` library), BOS/EOS config, error messages.
-#include "onebit/tokenizer/tokenizer.h"
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "onebit/core/error.h"
+#include "onebit/tokenizer/tokenizer.h"
 #include "tests/io/test_util.h"
 #include "tests/support.h"
 
@@ -16,8 +16,9 @@ using onebit::tokenizer::load_tokenizer;
 namespace {
 
 // Strings where tokenizers usually disagree: whitespace runs, newlines, digits, unicode,
-// emoji, contractions, special tokens in the text.
+// emoji, contractions, special tokens in the text; one long piece (merge order at scale).
 const std::vector<std::string> kTricky = {
+    std::string(3000, ' ') + "x" + std::string(2000, '7') + std::string(1000, 'a'),
     "Hello world",
     "Once upon a time, there was a little girl named Lily. She loved to play outside.",
     "  leading and trailing  ",
@@ -32,6 +33,7 @@ const std::vector<std::string> kTricky = {
     "<custom> added <custom>token",
     "<s> literal </s> and <unk>",
     "<s>Hello",
+    "<|im_start|>user\nHi<|im_end|>\n",
     "",
     " ",
     "\n",
@@ -64,7 +66,8 @@ void check_against_python(const std::string& kind, bool compare_with_special) {
     const auto ids = tok->encode(kTricky[i]);
     CHECK(ids == ids_of(want["ids"][i]));
     CHECK(tok->decode(ids) == want["decoded"][i].get<std::string>());
-    if (compare_with_special) CHECK(tok->encode_with_special(kTricky[i]) == ids_of(want["with_special"][i]));
+    if (compare_with_special)
+      CHECK(tok->encode_with_special(kTricky[i]) == ids_of(want["with_special"][i]));
   }
 }
 
@@ -88,13 +91,45 @@ TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tok
   CHECK_THROWS_WITH(tok->decode({tok->vocab_size()}), OB_CONTAINS("is not in the vocabulary"));
 }
 
+TEST_CASE("one BPE tokenizer shared by threads gives the sequential ids", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  TempDir dir;
+  make_with_python("llama3", dir);
+  auto tok = load_tokenizer(dir.path.string());
+  std::vector<std::vector<int64_t>> want;
+  {
+    auto fresh = load_tokenizer(dir.path.string());  // cold cache, one thread
+    for (const auto& s : kTricky) want.push_back(fresh->encode(s));
+  }
+  constexpr int kThreads = 4;
+  std::vector<int> mismatches(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 20; ++rep)
+        for (size_t i = 0; i < kTricky.size(); ++i)
+          mismatches[t] += tok->encode(kTricky[(i + t) % kTricky.size()]) !=
+                           want[(i + t) % kTricky.size()];
+    });
+  for (auto& th : threads) th.join();
+  CHECK(mismatches == std::vector<int>(kThreads, 0));
+}
+
+TEST_CASE("byte-level BPE with add_prefix_space matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("gpt2_prefix", /*compare_with_special=*/true);
+}
+
 TEST_CASE("GPT-2 vocab.json + merges.txt matches tokenizers", "[tokenizer]") {
   OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("gpt2_files", /*compare_with_special=*/true);
 }
 
-TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenizers", "[tokenizer]") {
+TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenizers",
+          "[tokenizer]") {
   OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("llama3", /*compare_with_special=*/true);
@@ -105,6 +140,20 @@ TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenize
   CHECK(tok->eos_id() == 1);  // <|end_of_text|>, given as {"content": ...}
   CHECK(tok->add_bos());      // from the TemplateProcessing post-processor
   CHECK(tok->encode("<|end_of_text|>") == std::vector<int64_t>{1});
+}
+
+TEST_CASE("byte-level BPE (Qwen2 Split regex, NFC) matches tokenizers", "[tokenizer]") {
+  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+                     "needs Python with the tokenizers library (" + onebit::test::python() + ")");
+  check_against_python("qwen2", /*compare_with_special=*/true);
+  TempDir dir;
+  make_with_python("qwen2", dir);
+  auto tok = load_tokenizer(dir.path.string());
+  CHECK(tok->bos_id() == -1);  // bos_token null, no config.json
+  CHECK(tok->eos_id() == 2);   // <|im_end|>
+  std::vector<int64_t> want{1};
+  for (int64_t id : tok->encode("user")) want.push_back(id);
+  CHECK(tok->encode("<|im_start|>user") == want);
 }
 
 TEST_CASE("WordLevel tokenizer.json matches tokenizers", "[tokenizer]") {
@@ -156,17 +205,21 @@ TEST_CASE("byte-level BPE written by hand merges by rank", "[tokenizer]") {
 }
 
 TEST_CASE("load_tokenizer errors name the folder and the problem", "[tokenizer]") {
-  CHECK_THROWS_WITH(load_tokenizer("/nonexistent/model"), OB_CONTAINS("/nonexistent/model: not a folder"));
+  CHECK_THROWS_WITH(load_tokenizer("/nonexistent/model"),
+                    OB_CONTAINS("/nonexistent/model: not a folder"));
   TempDir dir;
-  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
-                    OB_CONTAINS("no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this folder"));
+  CHECK_THROWS_WITH(
+      load_tokenizer(dir.path.string()),
+      OB_CONTAINS("no tokenizer.json, tokenizer.model or vocab.json + merges.txt in this folder"));
   write_text(dir / "tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
-  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
-                    OB_CONTAINS("tokenizer.json uses model type 'Unigram', which onebit does not support"));
+  CHECK_THROWS_WITH(
+      load_tokenizer(dir.path.string()),
+      OB_CONTAINS("tokenizer.json uses model type 'Unigram', which onebit does not support"));
   write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", )");
   CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("tokenizer.json: invalid JSON"));
-  write_text(dir / "tokenizer.json",
-             R"({"model": {"type": "WordLevel", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Metaspace"}})");
+  write_text(
+      dir / "tokenizer.json",
+      R"({"model": {"type": "WordLevel", "vocab": {"a": 0}}, "pre_tokenizer": {"type": "Metaspace"}})");
   CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("pre_tokenizer 'Metaspace'"));
   write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", "vocab": {"a": 0}}})");
   write_text(dir / "tokenizer_config.json", R"({"bos_token": "<s>"})");
@@ -175,9 +228,11 @@ TEST_CASE("load_tokenizer errors name the folder and the problem", "[tokenizer]"
   write_text(dir / "tokenizer_config.json", "{}");
   auto tok = load_tokenizer(dir.path.string());
   CHECK_THROWS_WITH(tok->encode("b"), OB_CONTAINS("word 'b' is not in the vocabulary"));
-  write_text(dir / "tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},
+  write_text(dir / "tokenizer.json",
+             R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]},
       "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}})");
-  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("merge token 'b' is not in the vocabulary"));
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
+                    OB_CONTAINS("merge token 'b' is not in the vocabulary"));
 }
 
 TEST_CASE("SentencePiece stories260K tokenizer", "[tokenizer]") {
@@ -196,13 +251,14 @@ TEST_CASE("SentencePiece stories260K tokenizer", "[tokenizer]") {
                         "Emoji 😀 and 中文", "x  y   z"})
     CHECK(tok->decode(tok->encode(s)) == s);
   CHECK_THROWS_WITH(tok->decode({512}), OB_CONTAINS("token id 512 out of range"));
+  CHECK(tok->encode("a\xff") == tok->encode("a\xEF\xBF\xBD"));  // invalid UTF-8: U+FFFD
 }
 
 TEST_CASE("SentencePiece stories260K matches transformers AutoTokenizer", "[tokenizer]") {
   OB_SHARED_OR_SKIP(dir, "models/stories260K");
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
-                     "needs Python with transformers + sentencepiece + protobuf (" +
-                         onebit::test::python() + ")");
+  OB_REQUIRE_OR_SKIP(
+      onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
+      "needs Python with transformers + sentencepiece + protobuf (" + onebit::test::python() + ")");
   TempDir tmp;
   write_text(tmp / "strings.json", json(kTricky).dump());
   const char* code = R"PY(
@@ -231,9 +287,9 @@ json.dump(out, open(sys.argv[3], "w", encoding="utf-8"))
 TEST_CASE("SentencePiece stories260K matches transformers on TinyStories text", "[tokenizer]") {
   OB_SHARED_OR_SKIP(dir, "models/stories260K");
   OB_SHARED_OR_SKIP(val, "data/tinystories_val.txt");
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
-                     "needs Python with transformers + sentencepiece + protobuf (" +
-                         onebit::test::python() + ")");
+  OB_REQUIRE_OR_SKIP(
+      onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
+      "needs Python with transformers + sentencepiece + protobuf (" + onebit::test::python() + ")");
   constexpr size_t kBytes = 100000;  // the first ~100 KB: hundreds of stories, a fast test
   TempDir tmp;
   const char* code = R"PY(
@@ -244,7 +300,8 @@ text = open(sys.argv[2], "rb").read()[:int(sys.argv[3])].decode("utf-8", "ignore
 json.dump(tok.encode(text, add_special_tokens=False), open(sys.argv[4], "w"))
 )PY";
   REQUIRE(onebit::test::run_python(code, "'" + dir.string() + "' '" + val.string() + "' " +
-                                             std::to_string(kBytes) + " '" + (tmp / "ids.json") + "'"));
+                                             std::to_string(kBytes) + " '" + (tmp / "ids.json") +
+                                             "'"));
   std::string text = onebit::test::read_text(val.string()).substr(0, kBytes);
   while (!text.empty() && (uint8_t(text.back()) & 0xC0) == 0x80) text.pop_back();  // whole chars
   if (!text.empty() && uint8_t(text.back()) >= 0xC0) text.pop_back();
