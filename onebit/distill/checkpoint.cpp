@@ -1,0 +1,197 @@
+#include "onebit/distill/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <mutex>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "onebit/core/error.h"
+
+namespace fs = std::filesystem;
+
+namespace onebit::distill {
+namespace {
+
+constexpr const char* kPrefix = "step-";
+const std::vector<std::string> kFiles = {"tensors.pt", "optimizer.pt", "rng.pt", "state.json"};
+
+// Not std::filesystem::remove_all: the torch wheel's libtorch.so exports one that crashes
+// when linked with GCC 12's libstdc++.
+void remove_tree(const fs::path& p) {
+  std::error_code ec;
+  if (fs::is_directory(fs::symlink_status(p, ec)))
+    for (const auto& e : fs::directory_iterator(p, ec)) remove_tree(e.path());
+  fs::remove(p, ec);
+}
+
+void fsync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd < 0) fail("checkpoint: cannot open ", p.string(), " to sync it");
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::binary);
+  f << text;
+  f.close();
+  OB_CHECK(f.good(), "checkpoint: cannot write ", p.string());
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  OB_CHECK(f.good(), "checkpoint: cannot read ", p.string());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int64_t step_of(const fs::path& p) {
+  const std::string name = p.filename().string();
+  if (name.rfind(kPrefix, 0) != 0) return -1;
+  try {
+    return std::stoll(name.substr(std::char_traits<char>::length(kPrefix)));
+  } catch (...) {
+    return -1;
+  }
+}
+
+std::vector<fs::path> checkpoints_newest_first(const fs::path& dir) {
+  std::vector<fs::path> out;
+  if (!fs::exists(dir)) return out;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_directory() && step_of(e.path()) >= 0) out.push_back(e.path());
+  std::sort(out.begin(), out.end(), [](const fs::path& a, const fs::path& b) { return step_of(a) > step_of(b); });
+  return out;
+}
+
+}  // namespace
+
+CheckpointManager::CheckpointManager(fs::path dir, int64_t keep_last) : dir_(std::move(dir)), keep_last_(keep_last) {
+  OB_CHECK(keep_last_ >= 1, "train.keep_last must be >= 1, got ", keep_last_);
+}
+
+fs::path CheckpointManager::save(const std::map<std::string, torch::Tensor>& tensors,
+                                 torch::optim::Optimizer& optimizer, const TrainState& state) const {
+  fs::create_directories(dir_);
+  char name[32];
+  std::snprintf(name, sizeof name, "%s%08lld", kPrefix, static_cast<long long>(state.step));
+  const fs::path final_dir = dir_ / name;
+  const fs::path tmp = dir_ / (std::string(".tmp-") + name);
+  remove_tree(tmp);
+  fs::create_directories(tmp);
+
+  {
+    torch::serialize::OutputArchive ar;
+    for (const auto& [k, t] : tensors) ar.write(k, t.detach().to(torch::kCPU));
+    ar.save_to((tmp / "tensors.pt").string());
+  }
+  {
+    torch::serialize::OutputArchive ar;
+    optimizer.save(ar);
+    ar.save_to((tmp / "optimizer.pt").string());
+  }
+  {
+    torch::serialize::OutputArchive ar;
+    ar.write("cpu", at::detail::getDefaultCPUGenerator().get_state());
+    ar.save_to((tmp / "rng.pt").string());
+  }
+  nlohmann::json js;
+  js["step"] = state.step;
+  js["counters"] = state.counters;
+  js["scalars"] = state.scalars;
+  write_text(tmp / "state.json", js.dump(2));
+
+  nlohmann::json manifest;
+  manifest["step"] = state.step;
+  for (const auto& f : kFiles) {
+    fsync_path(tmp / f);
+    manifest["files"][f] = static_cast<int64_t>(fs::file_size(tmp / f));
+  }
+  write_text(tmp / "manifest.json", manifest.dump(2));
+  fsync_path(tmp / "manifest.json");
+  fsync_path(tmp);
+  remove_tree(final_dir);
+  fs::rename(tmp, final_dir);
+  fsync_path(dir_);
+
+  // Keep the newest keep_last complete checkpoints.
+  int64_t kept = 0;
+  for (const auto& p : checkpoints_newest_first(dir_))
+    if (check(p).empty() && ++kept > keep_last_) remove_tree(p);
+  return final_dir;
+}
+
+std::string CheckpointManager::check(const fs::path& ckpt) {
+  if (!fs::is_directory(ckpt)) return "not a directory";
+  if (!fs::exists(ckpt / "manifest.json")) return "no manifest.json (incomplete save)";
+  try {
+    const auto manifest = nlohmann::json::parse(read_text(ckpt / "manifest.json"));
+    for (const auto& f : kFiles) {
+      if (!fs::exists(ckpt / f)) return "missing " + f;
+      const auto want = manifest.at("files").at(f).get<int64_t>();
+      const auto got = static_cast<int64_t>(fs::file_size(ckpt / f));
+      if (want != got) return f + " has " + std::to_string(got) + " bytes, manifest says " + std::to_string(want);
+    }
+  } catch (const std::exception& e) {
+    return std::string("unreadable manifest.json: ") + e.what();
+  }
+  return "";
+}
+
+std::optional<fs::path> CheckpointManager::latest_valid() const {
+  for (const auto& p : checkpoints_newest_first(dir_)) {
+    const std::string why = check(p);
+    if (why.empty()) return p;
+    std::cerr << "warning: skipping checkpoint " << p.string() << ": " << why << "\n";
+  }
+  return std::nullopt;
+}
+
+TrainState CheckpointManager::load(const fs::path& ckpt, const std::map<std::string, torch::Tensor>& tensors,
+                                   torch::optim::Optimizer& optimizer) const {
+  const std::string why = check(ckpt);
+  OB_CHECK(why.empty(), "checkpoint ", ckpt.string(), " is not usable: ", why);
+  try {
+    torch::NoGradGuard no_grad;
+    torch::serialize::InputArchive ar;
+    ar.load_from((ckpt / "tensors.pt").string());
+    for (const auto& [k, t] : tensors) {
+      torch::Tensor v;
+      OB_CHECK(ar.try_read(k, v), "checkpoint ", ckpt.string(), " has no tensor '", k, "'");
+      OB_CHECK(v.sizes() == t.sizes(), "checkpoint ", ckpt.string(), ": tensor '", k, "' has shape ", v.sizes(),
+               ", the model has ", t.sizes());
+      t.copy_(v);
+    }
+    torch::serialize::InputArchive oa;
+    oa.load_from((ckpt / "optimizer.pt").string());
+    optimizer.load(oa);
+    torch::serialize::InputArchive ra;
+    ra.load_from((ckpt / "rng.pt").string());
+    torch::Tensor rng;
+    ra.read("cpu", rng);
+    at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the global generator
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail("checkpoint ", ckpt.string(), " is corrupt: ", e.what());
+  }
+  const auto js = nlohmann::json::parse(read_text(ckpt / "state.json"));
+  TrainState s;
+  s.step = js.at("step").get<int64_t>();
+  s.counters = js.at("counters").get<std::map<std::string, int64_t>>();
+  s.scalars = js.at("scalars").get<std::map<std::string, double>>();
+  return s;
+}
+
+}  // namespace onebit::distill

@@ -1,0 +1,45 @@
+// The OneBit distillation loss (method.md §3):
+//   kd_loss_scale · KL(softmax(t) ‖ softmax(s))   reduction batchmean over [B,T,V], no temperature
+// + alpha · Σ_{i=0}^{L-1} mean_tokens ‖normalize(t_i) − normalize(s_i)‖²   (HF hidden_states 0..L-1)
+// + ce_weight · CE(next-token labels).
+// The logit terms are computed chunk by chunk from the final hidden states and the lm_head
+// weights, so the [B,T,V] fp32 softmaxes of teacher and student never exist at once; the
+// backward recomputes each chunk's logits (a custom autograd Function).
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+
+#include "onebit/models/causal_lm.h"
+
+namespace onebit::distill {
+
+struct KdLossOptions {
+  double kd_loss_scale = 0.01;
+  double alpha = 1.0;
+  double ce_weight = 0.0;
+  int64_t chunk_tokens = 1024;  // tokens per logit chunk
+};
+
+// `total` carries the graph; the parts are detached fp32 scalars for logging (unweighted).
+struct KdLossParts {
+  torch::Tensor total;
+  torch::Tensor kl;      // KL batchmean (sum over tokens and vocabulary / B)
+  torch::Tensor hidden;  // Σ over layers of the mean squared distance of normalised states
+  torch::Tensor ce;      // mean next-token cross-entropy of the student
+};
+
+// teacher/student: forwards with output_hidden_states (L+1 entries) and last_hidden.
+// input_ids [B,T]: the CE labels are input_ids shifted by one (the last position has none).
+KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& teacher_lm_head,
+                    const models::ForwardOutput& student, const torch::Tensor& student_lm_head,
+                    const torch::Tensor& input_ids, const KdLossOptions& options);
+
+// Sum over tokens of KL(softmax(t_h·t_wᵀ) ‖ softmax(s_h·s_wᵀ)) and sum of CE over tokens whose
+// label is >= 0, both fp32 scalars; s_h, t_h [N,H], labels [N] (int64, −1 = none).
+// Differentiable in s_h and s_w.
+std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, const torch::Tensor& s_w,
+                                                      const torch::Tensor& t_h, const torch::Tensor& t_w,
+                                                      const torch::Tensor& labels, int64_t chunk_tokens);
+
+}  // namespace onebit::distill

@@ -1,0 +1,115 @@
+// KD loss vs the naive formula of method.md §3 (full [B,T,V] logits, F::kl_div batchmean).
+#include <torch/torch.h>
+
+#include "onebit/distill/kd_loss.h"
+#include "tests/support.h"
+
+namespace {
+
+constexpr double kTol = 1e-5;
+namespace F = torch::nn::functional;
+using onebit::models::ForwardOutput;
+
+struct Fake {
+  ForwardOutput teacher, student;
+  torch::Tensor t_w, s_w, ids;
+  std::vector<torch::Tensor> leaves;  // student tensors requiring grad
+};
+
+Fake make_fake(int64_t B, int64_t T, int64_t H, int64_t V, int64_t L) {
+  torch::manual_seed(0);
+  auto opt = torch::TensorOptions().dtype(torch::kFloat64);
+  Fake f;
+  for (int64_t i = 0; i <= L; ++i) {
+    f.teacher.hidden_states.push_back(torch::randn({B, T, H}, opt));
+    auto s = torch::randn({B, T, H}, opt).requires_grad_(true);
+    f.student.hidden_states.push_back(s);
+    if (i < L) f.leaves.push_back(s);  // hidden_states[L] (after the final norm) is not used
+  }
+  f.teacher.last_hidden = torch::randn({B, T, H}, opt);
+  f.student.last_hidden = torch::randn({B, T, H}, opt).requires_grad_(true);
+  f.leaves.push_back(f.student.last_hidden);
+  f.t_w = torch::randn({V, H}, opt);
+  f.s_w = torch::randn({V, H}, opt);
+  f.ids = torch::randint(V, {B, T}, torch::kLong);
+  return f;
+}
+
+torch::Tensor naive(const Fake& f, const onebit::distill::KdLossOptions& o) {
+  const int64_t B = f.ids.size(0), T = f.ids.size(1);
+  const auto s_logits = torch::matmul(f.student.last_hidden, f.s_w.t());
+  const auto t_logits = torch::matmul(f.teacher.last_hidden, f.t_w.t());
+  const auto kl = F::kl_div(torch::log_softmax(s_logits, -1), torch::log_softmax(t_logits, -1),
+                            F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+  auto hidden = torch::zeros({}, s_logits.options());
+  for (size_t i = 0; i + 1 < f.teacher.hidden_states.size(); ++i) {
+    const auto t = F::normalize(f.teacher.hidden_states[i].reshape({B * T, -1}), F::NormalizeFuncOptions().dim(-1));
+    const auto s = F::normalize(f.student.hidden_states[i].reshape({B * T, -1}), F::NormalizeFuncOptions().dim(-1));
+    hidden = hidden + (t - s).pow(2).sum(-1).mean();
+  }
+  const auto ce = F::cross_entropy(s_logits.narrow(1, 0, T - 1).reshape({-1, s_logits.size(-1)}),
+                                   f.ids.narrow(1, 1, T - 1).reshape({-1}));
+  return kl * o.kd_loss_scale + hidden * o.alpha + ce * o.ce_weight;
+}
+
+}  // namespace
+
+TEST_CASE("kd_loss equals the naive formula, value and gradients", "[distill]") {
+  // fp64 inputs: the chunked path computes in fp32, so compare at fp32 accuracy.
+  Fake f = make_fake(2, 7, 16, 50, 3);
+  onebit::distill::KdLossOptions o;
+  o.kd_loss_scale = 0.5;
+  o.alpha = 1.5;
+  o.ce_weight = 0.25;
+  o.chunk_tokens = 5;  // 14 tokens: chunks 5, 5, 4
+
+  auto ref = naive(f, o);
+  auto ref_grads = torch::autograd::grad({ref}, f.leaves);
+  auto parts = onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.s_w, f.ids, o);
+  auto grads = torch::autograd::grad({parts.total}, f.leaves);
+
+  CHECK(std::abs(parts.total.item<double>() - ref.item<double>()) <= kTol * std::max(1.0, ref.abs().item<double>()));
+  for (size_t i = 0; i < grads.size(); ++i) {
+    INFO("gradient " << i);
+    CHECK(torch::allclose(grads[i].to(torch::kDouble), ref_grads[i], kTol, kTol));
+  }
+  // Parts are reported separately and recombine into the total.
+  const double recombined = o.kd_loss_scale * parts.kl.item<double>() + o.alpha * parts.hidden.item<double>() +
+                            o.ce_weight * parts.ce.item<double>();
+  CHECK(std::abs(recombined - parts.total.item<double>()) <= kTol * std::max(1.0, std::abs(recombined)));
+  CHECK(parts.kl.item<double>() > 0);
+  CHECK(!parts.kl.requires_grad());
+}
+
+TEST_CASE("kd_loss: chunk size does not change the result", "[distill]") {
+  Fake f = make_fake(3, 4, 8, 20, 2);
+  onebit::distill::KdLossOptions o;
+  o.ce_weight = 1.0;
+  o.chunk_tokens = 1;
+  const double a = onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.s_w, f.ids, o).total.item<double>();
+  o.chunk_tokens = 1000;
+  const double b = onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.s_w, f.ids, o).total.item<double>();
+  CHECK(std::abs(a - b) <= kTol * std::max(1.0, std::abs(a)));
+}
+
+TEST_CASE("kd_loss: identical teacher and student give zero KL and hidden terms", "[distill]") {
+  Fake f = make_fake(1, 5, 8, 10, 2);
+  f.student.hidden_states = f.teacher.hidden_states;
+  f.student.last_hidden = f.teacher.last_hidden;
+  onebit::distill::KdLossOptions o;
+  auto parts = onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.t_w, f.ids, o);
+  CHECK(std::abs(parts.kl.item<double>()) <= kTol);
+  CHECK(std::abs(parts.hidden.item<double>()) <= kTol);
+}
+
+TEST_CASE("kd_loss: bad inputs name the problem", "[distill]") {
+  Fake f = make_fake(1, 4, 8, 10, 2);
+  onebit::distill::KdLossOptions o;
+  auto missing = f.student;
+  missing.hidden_states.clear();
+  CHECK_THROWS_WITH(onebit::distill::kd_loss(f.teacher, f.t_w, missing, f.s_w, f.ids, o),
+                    OB_CONTAINS("output_hidden_states"));
+  o.chunk_tokens = 0;
+  CHECK_THROWS_WITH(onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.s_w, f.ids, o),
+                    OB_CONTAINS("kd.chunk_tokens"));
+}

@@ -1,0 +1,203 @@
+// onebit-train: OneBit distillation of a Hugging Face causal LM (method.md §3-5).
+//   onebit-train --config configs/llama7b.yaml [key=value ...]
+// Run directory (output_dir): config.yaml (resolved), metrics.jsonl, checkpoints/, student/.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "onebit/config/train_config.h"
+#include "onebit/core/error.h"
+#include "onebit/data/packed_blocks.h"
+#include "onebit/data/training_data.h"
+#include "onebit/dist/grad_sync.h"
+#include "onebit/dist/launch.h"
+#include "onebit/distill/checkpoint.h"
+#include "onebit/distill/trainer.h"
+#include "onebit/eval/perplexity.h"
+#include "onebit/io/safetensors.h"
+#include "onebit/models/loader.h"
+#include "onebit/models/to_onebit.h"
+#include "onebit/tokenizer/tokenizer.h"
+#include "onebit/util/progress.h"
+
+namespace fs = std::filesystem;
+using namespace onebit;
+
+namespace {
+
+torch::Dtype parse_dtype(const std::string& s) {
+  if (s == "fp32") return torch::kFloat32;
+  if (s == "bf16") return torch::kBFloat16;
+  if (s == "fp16") return torch::kFloat16;
+  fail("model.dtype must be fp32, bf16 or fp16, got '", s, "'");
+}
+
+torch::Device pick_device(const std::string& s) {
+  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  torch::Device d(s);
+  OB_CHECK(!d.is_cuda() || torch::cuda::is_available(), "model.device=", s, " but no CUDA device is available");
+  return d;
+}
+
+double peak_rss_mb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
+}
+
+void copy_tokenizer_files(const fs::path& from, const fs::path& to) {
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::exists(from / f)) fs::copy_file(from / f, to / f, fs::copy_options::overwrite_existing);
+}
+
+double eval_ppl(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok, const std::vector<std::string>& docs,
+                const config::TrainConfig& cfg) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  eval::PplOptions o;
+  o.protocol = eval::PplProtocol::Docs;
+  o.seq_len = cfg.train.eval_seq_len;
+  o.windows = cfg.train.eval_windows;
+  o.progress = false;
+  const double ppl = eval::perplexity(model, tok, docs, o).ppl;
+  if (was_training) model.train();
+  return ppl;
+}
+
+int run(const std::string& config_path, const std::vector<std::string>& overrides, bool print_only) {
+  const config::TrainConfig cfg = config::load_train_config(config_path, overrides);
+  if (print_only) {
+    std::cout << cfg.to_yaml();
+    return 0;
+  }
+  const dist::LaunchInfo launch = dist::detect_launch();
+  OB_CHECK(launch.world_size == 1, "onebit-train: ", launch.world_size, " processes (", launch.source,
+           ") but multi-process gradient sync is not implemented yet; run one process");
+  dist::NoSync sync;
+  OB_CHECK(cfg.model.teacher != "embedded",
+           "model.teacher=embedded (the quickstart teacher) is not implemented yet; give a Hugging Face folder");
+  const fs::path teacher_dir = cfg.model.teacher;
+  OB_CHECK(fs::is_directory(teacher_dir) && fs::exists(teacher_dir / "config.json"), "model.teacher: '",
+           teacher_dir.string(), "' is not a Hugging Face model folder (no config.json)");
+  OB_CHECK(cfg.train.precision == "fp32",
+           "train.precision=", cfg.train.precision, " is not implemented yet (only fp32); set train.precision=fp32");
+
+  const torch::Device device = pick_device(cfg.model.device);
+  const fs::path out = cfg.output_dir;
+  fs::create_directories(out);
+  io::write_file_atomic((out / "config.yaml").string(), cfg.to_yaml());
+  torch::manual_seed(cfg.train.seed);
+  if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
+
+  // Teacher (frozen) and student (a second load, converted to OneBit; fp32 latent weights).
+  models::LoadOptions tl{device, parse_dtype(cfg.model.dtype)};
+  auto teacher = models::load_pretrained(teacher_dir.string(), tl);
+  auto student = models::load_pretrained(teacher_dir.string(), models::LoadOptions{device, torch::kFloat32});
+  models::StudentOptions so;
+  so.svid = cfg.student.svid;
+  so.latent_init = cfg.student.latent_init;
+  so.latent_scale = cfg.student.latent_scale;
+  so.ste = cfg.student.ste;
+  so.post_layernorm = cfg.student.post_layernorm;
+  so.keep_bias = cfg.student.keep_bias;
+  so.layers = cfg.student.layers;
+  const auto replaced = models::to_onebit(*student, so);
+  std::cerr << "student: " << replaced.size() << " linears replaced by OneBitLinear" << std::endl;
+
+  // Data
+  auto blocks = data::training_blocks(cfg, *teacher, teacher_dir.string());
+  data::BatchIterator batches(blocks, data::batch_options(cfg, launch.rank, launch.world_size));
+  OB_CHECK(batches.batches_per_epoch() > 0, "data: ", blocks->num_blocks(), " blocks of ", cfg.data.seq_len,
+           " tokens are fewer than one batch of data.batch_size=", cfg.data.batch_size);
+  const int64_t total = cfg.train.max_steps > 0
+                            ? cfg.train.max_steps
+                            : std::max<int64_t>(1, cfg.train.epochs * batches.batches_per_epoch() / cfg.optim.grad_accum);
+
+  distill::Trainer trainer(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
+  distill::CheckpointManager ckpts(out / "checkpoints", cfg.train.keep_last);
+  std::optional<fs::path> resume_from;
+  if (cfg.train.resume == "auto") resume_from = ckpts.latest_valid();
+  else if (cfg.train.resume != "never") resume_from = fs::path(cfg.train.resume);
+  if (resume_from) {
+    const auto st = ckpts.load(*resume_from, trainer.trainable(), trainer.optimizer());
+    trainer.set_steps_done(st.step);
+    batches.seek({st.counters.at("data_epoch"), st.counters.at("data_index")});
+    std::cerr << "resumed from " << resume_from->string() << " at step " << st.step << std::endl;
+  }
+  auto save = [&] {
+    distill::TrainState st;
+    st.step = trainer.steps_done();
+    st.counters["data_epoch"] = batches.position().epoch;
+    st.counters["data_index"] = batches.position().index;
+    ckpts.save(trainer.trainable(), trainer.optimizer(), st);
+  };
+
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  std::vector<std::string> eval_docs;
+  if (!cfg.train.eval_text.empty()) {
+    tok = tokenizer::load_tokenizer(teacher_dir.string());
+    eval_docs = eval::read_documents(cfg.train.eval_text, eval::PplProtocol::Docs);
+  }
+
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  util::ProgressBar bar("distill", total, "steps");
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t tokens = 0;
+  while (trainer.steps_done() < total) {
+    const auto st = trainer.step();
+    tokens += st.tokens;
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    nlohmann::json m = {{"step", st.step},     {"loss", st.loss}, {"kl", st.kl},       {"hidden", st.hidden},
+                        {"ce", st.ce},         {"lr", st.lr},     {"grad_norm", st.grad_norm},
+                        {"skipped", st.skipped}, {"tokens_per_s", tokens / std::max(secs, 1e-9)},
+                        {"peak_rss_mb", peak_rss_mb()}};
+    const bool eval_now = tok && cfg.train.eval_every > 0 && st.step % cfg.train.eval_every == 0 && !st.skipped;
+    if (eval_now) m["eval_ppl"] = eval_ppl(*student, *tok, eval_docs, cfg);
+    if (st.step % cfg.train.log_every == 0 || eval_now || st.skipped) metrics << m.dump() << "\n" << std::flush;
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "loss %.4f kl %.3f hid %.4f", st.loss, st.kl, st.hidden);
+    bar.update(trainer.steps_done(), extra);
+    if (cfg.train.save_every > 0 && !st.skipped && st.step % cfg.train.save_every == 0) save();
+  }
+  bar.finish();
+  save();
+
+  const fs::path student_dir = out / "student";
+  models::save_pretrained(student, student_dir.string());
+  copy_tokenizer_files(teacher_dir, student_dir);
+  std::cerr << "student saved to " << student_dir.string() << std::endl;
+  if (tok) {
+    const double ppl = eval_ppl(*student, *tok, eval_docs, cfg);
+    metrics << nlohmann::json{{"step", trainer.steps_done()}, {"eval_ppl", ppl}}.dump() << "\n";
+    std::cout << "student perplexity on " << cfg.train.eval_text << ": " << ppl << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return guarded_main("onebit-train", [&] {
+    CLI::App app{"onebit-train: OneBit distillation of a causal LM (keys: docs/configuration.md)"};
+    std::string config_path;
+    std::vector<std::string> overrides;
+    bool print_config = false;
+    app.add_option("--config", config_path, "YAML recipe (configs/*.yaml)")->required()->check(CLI::ExistingFile);
+    app.add_option("overrides", overrides, "key=value overrides, e.g. optim.lr=1e-4 kd.alpha=0");
+    app.add_flag("--print-config", print_config, "print the resolved configuration and exit");
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+    return run(config_path, overrides, print_config);
+  });
+}
