@@ -175,9 +175,21 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   copy_tokenizer_files(teacher_dir, student_dir);
   std::cerr << "student saved to " << student_dir.string() << std::endl;
   if (tok) {
-    const double ppl = eval_ppl(*student, *tok, eval_docs, cfg);
-    metrics << nlohmann::json{{"step", trainer.steps_done()}, {"eval_ppl", ppl}}.dump() << "\n";
-    std::cout << "student perplexity on " << cfg.train.eval_text << ": " << ppl << std::endl;
+    // Final table on the whole eval text: teacher, OneBit student, naive 1-bit baseline.
+    config::TrainConfig full = cfg;
+    full.train.eval_windows = 0;
+    auto naive = models::load_pretrained(teacher_dir.string(), models::LoadOptions{device, torch::kFloat32});
+    models::naive_sign_quantize(*naive);
+    const double t_ppl = eval_ppl(*teacher, *tok, eval_docs, full);
+    const double s_ppl = eval_ppl(*student, *tok, eval_docs, full);
+    const double n_ppl = eval_ppl(*naive, *tok, eval_docs, full);
+    metrics << nlohmann::json{{"step", trainer.steps_done()}, {"final_ppl", {{"teacher", t_ppl}, {"student", s_ppl},
+                                                                            {"naive_sign", n_ppl}}}}.dump()
+            << "\n";
+    std::printf("perplexity on %s (docs protocol, seq_len %lld)\n", cfg.train.eval_text.c_str(),
+                static_cast<long long>(cfg.train.eval_seq_len));
+    std::printf("  %-22s %10.3f\n  %-22s %10.3f\n  %-22s %10.3f\n", "teacher (full precision)", t_ppl,
+                "OneBit student", s_ppl, "naive 1-bit (sign)", n_ppl);
   }
   return 0;
 }
