@@ -69,8 +69,8 @@ else
     fi
     PYTHON=$VENV/bin/python
     # transformers: reference implementation for the conformance tests (they skip without it).
-    "$PYTHON" -c "import transformers, safetensors" 2>/dev/null ||
-      "$PYTHON" -m pip install -q transformers safetensors numpy sentencepiece ||
+    "$PYTHON" -c "import transformers, safetensors, google.protobuf" 2>/dev/null ||
+      "$PYTHON" -m pip install -q transformers safetensors numpy sentencepiece protobuf tokenizers ||
       say "warning: could not install transformers; conformance tests will skip"
   fi
   say "using torch from $PYTHON"
