@@ -1,4 +1,4 @@
-// bench-bench-model: forward and KV-cache greedy generation throughput of onebit's LLaMA vs
+// bench-model: forward and KV-cache greedy generation throughput of onebit's LLaMA vs
 // Hugging Face transformers (bench/py/bench_transformers.py), same model, fp32, same threads.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -40,7 +40,7 @@ std::string default_python() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return guarded_main("bench-bench-model", [&] {
+  return guarded_main("bench-model", [&] {
     CLI::App app{"onebit vs transformers: forward tokens/s and KV-cache greedy generation tokens/s (fp32, CPU)"};
     int threads = 2;
     int64_t batch = 1, seq = 256, new_tokens = 64, repeats = 3, layers = 12, hidden = 768, ffn = 2048, vocab = 8192;

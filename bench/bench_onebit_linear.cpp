@@ -1,5 +1,5 @@
 // Forward+backward time of OneBitLinear vs torch::nn::Linear (same run, same inputs).
-//   bench-bench-onebit-linear --iters 10 --threads 2
+//   bench-onebit-linear --iters 10 --threads 2
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -29,7 +29,7 @@ double median_ms(const std::function<void()>& step, int warmup, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return onebit::guarded_main("bench-bench-onebit-linear", [&] {
+  return onebit::guarded_main("bench-onebit-linear", [&] {
     CLI::App app{"OneBitLinear forward+backward vs torch::nn::Linear on CPU"};
     int iters = 10, warmup = 2, threads = 0;
     int64_t tokens = 512;

@@ -1,5 +1,5 @@
 // Packed 1-bit GEMV (CPU LUT kernel) vs dense fp32 matmul with the same ±1 matrix, same run.
-//   bench-bench-packed-gemv --threads 1 --iters 20
+//   bench-packed-gemv --threads 1 --iters 20
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -28,7 +28,7 @@ double median_ms(const std::function<void()>& step, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return onebit::guarded_main("bench-bench-packed-gemv", [&] {
+  return onebit::guarded_main("bench-packed-gemv", [&] {
     CLI::App app{"CPU packed 1-bit GEMV vs dense fp32 matmul (no post-LayerNorm)"};
     int iters = 20, threads = 0;
     int64_t rows = 1;

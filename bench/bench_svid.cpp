@@ -1,5 +1,5 @@
 // SVID initialisation time: power-iteration SVD vs rank-1 NMF on LLaMA-sized weights.
-//   bench-bench-svid --threads 2
+//   bench-svid --threads 2
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -10,7 +10,7 @@
 #include "onebit/init/svid.h"
 
 int main(int argc, char** argv) {
-  return onebit::guarded_main("bench-bench-svid", [&] {
+  return onebit::guarded_main("bench-svid", [&] {
     CLI::App app{"SVID: power-iteration SVD vs rank-1 NMF (time, iterations, error)"};
     int threads = 0;
     bool small = false;

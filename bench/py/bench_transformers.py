@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""transformers side of bench-bench-model: times forward and greedy generate of a saved model.
+"""transformers side of bench-model: times forward and greedy generate of a saved model.
 
 usage: bench_transformers.py MODEL_DIR THREADS BATCH SEQ NEW_TOKENS REPEATS
 Prints one JSON line: forward_tok_s, generate_tok_s, gen_tokens (first row, for agreement).
