@@ -9,24 +9,16 @@
 #include <functional>
 #include <vector>
 
+#include "bench/timing.h"
 #include "onebit/autograd/sign_ste.h"
 #include "onebit/core/error.h"
 #include "onebit/nn/onebit_linear.h"
 
 namespace {
 // Median wall time in ms of `step` over `iters` runs after `warmup` runs.
-double median_ms(const std::function<void()>& step, int warmup, int iters) {
-  for (int i = 0; i < warmup; ++i) step();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    step();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 }  // namespace
+
+using onebit::bench::median_ms;
 
 int main(int argc, char** argv) {
   return onebit::guarded_main("bench-onebit-linear", [&] {

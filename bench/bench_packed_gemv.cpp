@@ -9,23 +9,13 @@
 #include <functional>
 #include <vector>
 
+#include "bench/timing.h"
 #include "onebit/core/error.h"
 #include "onebit/export/packed_linear.h"
 #include "onebit/nn/onebit_linear.h"
 
-namespace {
-double median_ms(const std::function<void()>& step, int iters) {
-  step();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    step();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-}  // namespace
+
+using onebit::bench::median_ms;
 
 int main(int argc, char** argv) {
   return onebit::guarded_main("bench-packed-gemv", [&] {
@@ -51,8 +41,8 @@ int main(int argc, char** argv) {
       // Dense baseline: the ±1 matrix kept materialised in fp32, one matmul plus the scales.
       auto s = torch::where(layer->weight >= 0, 1.0f, -1.0f);
       auto x = torch::randn({rows, in});
-      const double t_dense = median_ms([&] { torch::matmul(x * layer->g, s.t()).mul_(layer->h); }, iters);
-      const double t_packed = median_ms([&] { packed.forward(x); }, iters);
+      const double t_dense = median_ms([&] { torch::matmul(x * layer->g, s.t()).mul_(layer->h); }, 1, iters);
+      const double t_packed = median_ms([&] { packed.forward(x); }, 1, iters);
       std::printf("%5lld->%-7lld %10.3f %10.3f %8.2f %12.1f %12.1f\n", (long long)in, (long long)out, t_dense,
                   t_packed, t_dense / t_packed, s.numel() * 4 / 1e6, packed.signs.numel() / 1e6);
     }

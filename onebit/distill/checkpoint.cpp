@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "onebit/core/error.h"
+#include "onebit/util/fs.h"
 
 namespace fs = std::filesystem;
 
@@ -23,14 +24,7 @@ namespace {
 constexpr const char* kPrefix = "step-";
 const std::vector<std::string> kFiles = {"tensors.pt", "optimizer.pt", "rng.pt", "state.json"};
 
-// Not std::filesystem::remove_all: the torch wheel's libtorch.so exports one that crashes
-// when linked with GCC 12's libstdc++.
-void remove_tree(const fs::path& p) {
-  std::error_code ec;
-  if (fs::is_directory(fs::symlink_status(p, ec)))
-    for (const auto& e : fs::directory_iterator(p, ec)) remove_tree(e.path());
-  fs::remove(p, ec);
-}
+using util::remove_tree;
 
 void fsync_path(const fs::path& p) {
   const int fd = ::open(p.c_str(), O_RDONLY);

@@ -5,16 +5,11 @@
 #include <filesystem>
 #include <string>
 
+#include "onebit/util/fs.h"
+
 namespace onebit::test {
 
-// std::filesystem::remove_all resolves to the copy inside the torch wheel's libtorch.so,
-// built with a newer libstdc++: it calls a weak symbol that GCC 12 lacks and crashes.
-inline void remove_tree(const std::filesystem::path& p) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(std::filesystem::symlink_status(p, ec)))
-    for (const auto& e : std::filesystem::directory_iterator(p, ec)) remove_tree(e.path());
-  std::filesystem::remove(p, ec);
-}
+using onebit::util::remove_tree;  // never std::filesystem::remove_all (see onebit/util/fs.h)
 
 struct TempDir {
   std::filesystem::path path;

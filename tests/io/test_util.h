@@ -1,6 +1,5 @@
 // Helpers for the io and tokenizer tests: a temp folder and running the test Python.
 #pragma once
-#include <ftw.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,6 +9,7 @@
 #include <random>
 #include <string>
 
+#include "onebit/util/fs.h"
 #include "tests/support.h"
 
 namespace onebit::test {
@@ -23,14 +23,7 @@ struct TempDir {
            ("onebit-test-" + std::to_string(rd()) + std::to_string(rd()));
     std::filesystem::create_directories(path);
   }
-  // nftw, not std::filesystem::remove_all: libtorch.so exports its own remove_all symbol,
-  // which crashes (null call) when it interposes on libstdc++'s.
-  ~TempDir() {
-    ::nftw(
-        path.c_str(),
-        [](const char* p, const struct stat*, int, struct FTW*) { return std::remove(p); }, 16,
-        FTW_DEPTH | FTW_PHYS);
-  }
+  ~TempDir() { onebit::util::remove_tree(path); }
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 

@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <ftw.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -11,21 +10,14 @@
 #include <mutex>
 #include <sstream>
 
+#include "onebit/util/fs.h"
 #include "tests/support.h"
 
 namespace onebit::test {
 
 namespace fs = std::filesystem;
 
-namespace {
-// nftw, not std::filesystem::remove_all: libtorch.so exports a remove_all symbol that crashes
-// on non-empty folders when it wins symbol resolution.
-void remove_tree(const fs::path& dir) {
-  ::nftw(
-      dir.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-      FTW_DEPTH | FTW_PHYS);
-}
-}  // namespace
+using util::remove_tree;
 
 fs::path reference_models() {
   static std::once_flag once;
