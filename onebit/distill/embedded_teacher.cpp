@@ -98,6 +98,7 @@ EmbeddedTeacher ensure_embedded_teacher(const config::EmbeddedCfg& cfg, const st
     return r;
   }
 
+  torch::AutoGradMode grad_on(true);  // callers may hold a NoGradGuard
   torch::manual_seed(cfg.seed);
   auto model = models::build_model(teacher_config(cfg), models::LoadOptions{device, torch::kFloat32});
   model->train();
