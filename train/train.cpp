@@ -17,6 +17,7 @@
 #include "onebit/dist/grad_sync.h"
 #include "onebit/dist/launch.h"
 #include "onebit/distill/checkpoint.h"
+#include "onebit/distill/embedded_teacher.h"
 #include "onebit/distill/trainer.h"
 #include "onebit/eval/perplexity.h"
 #include "onebit/io/safetensors.h"
@@ -73,7 +74,7 @@ double eval_ppl(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok, co
 }
 
 int run(const std::string& config_path, const std::vector<std::string>& overrides, bool print_only) {
-  const config::TrainConfig cfg = config::load_train_config(config_path, overrides);
+  config::TrainConfig cfg = config::load_train_config(config_path, overrides);
   if (print_only) {
     std::cout << cfg.to_yaml();
     return 0;
@@ -82,8 +83,13 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   OB_CHECK(launch.world_size == 1, "onebit-train: ", launch.world_size, " processes (", launch.source,
            ") but multi-process gradient sync is not implemented yet; run one process");
   dist::NoSync sync;
-  OB_CHECK(cfg.model.teacher != "embedded",
-           "model.teacher=embedded (the quickstart teacher) is not implemented yet; give a Hugging Face folder");
+  if (cfg.model.teacher == "embedded") {
+    // Quickstart: pretrain (or reuse) the tiny synthetic-language teacher, evaluate on its held-out text.
+    const auto et = distill::ensure_embedded_teacher(cfg.embedded, cfg.output_dir, pick_device(cfg.model.device));
+    if (et.reused) std::cerr << "embedded teacher: reusing " << et.dir << std::endl;
+    cfg.model.teacher = et.dir;
+    if (cfg.train.eval_text.empty()) cfg.train.eval_text = et.heldout_text;
+  }
   const fs::path teacher_dir = cfg.model.teacher;
   OB_CHECK(fs::is_directory(teacher_dir) && fs::exists(teacher_dir / "config.json"), "model.teacher: '",
            teacher_dir.string(), "' is not a Hugging Face model folder (no config.json)");
