@@ -98,7 +98,9 @@ if command -v ccache >/dev/null; then
   export CCACHE_BASEDIR=$ROOT
 fi
 say "configuring $BUILD_DIR"
-cmake "${CMAKE_ARGS[@]}" >"$BUILD_DIR.configure.log" 2>&1 || { tail -30 "$BUILD_DIR.configure.log" >&2; die "cmake configure failed (log: $BUILD_DIR.configure.log)"; }
+mkdir -p "$BUILD_DIR"
+LOG=$BUILD_DIR/configure.log
+cmake "${CMAKE_ARGS[@]}" >"$LOG" 2>&1 || { tail -30 "$LOG" >&2; die "cmake configure failed (log: $LOG)"; }
 say "building with $JOBS jobs"
 cmake --build "$BUILD_DIR" -j "$JOBS"
 say "ready in $(( $(date +%s) - start )) s: binaries in $BUILD_DIR"
