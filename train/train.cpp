@@ -194,7 +194,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
             << "\n";
     std::printf("perplexity on %s (docs protocol, seq_len %lld)\n", cfg.train.eval_text.c_str(),
                 static_cast<long long>(cfg.train.eval_seq_len));
-    std::printf("  %-22s %10.3f\n  %-22s %10.3f\n  %-22s %10.3f\n", "teacher (full precision)", t_ppl,
+    std::printf("  %-26s %10.3f\n  %-26s %10.3f\n  %-26s %10.3f\n", "teacher (full precision)", t_ppl,
                 "OneBit student", s_ppl, "naive 1-bit (sign)", n_ppl);
   }
   return 0;
