@@ -169,6 +169,26 @@ torch::Tensor checkpoint(const LayerFn& fn, const torch::Tensor& x, const std::v
   return CheckpointFunction::apply(&fn, x, torch::TensorList(params));
 }
 
+torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
+                          const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
+                          const ForwardArgs& args, ForwardOutput& out) {
+  if (args.cache) {
+    args.cache->k.resize(L);
+    args.cache->v.resize(L);
+  }
+  const bool ckpt = checkpointing && torch::GradMode::is_enabled() && !args.cache;
+  for (int64_t i = 0; i < L; ++i) {
+    if (ckpt) {
+      // By value: backward runs this closure after forward has returned.
+      h = checkpoint([layer, i](const torch::Tensor& x) { return layer(i, x, nullptr, nullptr); }, h, params(i));
+    } else {
+      h = layer(i, h, args.cache ? &args.cache->k[i] : nullptr, args.cache ? &args.cache->v[i] : nullptr);
+    }
+    if (args.output_hidden_states && i + 1 < L) out.hidden_states.push_back(h);
+  }
+  return h;
+}
+
 void init_weights(torch::nn::Module& root, double std) {
   torch::NoGradGuard no_grad;
   for (auto& mod : root.modules(/*include_self=*/true)) {

@@ -4,6 +4,8 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "onebit/models/causal_lm.h"
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -58,6 +60,18 @@ torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, c
 // returns gradients for x and for every tensor in `params` that requires grad.
 torch::Tensor checkpoint(const std::function<torch::Tensor(const torch::Tensor&)>& fn,
                          const torch::Tensor& x, const std::vector<torch::Tensor>& params);
+
+// One decoder layer: layer(i, x, k_cache, v_cache) -> output (caches null when not caching).
+// It must own what it captures (copy it; checkpointing calls it again in backward).
+using DecoderLayerFn =
+    std::function<torch::Tensor(int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v)>;
+
+// Runs the L decoder layers on h, shared by every architecture: sizes args.cache to L slots,
+// checkpoints each layer when `checkpointing` (and grad is on and no cache is used; params(i)
+// gives layer i's parameters), and appends hidden states 1..L-1 to out when requested.
+torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
+                          const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
+                          const ForwardArgs& args, ForwardOutput& out);
 
 // HF weight init: normal(0, std) for linears/embeddings, zero biases (norms keep ones).
 void init_weights(torch::nn::Module& root, double std);

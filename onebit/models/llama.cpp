@@ -168,25 +168,15 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     ctx.sin = emb.sin().to(h.scalar_type()).unsqueeze(1);
     ctx.mask = detail::build_mask(args.attention_mask, B, T, past, cfg_.sliding_window, device);
 
-    const auto L = static_cast<int64_t>(model->decoder.size());
-    if (args.cache) {
-      args.cache->k.resize(L);
-      args.cache->v.resize(L);
-    }
     ForwardOutput out;
     if (args.output_hidden_states) out.hidden_states.push_back(h);
-    const bool ckpt = checkpointing_ && is_training() && torch::GradMode::is_enabled() && !args.cache;
-    for (int64_t i = 0; i < L; ++i) {
-      auto& layer = model->decoder[i];
-      if (ckpt) {
-        h = detail::checkpoint([layer, ctx](const torch::Tensor& x) { return layer->forward(x, ctx, nullptr, nullptr); }, h,
-                               layer->parameters());
-      } else {
-        h = layer->forward(h, ctx, args.cache ? &args.cache->k[i] : nullptr,
-                           args.cache ? &args.cache->v[i] : nullptr);
-      }
-      if (args.output_hidden_states && i + 1 < L) out.hidden_states.push_back(h);
-    }
+    const auto layers = model->decoder;
+    h = detail::run_decoder(
+        static_cast<int64_t>(layers.size()), h,
+        [layers, ctx](int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v) {
+          return layers[i]->forward(x, ctx, k, v);
+        },
+        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out);
     h = model->norm->forward(h);
     if (args.output_hidden_states) out.hidden_states.push_back(h);
     out.last_hidden = h;

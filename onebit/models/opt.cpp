@@ -158,24 +158,15 @@ class OptForCausalLMImpl : public CausalLMImpl {
     auto h = x + dec.embed_positions->forward(pos + kPositionOffset);
     auto mask = detail::build_mask(args.attention_mask, B, T, past, std::nullopt, device);
 
-    const auto L = static_cast<int64_t>(dec.decoder.size());
-    if (args.cache) {
-      args.cache->k.resize(L);
-      args.cache->v.resize(L);
-    }
     ForwardOutput out;
     if (args.output_hidden_states) out.hidden_states.push_back(h);
-    const bool ckpt = checkpointing_ && is_training() && torch::GradMode::is_enabled() && !args.cache;
-    for (int64_t i = 0; i < L; ++i) {
-      auto layer = dec.decoder[i];
-      if (ckpt) {
-        h = detail::checkpoint([layer, mask](const torch::Tensor& t) { return layer->forward(t, mask, nullptr, nullptr); },
-                               h, layer->parameters());
-      } else {
-        h = layer->forward(h, mask, args.cache ? &args.cache->k[i] : nullptr, args.cache ? &args.cache->v[i] : nullptr);
-      }
-      if (args.output_hidden_states && i + 1 < L) out.hidden_states.push_back(h);
-    }
+    const auto layers = dec.decoder;
+    h = detail::run_decoder(
+        static_cast<int64_t>(layers.size()), h,
+        [layers, mask](int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v) {
+          return layers[i]->forward(x, mask, k, v);
+        },
+        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out);
     if (dec.final_layer_norm) h = dec.final_layer_norm->forward(h);
     if (dec.project_out) h = dec.project_out->forward(h);
     if (args.output_hidden_states) out.hidden_states.push_back(h);
