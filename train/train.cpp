@@ -73,6 +73,18 @@ double eval_ppl(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok, co
   return ppl;
 }
 
+// A checkpoint made with another teacher, student or data stream would silently mix two runs.
+void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg) {
+  const auto st = distill::CheckpointManager::read_state(ckpt);
+  if (st.config_yaml.empty()) return;  // written before checkpoints carried their config
+  const auto diffs = config::resume_conflicts(config::parse_train_config(st.config_yaml, {}, ckpt.string()), cfg);
+  if (diffs.empty()) return;
+  std::string list;
+  for (const auto& d : diffs) list += (list.empty() ? "" : "; ") + d;
+  fail("cannot resume from ", ckpt.string(), ": it belongs to a different run (", list,
+       "); use another output_dir, or train.resume=never to start over");
+}
+
 int run(const std::string& config_path, const std::vector<std::string>& overrides, bool print_only) {
   config::TrainConfig cfg = config::load_train_config(config_path, overrides);
   if (print_only) {
@@ -83,6 +95,14 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   OB_CHECK(launch.world_size == 1, "onebit-train: ", launch.world_size, " processes (", launch.source,
            ") but multi-process gradient sync is not implemented yet; run one process");
   dist::NoSync sync;
+  // Vet a resume before any expensive work: the checkpoint must belong to this run.
+  const fs::path out = cfg.output_dir;
+  const std::string run_yaml = cfg.to_yaml();  // as the user wrote it (before 'embedded' is resolved)
+  distill::CheckpointManager ckpts(out / "checkpoints", cfg.train.keep_last);
+  std::optional<fs::path> resume_from;
+  if (cfg.train.resume == "auto") resume_from = ckpts.latest_valid();
+  else if (cfg.train.resume != "never") resume_from = fs::path(cfg.train.resume);
+  if (resume_from) check_resumable(*resume_from, cfg);
   if (cfg.model.teacher == "embedded") {
     // Quickstart: pretrain (or reuse) the tiny synthetic-language teacher, evaluate on its held-out text.
     const auto et = distill::ensure_embedded_teacher(cfg.embedded, cfg.output_dir, pick_device(cfg.model.device));
@@ -97,7 +117,6 @@ int run(const std::string& config_path, const std::vector<std::string>& override
            "train.precision=", cfg.train.precision, " is not implemented yet (only fp32); set train.precision=fp32");
 
   const torch::Device device = pick_device(cfg.model.device);
-  const fs::path out = cfg.output_dir;
   fs::create_directories(out);
   io::write_file_atomic((out / "config.yaml").string(), cfg.to_yaml());
   torch::manual_seed(cfg.train.seed);
@@ -128,10 +147,6 @@ int run(const std::string& config_path, const std::vector<std::string>& override
                             : std::max<int64_t>(1, cfg.train.epochs * batches.batches_per_epoch() / cfg.optim.grad_accum);
 
   distill::Trainer trainer(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
-  distill::CheckpointManager ckpts(out / "checkpoints", cfg.train.keep_last);
-  std::optional<fs::path> resume_from;
-  if (cfg.train.resume == "auto") resume_from = ckpts.latest_valid();
-  else if (cfg.train.resume != "never") resume_from = fs::path(cfg.train.resume);
   if (resume_from) {
     const auto st = ckpts.load(*resume_from, trainer.trainable(), trainer.optimizer());
     trainer.set_steps_done(st.step);
@@ -143,6 +158,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     st.step = trainer.steps_done();
     st.counters["data_epoch"] = batches.position().epoch;
     st.counters["data_index"] = batches.position().index;
+    st.config_yaml = run_yaml;
     ckpts.save(trainer.trainable(), trainer.optimizer(), st);
   };
 

@@ -376,6 +376,42 @@ void TrainConfig::validate() const {
   need(!output_dir.empty(), "output_dir", "set", "''");
 }
 
+namespace {
+std::string value_text(const Field& f) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
+        else if constexpr (std::is_same_v<T, double>) return format_double(*p);
+        else if constexpr (std::is_same_v<T, std::string>) return quote(*p);
+        else return std::to_string(*p);
+      },
+      f.slot);
+}
+
+// Keys that define what a checkpoint's tensors and data position mean: the teacher, the
+// student's structure and init, the data stream. Optimizer, loss weights, length and
+// bookkeeping may change on resume (e.g. a lower lr after a divergence).
+bool defines_checkpoint(const std::string& key) {
+  if (key == "model.device" || key == "model.gradient_checkpointing") return false;
+  for (const char* prefix : {"model.", "student.", "embedded.", "data."})
+    if (key.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+}  // namespace
+
+std::vector<std::string> resume_conflicts(const TrainConfig& saved, const TrainConfig& now) {
+  TrainConfig a = saved, b = now;
+  const auto fa = fields_of(a), fb = fields_of(b);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < fa.size(); ++i) {
+    if (!defines_checkpoint(fa[i].key)) continue;
+    const std::string va = value_text(fa[i]), vb = value_text(fb[i]);
+    if (va != vb) out.push_back(fa[i].key + ": was " + va + ", now " + vb);
+  }
+  return out;
+}
+
 std::string TrainConfig::to_yaml() const {
   // fields_of needs a mutable config for parsing; here it is only read.
   auto fields = fields_of(const_cast<TrainConfig&>(*this));
@@ -390,16 +426,7 @@ std::string TrainConfig::to_yaml() const {
       section = sec;
       if (!sec.empty()) os << sec << ":\n";
     }
-    std::string value = std::visit(
-        [](auto* p) -> std::string {
-          using T = std::remove_pointer_t<decltype(p)>;
-          if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
-          else if constexpr (std::is_same_v<T, double>) return format_double(*p);
-          else if constexpr (std::is_same_v<T, std::string>) return quote(*p);
-          else return std::to_string(*p);
-        },
-        f.slot);
-    os << (sec.empty() ? "" : "  ") << name << ": " << value << "  # " << f.help << "\n";
+    os << (sec.empty() ? "" : "  ") << name << ": " << value_text(f) << "  # " << f.help << "\n";
   }
   return os.str();
 }

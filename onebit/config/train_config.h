@@ -100,4 +100,9 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::vector<s
                                const std::string& where = "<config>");
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
+// Keys that make a checkpoint written under `saved` meaningless for `now`, one
+// "key: was X, now Y" each: model.* (but device, gradient_checkpointing), student.*,
+// embedded.*, data.*. Optimizer, loss weights and train.* may change on resume.
+std::vector<std::string> resume_conflicts(const TrainConfig& saved, const TrainConfig& now);
+
 }  // namespace onebit::config

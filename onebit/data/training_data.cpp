@@ -1,12 +1,23 @@
 #include "onebit/data/training_data.h"
 
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "onebit/core/error.h"
 #include "onebit/data/self_sample.h"
 #include "onebit/tokenizer/tokenizer.h"
 
 namespace onebit::data {
+namespace {
+std::string read_recipe(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  OB_CHECK(f.good(), "cannot read ", p.string());
+  const auto js = nlohmann::json::parse(f, nullptr, false);
+  OB_CHECK(!js.is_discarded() && js.contains("settings"), p.string(), " is corrupt (no settings)");
+  return js["settings"].dump();
+}
+}  // namespace
 
 std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& cfg, models::CausalLMImpl& teacher,
                                                     const std::string& tokenizer_dir, bool progress) {
@@ -29,13 +40,11 @@ std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& c
     o.batch_size = d.sample_batch;
     o.seed = d.seed;
     o.progress = progress;
-    std::string model = cfg.model.teacher;
-    if (model == "embedded") {  // the embedded teacher is defined by its recipe
-      const auto& e = cfg.embedded;
-      model += " hidden=" + std::to_string(e.hidden_size) + " layers=" + std::to_string(e.num_layers) +
-               " tokens=" + std::to_string(e.train_tokens) + " seed=" + std::to_string(e.seed);
-    }
-    o.provenance = {{"model", model}, {"dtype", cfg.model.dtype}};
+    o.provenance = {{"model", cfg.model.teacher}, {"dtype", cfg.model.dtype}};
+    // A teacher the project trained itself (the quickstart's) is rebuilt in the same folder
+    // when its recipe changes; the recipe, not the path, tells its samples apart.
+    const auto recipe = std::filesystem::path(tokenizer_dir) / "embedded.json";
+    if (std::filesystem::exists(recipe)) o.provenance["teacher_recipe"] = read_recipe(recipe);
     self_sample(teacher, dir, o);
   }
   TokenDataset ds = TokenDataset::open(dir);

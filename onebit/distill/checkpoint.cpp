@@ -102,6 +102,7 @@ fs::path CheckpointManager::save(const std::map<std::string, torch::Tensor>& ten
   js["step"] = state.step;
   js["counters"] = state.counters;
   js["scalars"] = state.scalars;
+  js["config"] = state.config_yaml;
   write_text(tmp / "state.json", js.dump(2));
 
   nlohmann::json manifest;
@@ -180,12 +181,23 @@ TrainState CheckpointManager::load(const fs::path& ckpt, const std::map<std::str
   } catch (const std::exception& e) {
     fail("checkpoint ", ckpt.string(), " is corrupt: ", e.what());
   }
-  const auto js = nlohmann::json::parse(read_text(ckpt / "state.json"));
-  TrainState s;
-  s.step = js.at("step").get<int64_t>();
-  s.counters = js.at("counters").get<std::map<std::string, int64_t>>();
-  s.scalars = js.at("scalars").get<std::map<std::string, double>>();
-  return s;
+  return read_state(ckpt);
+}
+
+TrainState CheckpointManager::read_state(const fs::path& ckpt) {
+  const std::string why = check(ckpt);
+  OB_CHECK(why.empty(), "checkpoint ", ckpt.string(), " is not usable: ", why);
+  try {
+    const auto js = nlohmann::json::parse(read_text(ckpt / "state.json"));
+    TrainState s;
+    s.step = js.at("step").get<int64_t>();
+    s.counters = js.at("counters").get<std::map<std::string, int64_t>>();
+    s.scalars = js.at("scalars").get<std::map<std::string, double>>();
+    s.config_yaml = js.value("config", std::string());
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", ckpt.string(), ": state.json is corrupt: ", e.what());
+  }
 }
 
 }  // namespace onebit::distill

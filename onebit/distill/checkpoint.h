@@ -24,6 +24,7 @@ struct TrainState {
   int64_t step = 0;                        // optimizer steps done
   std::map<std::string, int64_t> counters; // e.g. data position, epoch, bad-step streak
   std::map<std::string, double> scalars;   // e.g. fp16 loss scale
+  std::string config_yaml;                 // the run's resolved config (resume checks it matches)
 };
 
 class CheckpointManager {
@@ -41,6 +42,9 @@ class CheckpointManager {
   // returns the state. Throws onebit::Error naming the checkpoint if it is incomplete or corrupt.
   TrainState load(const std::filesystem::path& checkpoint, const std::map<std::string, torch::Tensor>& tensors,
                   torch::optim::Optimizer& optimizer) const;
+
+  // The state of a valid checkpoint without touching tensors (to vet a resume early).
+  static TrainState read_state(const std::filesystem::path& checkpoint);
 
   // Empty string when valid, otherwise why not.
   static std::string check(const std::filesystem::path& checkpoint);

@@ -209,3 +209,18 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
   }
   CHECK(keys == 59);
 }
+
+TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {
+  const TrainConfig saved = parse("");
+  // Length, optimizer, loss weights, placement and bookkeeping may change on resume.
+  CHECK(onebit::config::resume_conflicts(
+            saved, parse("", {"train.max_steps=9", "optim.lr=1e-5", "kd.alpha=0", "model.device=cpu",
+                              "model.gradient_checkpointing=true", "output_dir=elsewhere", "train.precision=fp32"}))
+            .empty());
+  const auto diffs =
+      onebit::config::resume_conflicts(saved, parse("", {"embedded.hidden_size=64", "student.svid=svd", "data.seed=3"}));
+  REQUIRE(diffs.size() == 3);
+  CHECK(diffs[0] == "student.svid: was \"nmf\", now \"svd\"");
+  CHECK(diffs[1] == "embedded.hidden_size: was 128, now 64");
+  CHECK(diffs[2] == "data.seed: was 0, now 3");
+}
