@@ -175,10 +175,17 @@ TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[dat
       "model:\n  teacher: embedded\n  dtype: fp32\n"
       "data:\n  num_samples: 10\n  sample_length: 9\n  sample_batch: 4\n  seq_len: 8\n  batch_size: 2\n  seed: 3\n",
       {"output_dir=" + tmp.str("run")});
-  const auto blocks = training_blocks(cfg, lm, "", /*progress=*/false);
+  // A teacher folder with a recipe (the quickstart's embedded teacher) keys its samples by it.
+  std::filesystem::create_directories(tmp.str("teacher"));
+  std::ofstream(tmp.str("teacher/embedded.json")) << R"({"settings": {"hidden_size": 128}})";
+  const auto blocks = training_blocks(cfg, lm, tmp.str("teacher"), /*progress=*/false);
   const auto ds = TokenDataset::open(tmp.str("run/samples"));
   CHECK(ds.size() == 10);
-  CHECK(ds.generator().at("model").rfind("embedded hidden=128 layers=4", 0) == 0);
+  CHECK(ds.generator().at("model") == "embedded");
+  CHECK(ds.generator().at("teacher_recipe") == R"({"hidden_size":128})");
+  std::ofstream(tmp.str("teacher/embedded.json")) << R"({"settings": {"hidden_size": 64}})";
+  CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("teacher"), false),
+                    OB_CONTAINS(R"(made with teacher_recipe={"hidden_size":128}, this run asks for teacher_recipe={"hidden_size":64})"));
   CHECK(blocks->num_blocks() == (ds.num_tokens() + 2 * 10) / 8);
   CHECK(blocks->block(0)[0].item<int64_t>() == kBos);
   BatchIterator it(blocks, batch_options(cfg));
