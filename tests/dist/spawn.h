@@ -126,6 +126,10 @@ class Child {
     }
   }
 
+  void signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+
   std::string output() const { return read_text(log_); }
 
  private:

@@ -216,6 +216,39 @@ TEST_CASE("onebit-train: a rank that dies mid-run stops the others with a clear 
   WARN("rank 0 stopped " << secs << " s after rank 1 was killed");
 }
 
+TEST_CASE("onebit-train: a rank that hangs stops the others after dist.timeout_s", "[dist]") {
+  OB_REQUIRE_OR_SKIP(ready(), kNotReady);
+  onebit::test::TempDir dir("train_hangs");
+  const std::string cfg = write_config(dir, "run", 1, 100000);
+  const int timeout_s = 3;
+  const std::string to = "dist.timeout_s=" + std::to_string(timeout_s);
+  const int port = onebit::test::free_port();
+  Child r0({train_exe(), "--config", cfg, to}, rank_env(0, 2, port), dir.str("r0.log"));
+  Child r1({train_exe(), "--config", cfg, to}, rank_env(1, 2, port), dir.str("r1.log"));
+  const fs::path metrics = dir.path / "run" / "metrics.jsonl";
+  const auto t0 = std::chrono::steady_clock::now();
+  while (count_lines(metrics) < 1 && r0.running() && r1.running() && seconds_since(t0) < kRunTimeoutS)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  {
+    INFO(r0.output() << "\n---\n" << r1.output());
+    REQUIRE(count_lines(metrics) >= 1);
+  }
+  r1.signal(SIGSTOP);  // alive, sockets open, silent
+  const auto stopped = std::chrono::steady_clock::now();
+  const int rc0 = r0.wait(timeout_s + kStartSlackS);
+  const double secs = seconds_since(stopped);
+  r1.kill();
+  const std::string out0 = r0.output();
+  INFO(out0);
+  CHECK(rc0 == 1);
+  CHECK_THAT(out0, OB_CONTAINS("on rank 0 of 2 after"));
+  CHECK_THAT(out0, OB_CONTAINS("(dist.timeout_s=3); a rank probably died or hangs"));
+  CHECK(out0.find("frame #") == std::string::npos);
+  CHECK(secs >= timeout_s - 0.5);
+  CHECK(secs < timeout_s + 5);
+  WARN("rank 0 stopped " << secs << " s after rank 1 hung (dist.timeout_s=" << timeout_s << ")");
+}
+
 TEST_CASE("onebit-train under torchrun: the ranks use its agent's store", "[dist]") {
   OB_REQUIRE_OR_SKIP(ready(), kNotReady);
   const std::string py = onebit::test::python();
