@@ -1,19 +1,25 @@
 // onebit-train: OneBit distillation of a Hugging Face causal LM (method.md §3-5).
 //   onebit-train --config configs/llama7b.yaml [key=value ...]
 // Run directory (output_dir): config.yaml (resolved), metrics.jsonl, checkpoints/, student/.
+// Several processes (torchrun or srun: onebit/dist/launch.h) train data-parallel through
+// C10dSync; rank 0 alone writes the run directory and prints.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "onebit/config/train_config.h"
 #include "onebit/core/error.h"
 #include "onebit/data/packed_blocks.h"
 #include "onebit/data/training_data.h"
+#include "onebit/dist/c10d_sync.h"
 #include "onebit/dist/grad_sync.h"
 #include "onebit/dist/launch.h"
 #include "onebit/distill/checkpoint.h"
@@ -38,10 +44,18 @@ torch::Dtype parse_dtype(const std::string& s) {
   fail("model.dtype must be fp32, bf16 or fp16, got '", s, "'");
 }
 
-torch::Device pick_device(const std::string& s) {
-  if (s == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  torch::Device d(s);
+// auto/cuda: with several processes, GPU LOCAL_RANK (one process per GPU), or the only visible
+// GPU when the launcher gives each process its own (srun --gpus-per-task=1); cuda:N as given.
+torch::Device pick_device(const std::string& s, const dist::LaunchInfo& launch) {
+  if (s == "auto" && !torch::cuda::is_available()) return torch::kCPU;
+  torch::Device d(s == "auto" ? "cuda" : s);
   OB_CHECK(!d.is_cuda() || torch::cuda::is_available(), "model.device=", s, " but no CUDA device is available");
+  if (d.is_cuda() && !d.has_index() && launch.world_size > 1) {
+    const int n = static_cast<int>(torch::cuda::device_count());
+    OB_CHECK(launch.local_rank < n || n == 1, "rank ", launch.rank, ": local rank ", launch.local_rank,
+             " but this process sees ", n, " GPUs; start at most one process per GPU");
+    d = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(n == 1 ? 0 : launch.local_rank));
+  }
   return d;
 }
 
@@ -91,10 +105,27 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     std::cout << cfg.to_yaml();
     return 0;
   }
+  // Processes: one (NoSync), or a c10d group that every rank joins here (dist.timeout_s).
   const dist::LaunchInfo launch = dist::detect_launch();
-  OB_CHECK(launch.world_size == 1, "onebit-train: ", launch.world_size, " processes (", launch.source,
-           ") but multi-process gradient sync is not implemented yet; run one process");
-  dist::NoSync sync;
+  const bool lead = launch.rank == 0;  // rank 0 writes the run folder and prints
+  const torch::Device device = pick_device(cfg.model.device, launch);
+  dist::NoSync no_sync;
+  std::unique_ptr<dist::C10dSync> group;
+  if (launch.world_size > 1) {
+    dist::C10dOptions o;
+    o.backend = cfg.dist.backend;
+    o.timeout_s = static_cast<double>(cfg.dist.timeout_s);
+    group = std::make_unique<dist::C10dSync>(launch, device, o);
+    if (lead)
+      std::cerr << "dist: " << launch.world_size << " ranks (" << launch.source << "), " << group->backend()
+                << " at " << launch.master_addr << ":" << launch.master_port << std::endl;
+  }
+  dist::GradSync& sync = group ? static_cast<dist::GradSync&>(*group) : no_sync;
+  // Rank 0 writes a shared cache (teacher, samples, checkpoint) while the others wait for it.
+  auto rank0_first = [&](const std::string& what, const std::function<void()>& fn) {
+    if (group) group->rank0_first(what, fn);
+    else fn();
+  };
   // Vet a resume before any expensive work: the checkpoint must belong to this run.
   const fs::path out = cfg.output_dir;
   const std::string run_yaml = cfg.to_yaml();  // as the user wrote it (before 'embedded' is resolved)
@@ -103,10 +134,13 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   if (cfg.train.resume == "auto") resume_from = ckpts.latest_valid();
   else if (cfg.train.resume != "never") resume_from = fs::path(cfg.train.resume);
   if (resume_from) check_resumable(*resume_from, cfg);
+
   if (cfg.model.teacher == "embedded") {
     // Quickstart: pretrain (or reuse) the tiny synthetic-language teacher, evaluate on its held-out text.
-    const auto et = distill::ensure_embedded_teacher(cfg.embedded, cfg.output_dir, pick_device(cfg.model.device));
-    if (et.reused) std::cerr << "embedded teacher: reusing " << et.dir << std::endl;
+    distill::EmbeddedTeacher et;
+    rank0_first("pretraining the embedded teacher",
+                [&] { et = distill::ensure_embedded_teacher(cfg.embedded, cfg.output_dir, device, lead); });
+    if (et.reused && lead) std::cerr << "embedded teacher: reusing " << et.dir << std::endl;
     cfg.model.teacher = et.dir;
     if (cfg.train.eval_text.empty()) cfg.train.eval_text = et.heldout_text;
   }
@@ -116,9 +150,8 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   OB_CHECK(cfg.train.precision == "fp32",
            "train.precision=", cfg.train.precision, " is not implemented yet (only fp32); set train.precision=fp32");
 
-  const torch::Device device = pick_device(cfg.model.device);
   fs::create_directories(out);
-  io::write_file_atomic((out / "config.yaml").string(), cfg.to_yaml());
+  if (lead) io::write_file_atomic((out / "config.yaml").string(), cfg.to_yaml());
   torch::manual_seed(cfg.train.seed);
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
@@ -135,10 +168,12 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   so.keep_bias = cfg.student.keep_bias;
   so.layers = cfg.student.layers;
   const auto replaced = models::to_onebit(*student, so);
-  std::cerr << "student: " << replaced.size() << " linears replaced by OneBitLinear" << std::endl;
+  if (lead) std::cerr << "student: " << replaced.size() << " linears replaced by OneBitLinear" << std::endl;
 
-  // Data
-  auto blocks = data::training_blocks(cfg, *teacher, teacher_dir.string());
+  // Data: every rank the same blocks (rank 0 samples first), each its slice of every batch.
+  std::shared_ptr<const data::PackedBlocks> blocks;
+  rank0_first("preparing the training data",
+              [&] { blocks = data::training_blocks(cfg, *teacher, teacher_dir.string(), lead); });
   data::BatchIterator batches(blocks, data::batch_options(cfg, launch.rank, launch.world_size));
   OB_CHECK(batches.batches_per_epoch() > 0, "data: ", blocks->num_blocks(), " blocks of ", cfg.data.seq_len,
            " tokens are fewer than one batch of data.batch_size=", cfg.data.batch_size);
@@ -151,15 +186,30 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     const auto st = ckpts.load(*resume_from, trainer.trainable(), trainer.optimizer());
     trainer.set_steps_done(st.step);
     batches.seek({st.counters.at("data_epoch"), st.counters.at("data_index")});
-    std::cerr << "resumed from " << resume_from->string() << " at step " << st.step << std::endl;
+    if (lead) std::cerr << "resumed from " << resume_from->string() << " at step " << st.step << std::endl;
   }
+  if (group) {
+    // Every rank must continue from the same checkpoint (output_dir on a shared filesystem).
+    const double s = static_cast<double>(trainer.steps_done());
+    const double m = sync.mean(s), m2 = sync.mean(s * s);
+    OB_CHECK(m2 - m * m == 0, "dist: the ranks resumed from different steps (rank ", launch.rank, " from step ",
+             trainer.steps_done(), ", mean ", m, "); output_dir must be one folder that all ranks share");
+    // Start from rank 0's values, as DDP does (a GPU init need not be bitwise reproducible).
+    std::vector<torch::Tensor> tensors;
+    for (const auto& [name, t] : trainer.trainable()) tensors.push_back(t);
+    group->broadcast(tensors, 0);
+  }
+  // Rank 0 writes; the others wait until the checkpoint is complete (no race past it).
   auto save = [&] {
-    distill::TrainState st;
-    st.step = trainer.steps_done();
-    st.counters["data_epoch"] = batches.position().epoch;
-    st.counters["data_index"] = batches.position().index;
-    st.config_yaml = run_yaml;
-    ckpts.save(trainer.trainable(), trainer.optimizer(), st);
+    rank0_first("saving a checkpoint", [&] {
+      if (!lead) return;
+      distill::TrainState st;
+      st.step = trainer.steps_done();
+      st.counters["data_epoch"] = batches.position().epoch;
+      st.counters["data_index"] = batches.position().index;
+      st.config_yaml = run_yaml;
+      ckpts.save(trainer.trainable(), trainer.optimizer(), st);
+    });
   };
 
   std::unique_ptr<tokenizer::Tokenizer> tok;
@@ -169,28 +219,36 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     eval_docs = eval::read_documents(cfg.train.eval_text, eval::PplProtocol::Docs);
   }
 
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
-  util::ProgressBar bar("distill", total, "steps");
+  std::ofstream metrics;
+  if (lead) metrics.open(out / "metrics.jsonl", std::ios::app);
+  std::optional<util::ProgressBar> bar;
+  if (lead) bar.emplace("distill", total, "steps");
   const auto t0 = std::chrono::steady_clock::now();
   int64_t tokens = 0;
   while (trainer.steps_done() < total) {
     const auto st = trainer.step();
-    tokens += st.tokens;
+    tokens += st.tokens * launch.world_size;  // all ranks: every rank's batch has the same shape
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::json m = {{"step", st.step},     {"loss", st.loss}, {"kl", st.kl},       {"hidden", st.hidden},
                         {"ce", st.ce},         {"lr", st.lr},     {"grad_norm", st.grad_norm},
                         {"skipped", st.skipped}, {"tokens_per_s", tokens / std::max(secs, 1e-9)},
                         {"peak_rss_mb", peak_rss_mb()}};
     const bool eval_now = tok && cfg.train.eval_every > 0 && st.step % cfg.train.eval_every == 0 && !st.skipped;
+    // Every rank evaluates (same result): the others would only wait, and stay within the timeout.
     if (eval_now) m["eval_ppl"] = eval_ppl(*student, *tok, eval_docs, cfg);
-    if (st.step % cfg.train.log_every == 0 || eval_now || st.skipped) metrics << m.dump() << "\n" << std::flush;
-    char extra[96];
-    std::snprintf(extra, sizeof extra, "loss %.4f kl %.3f hid %.4f", st.loss, st.kl, st.hidden);
-    bar.update(trainer.steps_done(), extra);
+    if (lead) {
+      if (st.step % cfg.train.log_every == 0 || eval_now || st.skipped) metrics << m.dump() << "\n" << std::flush;
+      char extra[96];
+      std::snprintf(extra, sizeof extra, "loss %.4f kl %.3f hid %.4f", st.loss, st.kl, st.hidden);
+      bar->update(trainer.steps_done(), extra);
+    }
     if (cfg.train.save_every > 0 && !st.skipped && st.step % cfg.train.save_every == 0) save();
   }
-  bar.finish();
+  if (bar) bar->finish();
   save();
+  // No rank may leave (rank 0 takes the store with it) before all saw the checkpoint complete.
+  if (group) group->barrier("end of training");
+  if (!lead) return 0;  // the student and the final table are rank 0's
 
   const fs::path student_dir = out / "student";
   models::save_pretrained(student, student_dir.string());

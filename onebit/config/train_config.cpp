@@ -98,6 +98,9 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"train.eval_seq_len", &c.train.eval_seq_len, "perplexity window length"},
       {"train.eval_windows", &c.train.eval_windows, "windows per periodic evaluation; 0 = all"},
 
+      {"dist.backend", &c.dist.backend, "multi-process: auto (nccl on CUDA, gloo on CPU) | gloo | nccl"},
+      {"dist.timeout_s", &c.dist.timeout_s, "multi-process: seconds to join, per collective and barrier"},
+
       {"output_dir", &c.output_dir, "run folder: checkpoints, logs, config.yaml, final model"},
   };
 }
@@ -372,6 +375,9 @@ void TrainConfig::validate() const {
   non_negative(train.eval_every, "train.eval_every");
   positive(train.eval_seq_len, "train.eval_seq_len");
   non_negative(train.eval_windows, "train.eval_windows");
+
+  one_of(dist.backend, "dist.backend", {"auto", "gloo", "nccl"});
+  positive(dist.timeout_s, "dist.timeout_s");
 
   need(!output_dir.empty(), "output_dir", "set", "''");
 }

@@ -81,6 +81,12 @@ struct TrainCfg {
   int64_t eval_windows = 32;        // windows used for periodic eval (0 = all)
 };
 
+// Multi-process runs (torchrun / srun; onebit/dist/c10d_sync.h). Unused by a single process.
+struct DistCfg {
+  std::string backend = "auto";  // auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+  int64_t timeout_s = 300;       // joining, each collective and barrier; then one error line
+};
+
 struct TrainConfig {
   ModelCfg model;
   StudentCfg student;
@@ -89,6 +95,7 @@ struct TrainConfig {
   KdCfg kd;
   OptimCfg optim;
   TrainCfg train;
+  DistCfg dist;
   std::string output_dir = "runs/onebit";
 
   void validate() const;        // ranges and enumerations; onebit::Error naming the key

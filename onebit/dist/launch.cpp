@@ -57,6 +57,10 @@ LaunchInfo detect_launch(const EnvLookup& env) {
     info.local_rank = to_int(env, "LOCAL_RANK", 0);
     if (auto a = env("MASTER_ADDR")) info.master_addr = *a;
     info.master_port = to_int(env, "MASTER_PORT", info.master_port);
+    if (env("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True") {
+      info.agent_store = true;
+      info.store_prefix = "/worker/attempt_" + env("TORCHELASTIC_RESTART_COUNT").value_or("0");
+    }
   } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
     info.source = "slurm";
     info.rank = to_int(env, "SLURM_PROCID", 0);

@@ -13,6 +13,10 @@ struct LaunchInfo {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   std::string source = "single";  // single | torchrun | slurm
+  // torchrun's agent already serves the store at MASTER_ADDR:MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True): every rank is a client, keys under store_prefix.
+  bool agent_store = false;
+  std::string store_prefix;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;

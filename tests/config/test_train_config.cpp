@@ -175,7 +175,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 59);
+  CHECK(lines == 61);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -207,7 +207,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 59);
+  CHECK(keys == 61);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

@@ -1,7 +1,11 @@
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "onebit/dist/grad_sync.h"
 #include "onebit/dist/launch.h"
+#include "tests/data/tmpdir.h"
 #include "tests/support.h"
 
 namespace {
@@ -56,4 +60,49 @@ TEST_CASE("NoSync leaves values alone", "[dist]") {
   onebit::dist::NoSync s;
   CHECK(s.mean(2.5) == 2.5);
   CHECK(s.world_size() == 1);
+}
+
+// scripts/slurm/onebit-train.sbatch with fake scontrol/srun: what each task would be started with.
+TEST_CASE("launch: the SLURM batch script exports the rendezvous that detect_launch reads", "[dist]") {
+  namespace fs = std::filesystem;
+  const fs::path script = onebit::test::source_dir() / "scripts/slurm/onebit-train.sbatch";
+  REQUIRE(std::system(("bash -n " + script.string()).c_str()) == 0);
+  onebit::test::TempDir dir("sbatch");
+  std::ofstream(dir.str("scontrol")) << "#!/bin/sh\n[ \"$1 $2\" = 'show hostnames' ] && printf 'gpu07\\ngpu08\\n'\n";
+  std::ofstream(dir.str("srun")) << "#!/bin/sh\necho \"srun $*\"\necho \"MASTER_ADDR=$MASTER_ADDR\"\n"
+                                    "echo \"MASTER_PORT=$MASTER_PORT\"\necho \"OMP_NUM_THREADS=$OMP_NUM_THREADS\"\n";
+  fs::permissions(dir.path / "scontrol", fs::perms::owner_all);
+  fs::permissions(dir.path / "srun", fs::perms::owner_all);
+  const std::string cmd = "env -u MASTER_ADDR -u MASTER_PORT -u OMP_NUM_THREADS PATH=" + dir.str() +
+                          ":$PATH SLURM_JOB_NODELIST='gpu[07-08]' SLURM_JOB_ID=123456 SLURM_NTASKS=16 "
+                          "SLURM_JOB_NUM_NODES=2 SLURM_CPUS_PER_TASK=8 ONEBIT_TRAIN=/bin/true bash " +
+                          script.string() + " configs/llama7b.yaml optim.lr=1e-4 > " + dir.str("out.txt") + " 2>&1";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  std::ifstream in(dir.str("out.txt"));
+  const std::string out((std::istreambuf_iterator<char>(in)), {});
+  INFO(out);
+  CHECK_THAT(out, OB_CONTAINS("16 ranks on 2 nodes, rendezvous gpu07:23456"));
+  CHECK_THAT(out, OB_CONTAINS("srun --kill-on-bad-exit=1 /bin/true --config configs/llama7b.yaml optim.lr=1e-4"));
+  CHECK_THAT(out, OB_CONTAINS("MASTER_ADDR=gpu07\nMASTER_PORT=23456\nOMP_NUM_THREADS=8"));
+
+  // Task 9 of that job (second node, local id 1), as srun starts it.
+  const auto info = onebit::dist::detect_launch(env_of({{"SLURM_PROCID", "9"}, {"SLURM_NTASKS", "16"},
+                                                        {"SLURM_LOCALID", "1"}, {"SLURM_NODELIST", "gpu[07-08]"},
+                                                        {"MASTER_ADDR", "gpu07"}, {"MASTER_PORT", "23456"}}));
+  CHECK(info.source == "slurm");
+  CHECK(info.rank == 9);
+  CHECK(info.world_size == 16);
+  CHECK(info.local_rank == 1);
+  CHECK(info.master_addr == "gpu07");
+  CHECK(info.master_port == 23456);
+  CHECK_FALSE(info.agent_store);
+}
+
+TEST_CASE("launch: torchrun's agent store is used as a client with its prefix", "[dist]") {
+  const auto info = onebit::dist::detect_launch(
+      env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+              {"TORCHELASTIC_RESTART_COUNT", "3"}}));
+  CHECK(info.agent_store);
+  CHECK(info.store_prefix == "/worker/attempt_3");
+  CHECK_FALSE(onebit::dist::detect_launch(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}})).agent_store);
 }
