@@ -147,15 +147,14 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   const fs::path teacher_dir = cfg.model.teacher;
   OB_CHECK(fs::is_directory(teacher_dir) && fs::exists(teacher_dir / "config.json"), "model.teacher: '",
            teacher_dir.string(), "' is not a Hugging Face model folder (no config.json)");
-  OB_CHECK(cfg.train.precision == "fp32",
-           "train.precision=", cfg.train.precision, " is not implemented yet (only fp32); set train.precision=fp32");
 
   fs::create_directories(out);
   if (lead) io::write_file_atomic((out / "config.yaml").string(), cfg.to_yaml());
   torch::manual_seed(cfg.train.seed);
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
-  // Teacher (frozen) and student (a second load, converted to OneBit; fp32 latent weights).
+  // Teacher (frozen) and student (a second load, converted to OneBit; fp32 latent weights,
+  // the masters of every train.precision: bf16/fp16 only change the compute, in the Trainer).
   models::LoadOptions tl{device, parse_dtype(cfg.model.dtype)};
   auto teacher = models::load_pretrained(teacher_dir.string(), tl);
   auto student = models::load_pretrained(teacher_dir.string(), models::LoadOptions{device, torch::kFloat32});
@@ -184,7 +183,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   distill::Trainer trainer(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
   if (resume_from) {
     const auto st = ckpts.load(*resume_from, trainer.trainable(), trainer.optimizer());
-    trainer.set_steps_done(st.step);
+    trainer.load_state(st);  // the step and the fp16 loss scaler
     batches.seek({st.counters.at("data_epoch"), st.counters.at("data_index")});
     if (lead) std::cerr << "resumed from " << resume_from->string() << " at step " << st.step << std::endl;
   }
@@ -204,7 +203,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     rank0_first("saving a checkpoint", [&] {
       if (!lead) return;
       distill::TrainState st;
-      st.step = trainer.steps_done();
+      trainer.save_state(st);
       st.counters["data_epoch"] = batches.position().epoch;
       st.counters["data_index"] = batches.position().index;
       st.config_yaml = run_yaml;
@@ -233,13 +232,19 @@ int run(const std::string& config_path, const std::vector<std::string>& override
                         {"ce", st.ce},         {"lr", st.lr},     {"grad_norm", st.grad_norm},
                         {"skipped", st.skipped}, {"tokens_per_s", tokens / std::max(secs, 1e-9)},
                         {"peak_rss_mb", peak_rss_mb()}};
+    if (trainer.loss_scaler()) {
+      m["loss_scale"] = st.loss_scale;
+      m["overflow"] = st.overflow;
+    }
     const bool eval_now = tok && cfg.train.eval_every > 0 && st.step % cfg.train.eval_every == 0 && !st.skipped;
     // Every rank evaluates (same result): the others would only wait, and stay within the timeout.
     if (eval_now) m["eval_ppl"] = eval_ppl(*student, *tok, eval_docs, cfg);
     if (lead) {
       if (st.step % cfg.train.log_every == 0 || eval_now || st.skipped) metrics << m.dump() << "\n" << std::flush;
-      char extra[96];
-      std::snprintf(extra, sizeof extra, "loss %.4f kl %.3f hid %.4f", st.loss, st.kl, st.hidden);
+      char extra[112];
+      const int n = std::snprintf(extra, sizeof extra, "loss %.4f kl %.3f hid %.4f", st.loss, st.kl, st.hidden);
+      if (trainer.loss_scaler() && n > 0 && n < static_cast<int>(sizeof extra))
+        std::snprintf(extra + n, sizeof extra - n, " scale %g", trainer.loss_scaler()->scale());
       bar->update(trainer.steps_done(), extra);
     }
     if (cfg.train.save_every > 0 && !st.skipped && st.step % cfg.train.save_every == 0) save();

@@ -85,7 +85,11 @@ std::vector<Field> fields_of(TrainConfig& c) {
 
       {"train.epochs", &c.train.epochs, "passes over the packed blocks"},
       {"train.max_steps", &c.train.max_steps, "> 0: stop after this many optimizer steps (overrides epochs)"},
-      {"train.precision", &c.train.precision, "student compute: fp32 | bf16 | fp16 (loss scaling)"},
+      {"train.precision", &c.train.precision,
+       "teacher/student compute: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)"},
+      {"train.loss_scale_init", &c.train.loss_scale_init, "fp16: initial dynamic loss scale"},
+      {"train.loss_scale_growth_interval", &c.train.loss_scale_growth_interval,
+       "fp16: finite steps in a row before the loss scale doubles"},
       {"train.seed", &c.train.seed, "seed of training-time randomness (student init, sampling noise)"},
       {"train.deterministic", &c.train.deterministic, "deterministic kernels (slower)"},
       {"train.log_every", &c.train.log_every, "optimizer steps between log lines"},
@@ -367,6 +371,8 @@ void TrainConfig::validate() const {
   positive(train.epochs, "train.epochs");
   non_negative(train.max_steps, "train.max_steps");
   one_of(train.precision, "train.precision", {"fp32", "bf16", "fp16"});
+  positive(train.loss_scale_init, "train.loss_scale_init");
+  positive(train.loss_scale_growth_interval, "train.loss_scale_growth_interval");
   positive(train.log_every, "train.log_every");
   non_negative(train.save_every, "train.save_every");
   positive(train.keep_last, "train.keep_last");

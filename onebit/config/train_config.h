@@ -67,7 +67,9 @@ struct OptimCfg {
 struct TrainCfg {
   int64_t epochs = 1;
   int64_t max_steps = 0;            // > 0: stop after this many optimizer steps (overrides epochs)
-  std::string precision = "bf16";   // student compute: fp32 | bf16 (autocast) | fp16 (loss scaling)
+  std::string precision = "bf16";   // compute: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)
+  double loss_scale_init = 65536;   // fp16: initial dynamic loss scale (2^16)
+  int64_t loss_scale_growth_interval = 2000;  // fp16: finite steps in a row before the scale doubles
   uint64_t seed = 42;
   bool deterministic = false;
   int64_t log_every = 10;

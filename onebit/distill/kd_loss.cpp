@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 
 namespace onebit::distill {
@@ -12,12 +13,15 @@ using torch::autograd::variable_list;
 
 // Logit-level KL and CE, one chunk of tokens at a time in fp32. Backward recomputes the
 // chunk's softmaxes: d/ds_logits = g_kl·(q − p) + g_ce·(q − onehot(label)).
+// Autocast is off in both directions: the logit matmuls stay fp32 even inside a bf16/fp16
+// region (bf16 logits of magnitude ~20 would carry errors of ~0.1 into the KL).
 struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& s_h, const torch::Tensor& s_w,
                                const torch::Tensor& t_h, const torch::Tensor& t_w, const torch::Tensor& labels,
                                int64_t chunk) {
     ctx->save_for_backward({s_h, s_w, t_h, t_w, labels});
     ctx->saved_data["chunk"] = chunk;
+    AutocastGuard fp32_only(s_h.device().type(), std::nullopt);
     const auto f32 = torch::kFloat32;
     const torch::Tensor sw = s_w.to(f32), tw = t_w.to(f32);
     auto kl = torch::zeros({}, s_h.options().dtype(f32));
@@ -40,6 +44,7 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
     const auto saved = ctx->get_saved_variables();
     const auto &s_h = saved[0], &s_w = saved[1], &t_h = saved[2], &t_w = saved[3], &labels = saved[4];
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    AutocastGuard fp32_only(s_h.device().type(), std::nullopt);
     const auto f32 = torch::kFloat32;
     const torch::Tensor sw = s_w.to(f32), tw = t_w.to(f32);
     const auto g_kl = grads[0].to(f32), g_ce = grads[1].to(f32);
@@ -86,6 +91,8 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
   OB_CHECK(input_ids.dim() == 2, "kd_loss: input_ids must be [B,T], got ", input_ids.sizes());
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
   const auto f32 = torch::kFloat32;
+  // The whole loss is fp32, also when the forwards ran under autocast: states are upcast below.
+  AutocastGuard fp32_only(student.last_hidden.device().type(), std::nullopt);
 
   // Next-token labels: position t predicts input_ids[t+1]; the last position has none (−1).
   auto labels = torch::full({B, T}, -1, input_ids.options().dtype(torch::kLong));

@@ -4,7 +4,8 @@
 // + ce_weight · CE(next-token labels).
 // The logit terms are computed chunk by chunk from the final hidden states and the lm_head
 // weights, so the [B,T,V] fp32 softmaxes of teacher and student never exist at once; the
-// backward recomputes each chunk's logits (a custom autograd Function).
+// backward recomputes each chunk's logits (a custom autograd Function). Every term is computed
+// in fp32 with autocast off, whatever the dtype of the states (bf16/fp16 ones are upcast).
 #pragma once
 #include <torch/types.h>
 

@@ -4,10 +4,18 @@
 
 #include <cmath>
 
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/distill/schedule.h"
 
 namespace onebit::distill {
+namespace {
+
+// Checkpoint keys of the fp16 scaler state (TrainState::scalars / counters).
+constexpr const char* kLossScale = "loss_scale";
+constexpr const char* kLossScaleGrowth = "loss_scale_growth";
+
+}  // namespace
 
 Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, models::CausalLM student,
                  std::function<torch::Tensor()> next_batch, dist::GradSync& sync, int64_t total_steps)
@@ -26,10 +34,23 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
     params_.push_back(item.value());
   }
   OB_CHECK(!params_.empty(), "trainer: the student has no trainable parameters (was it converted by to_onebit?)");
+  // Mixed precision keeps fp32 masters: autocast casts copies for compute, the optimizer
+  // (and its state) sees only the fp32 tensors.
+  for (size_t i = 0; i < params_.size(); ++i)
+    OB_CHECK(params_[i].scalar_type() == torch::kFloat32, "trainer: trainable parameter '", names_[i], "' is ",
+             params_[i].scalar_type(), "; the student must be loaded in fp32 (train.precision sets the compute dtype)");
   student_->set_gradient_checkpointing(cfg.model.gradient_checkpointing);
   const auto& o = cfg.optim;
   opt_ = std::make_unique<torch::optim::AdamW>(
       params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  if (cfg.train.precision == "bf16") autocast_ = torch::kBFloat16;
+  if (cfg.train.precision == "fp16") {
+    autocast_ = torch::kHalf;
+    LossScalerOptions so;
+    so.init_scale = cfg.train.loss_scale_init;
+    so.growth_interval = cfg.train.loss_scale_growth_interval;
+    scaler_ = std::make_unique<LossScaler>(so);
+  }
 }
 
 Trainer::~Trainer() = default;
@@ -42,6 +63,22 @@ std::map<std::string, torch::Tensor> Trainer::trainable() const {
   return out;
 }
 
+void Trainer::save_state(TrainState& state) const {
+  state.step = step_;
+  if (scaler_) {
+    state.scalars[kLossScale] = scaler_->scale();
+    state.counters[kLossScaleGrowth] = scaler_->growth_tracker();
+  }
+}
+
+void Trainer::load_state(const TrainState& state) {
+  step_ = state.step;
+  // A checkpoint of an fp32/bf16 run has no scaler state: fp16 then starts from its initial scale.
+  if (scaler_ && state.scalars.count(kLossScale))
+    scaler_->load(state.scalars.at(kLossScale),
+                  state.counters.count(kLossScaleGrowth) ? state.counters.at(kLossScaleGrowth) : 0);
+}
+
 StepStats Trainer::step() {
   StepStats st;
   models::ForwardArgs args;
@@ -49,29 +86,39 @@ StepStats Trainer::step() {
   args.compute_logits = false;  // the KD loss computes logits chunk by chunk
   const int64_t accum = cfg_.optim.grad_accum;
   const auto device = params_.front().device();
+  st.loss_scale = scaler_ ? scaler_->scale() : 1.0;
 
   for (int64_t micro = 0; micro < accum; ++micro) {
     // batch
     const torch::Tensor ids = next_batch_().to(device);
     st.tokens += ids.numel();
-    // teacher forward (frozen)
-    models::ForwardOutput t;
+    KdLossParts parts;
     {
-      torch::NoGradGuard no_grad;
-      t = teacher_->forward(ids, args);
+      // Forwards under autocast (bf16/fp16); kd_loss switches it off and works in fp32.
+      std::optional<AutocastGuard> autocast;
+      if (autocast_) autocast.emplace(device.type(), *autocast_);
+      // teacher forward (frozen)
+      models::ForwardOutput t;
+      {
+        torch::NoGradGuard no_grad;
+        t = teacher_->forward(ids, args);
+      }
+      // student forward + KD loss
+      const models::ForwardOutput s = student_->forward(ids, args);
+      parts = kd_loss(t, teacher_->lm_head_weight(), s, student_->lm_head_weight(), ids, kd_);
     }
-    // student forward + KD loss
-    const models::ForwardOutput s = student_->forward(ids, args);
-    const KdLossParts parts = kd_loss(t, teacher_->lm_head_weight(), s, student_->lm_head_weight(), ids, kd_);
-    // backward (averaged over micro-steps)
-    (parts.total / static_cast<double>(accum)).backward();
+    // backward outside autocast, as torch.autocast prescribes (averaged over micro-steps; fp16:
+    // times the loss scale, a power of two, so the fp16 gradients stay above underflow)
+    auto loss = parts.total / static_cast<double>(accum);
+    if (scaler_) loss = loss * st.loss_scale;
+    loss.backward();
     st.loss += parts.total.item<double>() / accum;
     st.kl += parts.kl.item<double>() / accum;
     st.hidden += parts.hidden.item<double>() / accum;
     st.ce += parts.ce.item<double>() / accum;
   }
 
-  // NaN/inf: skip the update, stop after max_bad_steps in a row.
+  // NaN/inf loss: skip the update, stop after max_bad_steps in a row.
   if (!std::isfinite(sync_.mean(st.loss))) {
     opt_->zero_grad();
     st.skipped = true;
@@ -84,22 +131,35 @@ StepStats Trainer::step() {
   }
   bad_streak_ = 0;
 
-  // sync, clip
+  // sync; fp16: unscale, and skip the step on every rank when any rank saw inf/NaN gradients
+  // (an overflow is the scaler's business, not a bad step)
   sync_.after_backward(params_);
-  const double clip = cfg_.optim.grad_clip > 0 ? cfg_.optim.grad_clip : std::numeric_limits<double>::infinity();
-  st.grad_norm = torch::nn::utils::clip_grad_norm_(params_, clip);
+  if (scaler_) {
+    const bool local_overflow = scaler_->unscale_(params_);
+    st.overflow = sync_.mean(local_overflow ? 1.0 : 0.0) > 0;
+    scaler_->update(st.overflow);
+  }
 
-  // schedule, optimizer step
-  ScheduleOptions so;
-  so.kind = cfg_.optim.schedule;
-  so.warmup_steps = cfg_.optim.warmup_steps;
-  so.total_steps = total_steps_;
-  so.min_lr_ratio = cfg_.optim.min_lr_ratio;
-  st.lr = cfg_.optim.lr * lr_factor(step_, so);
-  for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(st.lr);
-  opt_->step();
-  opt_->zero_grad();
-  ++step_;
+  if (st.overflow) {
+    opt_->zero_grad();
+    st.skipped = true;
+  } else {
+    // clip (on unscaled gradients)
+    const double clip = cfg_.optim.grad_clip > 0 ? cfg_.optim.grad_clip : std::numeric_limits<double>::infinity();
+    st.grad_norm = torch::nn::utils::clip_grad_norm_(params_, clip);
+
+    // schedule, optimizer step
+    ScheduleOptions so;
+    so.kind = cfg_.optim.schedule;
+    so.warmup_steps = cfg_.optim.warmup_steps;
+    so.total_steps = total_steps_;
+    so.min_lr_ratio = cfg_.optim.min_lr_ratio;
+    st.lr = cfg_.optim.lr * lr_factor(step_, so);
+    for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(st.lr);
+    opt_->step();
+    opt_->zero_grad();
+    ++step_;
+  }
 
   // log (rank means)
   st.step = step_;

@@ -1,18 +1,23 @@
 // Trainer: one OneBit distillation step (method.md §3, §5), read top to bottom in step().
 // The caller owns the models, the batch source and the GradSync; the trainer never reduces
-// gradients itself.
+// gradients itself. train.precision: fp32; bf16 (teacher and student forwards under autocast,
+// the KD loss in fp32, fp32 master weights and AdamW state); fp16 (the same in half precision
+// plus a dynamic LossScaler whose overflow decision all ranks take together).
 #pragma once
 #include <torch/types.h>
 
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "onebit/config/train_config.h"
 #include "onebit/dist/grad_sync.h"
+#include "onebit/distill/checkpoint.h"
 #include "onebit/distill/kd_loss.h"
+#include "onebit/distill/loss_scaler.h"
 #include "onebit/models/causal_lm.h"
 
 namespace torch::optim {
@@ -26,7 +31,9 @@ struct StepStats {
   double loss = 0, kl = 0, hidden = 0, ce = 0;
   double lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // tokens seen by this rank in this step
-  bool skipped = false;  // NaN/inf loss: no update
+  bool skipped = false;  // no update: NaN/inf loss, or (fp16) gradient overflow
+  bool overflow = false;  // fp16: inf/NaN gradients on some rank; the loss scale was backed off
+  double loss_scale = 1;  // fp16: the scale this step's backward used; 1 otherwise
 };
 
 class Trainer {
@@ -44,6 +51,12 @@ class Trainer {
   int64_t steps_done() const { return step_; }
   void set_steps_done(int64_t s) { step_ = s; }
   int64_t bad_streak() const { return bad_streak_; }
+  // The fp16 loss scaler; nullptr for fp32 and bf16.
+  const LossScaler* loss_scaler() const { return scaler_.get(); }
+
+  // Checkpoint state besides tensors: the step and (fp16) the scaler's scale and counter.
+  void save_state(TrainState& state) const;
+  void load_state(const TrainState& state);
 
  private:
   config::TrainConfig cfg_;
@@ -55,6 +68,8 @@ class Trainer {
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_;
   std::unique_ptr<torch::optim::AdamW> opt_;
+  std::optional<torch::ScalarType> autocast_;  // bf16 | fp16; none for fp32
+  std::unique_ptr<LossScaler> scaler_;         // fp16 only
   int64_t step_ = 0, bad_streak_ = 0;
 };
 

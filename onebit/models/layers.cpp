@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/nn/onebit_linear.h"
 
@@ -132,6 +133,9 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     ctx->save_for_backward({x});
     std::vector<torch::Tensor> kept(params.begin(), params.end());
     ctx->saved_data["params"] = kept;
+    // The recompute in backward must see the forward's autocast state (backward runs outside it).
+    const auto ac = autocast_dtype(x.device().type());
+    ctx->saved_data["autocast"] = ac ? static_cast<int64_t>(*ac) : int64_t(-1);
     return (*fn)(x);
   }
 
@@ -141,9 +145,13 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     auto x = ctx->get_saved_variables()[0];
     auto params = ctx->saved_data["params"].toTensorVector();
     auto x_in = x.detach().requires_grad_(x.requires_grad());
+    const int64_t ac = ctx->saved_data["autocast"].toInt();
     torch::Tensor out;
     {
       torch::AutoGradMode grad_on(true);
+      // Autocast only around the recompute: its gradients below run without it, as in forward.
+      std::optional<AutocastGuard> autocast;
+      if (ac >= 0) autocast.emplace(x.device().type(), static_cast<c10::ScalarType>(ac));
       out = (*fn)(x_in);
     }
     std::vector<torch::Tensor> inputs;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "onebit/autograd/sign_ste.h"
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/init/svid.h"
 
@@ -156,6 +157,15 @@ torch::Tensor onebit_linear(const torch::Tensor& x, const torch::Tensor& weight,
   OB_CHECK(x.is_floating_point(), "onebit_linear: input must be floating point, got ",
            x.scalar_type());
   const torch::Tensor b = bias.defined() ? bias : torch::empty({0}, h.options());
+  // Under autocast the layer acts like one matmul op: x is cast once to the autocast dtype
+  // (a recorded cast, so dx returns in x's dtype) and autocast is off inside the node, whose
+  // own casts (sign(W), g to x's dtype; h and the norm in fp32) then hold in forward and in
+  // backward. Otherwise fp32 x would run mm in bf16 while the backward ran in fp32.
+  const auto dev = x.device().type();
+  if (const auto ac = autocast_dtype(dev); ac && x.scalar_type() != torch::kFloat64) {
+    AutocastGuard off(dev, std::nullopt);
+    return OneBitLinearFn::apply(x.to(*ac), weight, g, h, b, post_layernorm, ln_eps, ste);
+  }
   return OneBitLinearFn::apply(x, weight, g, h, b, post_layernorm, ln_eps, ste);
 }
 }  // namespace functional

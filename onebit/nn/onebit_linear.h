@@ -62,6 +62,7 @@ namespace functional {
 // sign(W), g, h are cast to x's dtype; h, bias and the LayerNorm run in fp32 for bf16/fp16
 // inputs; the result has x's dtype. One fused autograd node: gradients reach x, weight (through
 // the STE `ste`), g, h and bias; sign(W) is recomputed in backward rather than stored.
+// Under autocast (onebit/core/autocast.h) x is first cast to the autocast dtype, like a matmul.
 torch::Tensor onebit_linear(const torch::Tensor& x, const torch::Tensor& weight,
                             const torch::Tensor& g, const torch::Tensor& h,
                             const torch::Tensor& bias,  // undefined: none

@@ -124,6 +124,8 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"model.device=gpu", "model.device must be auto, cpu, cuda or cuda:N, got 'gpu'"},
       {"model.teacher=", "model.teacher must be set"},
       {"train.precision=fp8", "train.precision must be one of fp32, bf16, fp16; got 'fp8'"},
+      {"train.loss_scale_init=0", "train.loss_scale_init must be > 0, got 0"},
+      {"train.loss_scale_growth_interval=0", "train.loss_scale_growth_interval must be > 0, got 0"},
       {"train.epochs=0", "train.epochs must be > 0"},
       {"train.max_steps=-1", "train.max_steps must be >= 0"},
       {"train.log_every=0", "train.log_every must be > 0"},
@@ -175,7 +177,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 61);
+  CHECK(lines == 63);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -207,7 +209,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 61);
+  CHECK(keys == 63);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

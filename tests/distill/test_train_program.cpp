@@ -1,9 +1,17 @@
-// onebit-train's bad-input messages (the program is run as a subprocess).
+// onebit-train run as a subprocess: bad-input messages, and short real runs in bf16 and fp16
+// (with an exact resume of the fp16 loss scaler) on a tiny random LLaMA teacher.
+#include <torch/torch.h>
+
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "onebit/models/loader.h"
 #include "tests/data/tmpdir.h"
+#include "tests/models/tiny.h"
 #include "tests/support.h"
 
 namespace {
@@ -17,6 +25,37 @@ std::pair<int, std::string> run_train(const std::string& args) {
   while (p && std::fgets(buf.data(), buf.size(), p)) out += buf.data();
   const int rc = p ? ::pclose(p) : -1;
   return {rc, out};
+}
+
+// A tiny random LLaMA teacher folder (config.json + model.safetensors; no tokenizer needed
+// with self-sampled data and no eval text).
+std::string tiny_teacher(const onebit::test::TempDir& dir) {
+  torch::manual_seed(21);
+  const std::string path = dir.str("teacher");
+  onebit::models::save_pretrained(onebit::models::build_model(onebit::test::tiny_llama_config()), path);
+  return path;
+}
+
+// A config for a few-second run: 16 self-sampled sequences, blocks of 32 tokens, batch 2.
+std::string tiny_config(const onebit::test::TempDir& dir, const std::string& teacher) {
+  const std::string cfg = dir.str("tiny.yaml");
+  std::ofstream(cfg) << "model:\n  teacher: " << teacher << "\n  dtype: fp32\n  device: cpu\n"
+                     << "data:\n  num_samples: 16\n  sample_length: 48\n  sample_batch: 16\n  seq_len: 32\n"
+                     << "  batch_size: 2\n  sample_dir: " << dir.str("samples") << "\n"
+                     << "kd:\n  chunk_tokens: 32\n"
+                     << "optim:\n  lr: 2.0e-3\n  warmup_steps: 0\n  schedule: constant\n"
+                     << "train:\n  log_every: 1\n";
+  return cfg;
+}
+
+std::vector<nlohmann::json> step_lines(const std::string& metrics) {
+  std::ifstream in(metrics);
+  std::vector<nlohmann::json> out;
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j);
+  }
+  return out;
 }
 
 }  // namespace
@@ -74,4 +113,64 @@ train: {max_steps: 2, precision: fp32, save_every: 0, eval_seq_len: 32}
   CHECK_THAT(other, OB_CONTAINS("belongs to a different run (embedded.hidden_size: was 32, now 16)"));
   CHECK_THAT(other, OB_CONTAINS("train.resume=never"));
   CHECK_FALSE(std::filesystem::exists(dir.path / "run/checkpoints/step-00000004"));
+}
+
+TEST_CASE("onebit-train: bf16 autocast runs end to end on a tiny teacher", "[distill]") {
+  OB_REQUIRE_OR_SKIP(std::filesystem::exists(onebit::test::binary_dir() / "onebit-train"),
+                     "onebit-train not built (cmake --build build --target onebit-train)");
+  onebit::test::TempDir dir("train_bf16");
+  const std::string cfg = tiny_config(dir, tiny_teacher(dir));
+  auto [rc, out] =
+      run_train("--config " + cfg + " train.precision=bf16 train.max_steps=4 output_dir=" + dir.str("run"));
+  INFO(out);
+  REQUIRE(rc == 0);
+  const auto lines = step_lines(dir.str("run/metrics.jsonl"));
+  REQUIRE(lines.size() == 4);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    CHECK(lines[i]["step"] == static_cast<int>(i + 1));
+    CHECK(std::isfinite(lines[i]["loss"].get<double>()));
+    CHECK(lines[i]["loss"].get<double>() > 0);
+    CHECK(!lines[i]["skipped"].get<bool>());
+    CHECK(!lines[i].contains("loss_scale"));  // fp16 only
+  }
+  CHECK(std::filesystem::exists(dir.path / "run" / "student" / "model.safetensors"));
+  std::ifstream saved(dir.path / "run" / "config.yaml");
+  std::stringstream text;
+  text << saved.rdbuf();
+  CHECK_THAT(text.str(), OB_CONTAINS("precision: \"bf16\""));
+}
+
+TEST_CASE("onebit-train: fp16 logs the loss scale and resumes it exactly", "[distill]") {
+  OB_REQUIRE_OR_SKIP(std::filesystem::exists(onebit::test::binary_dir() / "onebit-train"),
+                     "onebit-train not built (cmake --build build --target onebit-train)");
+  onebit::test::TempDir dir("train_fp16");
+  const std::string cfg = tiny_config(dir, tiny_teacher(dir));
+  // 2^24 overflows at first; growth every 2 finite steps: both show up in 6 steps.
+  const std::string fp16 = " train.precision=fp16 train.loss_scale_init=16777216 train.loss_scale_growth_interval=2";
+  auto [rc1, out1] = run_train("--config " + cfg + fp16 + " train.max_steps=6 output_dir=" + dir.str("whole"));
+  INFO(out1);
+  REQUIRE(rc1 == 0);
+  auto [rc2, out2] = run_train("--config " + cfg + fp16 + " train.max_steps=3 output_dir=" + dir.str("cut"));
+  INFO(out2);
+  REQUIRE(rc2 == 0);
+  auto [rc3, out3] = run_train("--config " + cfg + fp16 + " train.max_steps=6 output_dir=" + dir.str("cut"));
+  INFO(out3);
+  REQUIRE(rc3 == 0);
+  CHECK_THAT(out3, OB_CONTAINS("resumed from"));
+
+  const auto whole = step_lines(dir.str("whole/metrics.jsonl"));
+  const auto cut = step_lines(dir.str("cut/metrics.jsonl"));
+  REQUIRE(whole.size() == cut.size());
+  bool overflowed = false;
+  for (size_t i = 0; i < whole.size(); ++i) {
+    INFO("line " << i << ": " << whole[i].dump() << " vs " << cut[i].dump());
+    REQUIRE(whole[i].contains("loss_scale"));
+    CHECK(whole[i]["step"] == cut[i]["step"]);
+    CHECK(whole[i]["loss"].get<double>() == cut[i]["loss"].get<double>());
+    CHECK(whole[i]["loss_scale"].get<double>() == cut[i]["loss_scale"].get<double>());
+    CHECK(whole[i]["overflow"] == cut[i]["overflow"]);
+    overflowed = overflowed || whole[i]["overflow"].get<bool>();
+  }
+  CHECK(overflowed);
+  CHECK(whole.back()["step"] == 6);
 }

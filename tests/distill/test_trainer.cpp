@@ -1,12 +1,20 @@
-// Trainer on a tiny random LLaMA (CPU, fp32): the KD loss falls, NaN streaks stop the run.
+// Trainer on a tiny random LLaMA (CPU): the KD loss falls, NaN streaks stop the run; bf16 and
+// fp16 (loss scaling) against the fp32 step, and exact resume of the fp16 scaler.
 #include <torch/torch.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
 
 #include "onebit/config/train_config.h"
 #include "onebit/dist/grad_sync.h"
+#include "onebit/distill/checkpoint.h"
 #include "onebit/distill/trainer.h"
 #include "onebit/models/loader.h"
 #include "onebit/models/model_config.h"
 #include "onebit/models/to_onebit.h"
+#include "tests/data/tmpdir.h"
+#include "tests/models/tiny.h"
 #include "tests/support.h"
 
 namespace {
@@ -23,11 +31,11 @@ struct Setup {
   torch::Tensor batch;
 };
 
-Setup make_setup() {
+Setup make_setup(const onebit::models::ModelConfig& mc = tiny()) {
   Setup s;
   torch::manual_seed(3);
-  s.teacher = onebit::models::build_model(tiny());
-  s.student = onebit::models::build_model(tiny());
+  s.teacher = onebit::models::build_model(mc);
+  s.student = onebit::models::build_model(mc);
   {
     torch::NoGradGuard g;
     auto src = s.teacher->named_parameters();
@@ -44,6 +52,75 @@ Setup make_setup() {
   s.cfg.kd.chunk_tokens = 16;
   s.batch = torch::randint(64, {2, 12}, torch::kLong);
   return s;
+}
+
+// Mixed precision vs fp32 on the same weights and batch.
+constexpr double kLossRel = 2e-2;       // relative difference of the first-step loss
+constexpr double kMinGradCosine = 0.99; // all trainable gradients as one vector
+constexpr double kGradNormRel = 2e-2;   // relative difference of the gradient norm
+
+// One process whose hooks let a test see or change what the trainer hands to GradSync.
+struct ProbeSync final : onebit::dist::GradSync {
+  std::function<void(const std::vector<torch::Tensor>&)> on_after_backward;
+  // Plays a second rank that saw inf/NaN gradients: the first mean() after after_backward
+  // (the overflow vote) gets averaged with its 1.
+  bool remote_overflow = false;
+  bool voting = false;
+  void after_backward(const std::vector<torch::Tensor>& params) override {
+    if (on_after_backward) on_after_backward(params);
+    voting = true;
+  }
+  double mean(double x) override {
+    const bool vote = voting;
+    voting = false;
+    return vote && remote_overflow ? (x + 1.0) / 2.0 : x;
+  }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+};
+
+// Copies of the gradients as after_backward sees them (before any unscaling).
+std::function<void(const std::vector<torch::Tensor>&)> capture(std::vector<torch::Tensor>& into) {
+  return [&into](const std::vector<torch::Tensor>& params) {
+    into.clear();
+    for (const auto& p : params) into.push_back(p.grad().detach().clone());
+  };
+}
+
+torch::Tensor flat(const std::vector<torch::Tensor>& ts) {
+  std::vector<torch::Tensor> parts;
+  for (const auto& t : ts) parts.push_back(t.to(torch::kFloat64).flatten());
+  return torch::cat(parts);
+}
+
+double cosine(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.dot(b) / (a.norm() * b.norm())).item<double>();
+}
+
+double rel(double a, double b) { return std::abs(a - b) / std::abs(b); }
+
+std::map<std::string, torch::Tensor> snapshot(const onebit::distill::Trainer& tr) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, t] : tr.trainable()) out.emplace(name, t.detach().clone());
+  return out;
+}
+
+bool same(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+  for (const auto& [name, t] : a)
+    if (!torch::equal(t, b.at(name))) return false;
+  return true;
+}
+
+// The first fp32 step on the setup: its stats and gradients (the reference of mixed precision).
+std::pair<onebit::distill::StepStats, std::vector<torch::Tensor>> fp32_first_step(
+    const onebit::models::ModelConfig& mc = tiny()) {
+  Setup s = make_setup(mc);
+  ProbeSync sync;
+  std::vector<torch::Tensor> grads;
+  sync.on_after_backward = capture(grads);
+  onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+  const auto st = tr.step();
+  return {st, grads};
 }
 
 }  // namespace
@@ -78,4 +155,251 @@ TEST_CASE("trainer: a NaN loss streak stops with a clear error", "[distill]") {
   CHECK(tr.step().skipped);
   CHECK_THROWS_WITH(tr.step(), OB_CONTAINS("NaN/inf for 3 steps in a row"));
   CHECK(tr.steps_done() == 0);
+}
+
+TEST_CASE("trainer: bf16 autocast is close to fp32, keeps fp32 masters, and learns", "[distill]") {
+  const auto [ref, ref_grads] = fp32_first_step();
+  Setup s = make_setup();
+  s.cfg.train.precision = "bf16";
+  ProbeSync sync;
+  std::vector<torch::Tensor> grads;
+  sync.on_after_backward = capture(grads);
+  onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+  CHECK(tr.loss_scaler() == nullptr);
+  const auto first = tr.step();
+  CAPTURE(first.loss, ref.loss, first.kl, ref.kl, first.hidden, ref.hidden);
+  CHECK(rel(first.loss, ref.loss) < kLossRel);
+  CHECK(rel(first.kl, ref.kl) < kLossRel);
+  CHECK(rel(first.hidden, ref.hidden) < kLossRel);
+  CHECK(first.loss != ref.loss);  // the forwards really ran in bf16
+  CHECK(first.loss_scale == 1.0);
+  REQUIRE(grads.size() == ref_grads.size());
+  const double cos = cosine(flat(grads), flat(ref_grads));
+  CAPTURE(cos);
+  CHECK(cos > kMinGradCosine);
+  CHECK(rel(first.grad_norm, ref.grad_norm) < kGradNormRel);
+  // fp32 masters, fp32 gradients and fp32 AdamW state.
+  for (const auto& g : grads) CHECK(g.scalar_type() == torch::kFloat32);
+  for (const auto& [name, t] : tr.trainable()) {
+    INFO(name);
+    CHECK(t.scalar_type() == torch::kFloat32);
+  }
+  REQUIRE(!tr.optimizer().state().empty());
+  for (const auto& [key, state] : tr.optimizer().state()) {
+    const auto& a = static_cast<const torch::optim::AdamWParamState&>(*state);
+    CHECK(a.exp_avg().scalar_type() == torch::kFloat32);
+    CHECK(a.exp_avg_sq().scalar_type() == torch::kFloat32);
+  }
+  onebit::distill::StepStats last;
+  for (int i = 0; i < 19; ++i) last = tr.step();
+  CHECK(last.step == 20);
+  CHECK(last.loss < 0.7 * first.loss);
+}
+
+TEST_CASE("trainer: bf16 and fp16 steps of an OPT student and of a bf16 teacher stay close to fp32", "[distill]") {
+  // OPT brings LayerNorm, biases, learned positions and project_in/out under autocast; a teacher
+  // loaded in bf16 (model.dtype) runs under the same autocast region.
+  for (bool opt : {true, false}) {
+    const auto mc = opt ? onebit::test::tiny_opt_config() : tiny();
+    const auto [ref, ref_grads] = fp32_first_step(mc);
+    for (const std::string precision : {"bf16", "fp16"}) {
+      CAPTURE(opt, precision);
+      Setup s = make_setup(mc);
+      s.cfg.train.precision = precision;
+      if (!opt) s.teacher->to(torch::kBFloat16);
+      ProbeSync sync;
+      std::vector<torch::Tensor> grads;
+      sync.on_after_backward = capture(grads);
+      onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+      onebit::distill::StepStats st;
+      for (int i = 0; i < 20 && (i == 0 || st.overflow); ++i) st = tr.step();
+      REQUIRE(!st.skipped);
+      std::vector<torch::Tensor> unscaled;
+      for (const auto& g : grads) unscaled.push_back(g / st.loss_scale);
+      const double cos = cosine(flat(unscaled), flat(ref_grads));
+      CAPTURE(st.loss, ref.loss, cos);
+      CHECK(rel(st.loss, ref.loss) < kLossRel);
+      CHECK(cos > kMinGradCosine);
+    }
+  }
+}
+
+TEST_CASE("trainer: fp16 with loss scaling gives the fp32 gradients once unscaled", "[distill]") {
+  const auto [ref, ref_grads] = fp32_first_step();
+  Setup s = make_setup();
+  s.cfg.train.precision = "fp16";  // default initial scale 2^16
+  ProbeSync sync;
+  std::vector<torch::Tensor> grads;
+  sync.on_after_backward = capture(grads);
+  onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+  REQUIRE(tr.loss_scaler() != nullptr);
+  CHECK(tr.loss_scaler()->scale() == 65536.0);
+  // Overflowing steps change nothing, so the first finite one sees the initial weights.
+  onebit::distill::StepStats st;
+  for (int i = 0; i < 20 && (i == 0 || st.overflow); ++i) st = tr.step();
+  REQUIRE(!st.skipped);
+  CHECK(tr.steps_done() == 1);
+  CAPTURE(st.loss_scale, st.loss, ref.loss);
+  CHECK(rel(st.loss, ref.loss) < kLossRel);
+  CHECK(st.loss != ref.loss);  // the forwards really ran in fp16
+  // after_backward saw scaled gradients; divided by the scale they are the fp32 ones.
+  std::vector<torch::Tensor> unscaled;
+  for (const auto& g : grads) unscaled.push_back(g / st.loss_scale);
+  const auto u = flat(unscaled), r = flat(ref_grads);
+  const double cos = cosine(u, r);
+  CAPTURE(cos);
+  CHECK(cos > kMinGradCosine);
+  CHECK(rel(u.norm().item<double>(), r.norm().item<double>()) < kGradNormRel);
+  // The trainer clipped (and reports the norm of) unscaled gradients.
+  CHECK(rel(st.grad_norm, ref.grad_norm) < kGradNormRel);
+  for (const auto& [name, t] : tr.trainable()) CHECK(t.scalar_type() == torch::kFloat32);
+}
+
+TEST_CASE("trainer: fp16 overflow backs off and skips without counting as a bad step", "[distill]") {
+  Setup s = make_setup();
+  s.cfg.train.precision = "fp16";
+  s.cfg.train.loss_scale_init = 1024;
+  s.cfg.train.loss_scale_growth_interval = 2;
+  s.cfg.train.max_bad_steps = 2;
+  ProbeSync sync;
+  int inject = 0;  // steps that get an inf gradient after backward
+  sync.on_after_backward = [&](const std::vector<torch::Tensor>& params) {
+    if (inject > 0) {
+      --inject;
+      params.front().grad().view(-1)[0] = std::numeric_limits<float>::infinity();
+    }
+  };
+  onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+  const auto& scaler = *tr.loss_scaler();
+
+  // Growth: two finite steps at 1024, then 2048.
+  auto a = tr.step(), b = tr.step();
+  CHECK((!a.skipped && !b.skipped));
+  CHECK(a.loss_scale == 1024);
+  CHECK(b.loss_scale == 1024);
+  CHECK(scaler.scale() == 2048);
+  auto c = tr.step();
+  CHECK(c.loss_scale == 2048);
+  CHECK(scaler.growth_tracker() == 1);
+  CHECK(tr.steps_done() == 3);
+
+  // Three overflows in a row (more than max_bad_steps): skipped, halved, weights untouched.
+  inject = 3;
+  const auto before = snapshot(tr);
+  for (double expect : {1024.0, 512.0, 256.0}) {
+    const auto st = tr.step();
+    CHECK(st.skipped);
+    CHECK(st.overflow);
+    CHECK(std::isfinite(st.loss));
+    CHECK(scaler.scale() == expect);
+    CHECK(scaler.growth_tracker() == 0);
+    CHECK(tr.bad_streak() == 0);
+    CHECK(tr.steps_done() == 3);
+    CHECK(st.step == 3);
+  }
+  CHECK(same(before, snapshot(tr)));
+  // Then training goes on at the lower scale.
+  const auto d = tr.step();
+  CHECK(!d.skipped);
+  CHECK(d.loss_scale == 256);
+  CHECK(tr.steps_done() == 4);
+  CHECK(!same(before, snapshot(tr)));
+
+  // Another rank's overflow skips this rank's step too (finite gradients here).
+  sync.remote_overflow = true;
+  const auto before_remote = snapshot(tr);
+  const auto e = tr.step();
+  sync.remote_overflow = false;
+  CHECK(e.skipped);
+  CHECK(e.overflow);
+  CHECK(scaler.scale() == 128);
+  CHECK(same(before_remote, snapshot(tr)));
+  CHECK(tr.steps_done() == 4);
+}
+
+TEST_CASE("trainer: under fp16 a NaN loss is still a bad step and leaves the scale alone", "[distill]") {
+  Setup s = make_setup();
+  {
+    torch::NoGradGuard g;
+    for (auto& p : s.teacher->parameters()) p.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  s.cfg.train.precision = "fp16";
+  s.cfg.train.max_bad_steps = 2;
+  onebit::dist::NoSync sync;
+  onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 10);
+  const auto st = tr.step();
+  CHECK(st.skipped);
+  CHECK(!st.overflow);
+  CHECK(tr.bad_streak() == 1);
+  CHECK(tr.loss_scaler()->scale() == 65536.0);
+  CHECK_THROWS_WITH(tr.step(), OB_CONTAINS("NaN/inf for 2 steps in a row"));
+}
+
+TEST_CASE("trainer: fp16 resume restores the loss scaler exactly", "[distill]") {
+  // A high initial scale and a short growth interval: overflows and growth both happen.
+  auto configure = [](Setup& s) {
+    s.cfg.train.precision = "fp16";
+    s.cfg.train.loss_scale_init = std::ldexp(1.0, 24);
+    s.cfg.train.loss_scale_growth_interval = 3;
+  };
+  struct Rec {
+    double loss, scale;
+    bool skipped;
+    bool operator==(const Rec& o) const { return loss == o.loss && scale == o.scale && skipped == o.skipped; }
+  };
+  constexpr int kCalls = 14, kCut = 7;
+  std::vector<Rec> whole, resumed;
+  {
+    Setup s = make_setup();
+    configure(s);
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    for (int i = 0; i < kCalls; ++i) {
+      const auto st = tr.step();
+      whole.push_back({st.loss, st.loss_scale, st.skipped});
+    }
+  }
+  int overflows = 0, growths = 0;
+  for (size_t i = 0; i < whole.size(); ++i) {
+    overflows += whole[i].skipped;
+    if (i > 0 && whole[i].scale > whole[i - 1].scale) ++growths;
+  }
+  CAPTURE(overflows, growths);
+  REQUIRE(overflows > 0);
+  REQUIRE(growths > 0);
+
+  onebit::test::TempDir dir("trainer_fp16_resume");
+  onebit::distill::CheckpointManager ckpts(dir.path, 1);
+  {
+    Setup s = make_setup();
+    configure(s);
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    for (int i = 0; i < kCut; ++i) {
+      const auto st = tr.step();
+      resumed.push_back({st.loss, st.loss_scale, st.skipped});
+    }
+    onebit::distill::TrainState state;
+    tr.save_state(state);
+    CHECK(state.scalars.at("loss_scale") == tr.loss_scaler()->scale());
+    ckpts.save(tr.trainable(), tr.optimizer(), state);
+  }
+  {
+    Setup s = make_setup();  // fresh weights and scaler: everything must come from the checkpoint
+    configure(s);
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    const auto latest = ckpts.latest_valid();
+    REQUIRE(latest.has_value());
+    tr.load_state(ckpts.load(*latest, tr.trainable(), tr.optimizer()));
+    for (int i = kCut; i < kCalls; ++i) {
+      const auto st = tr.step();
+      resumed.push_back({st.loss, st.loss_scale, st.skipped});
+    }
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    INFO("call " << i << ": loss " << whole[i].loss << " vs " << resumed[i].loss << ", scale " << whole[i].scale
+                 << " vs " << resumed[i].scale);
+    CHECK(whole[i] == resumed[i]);
+  }
 }

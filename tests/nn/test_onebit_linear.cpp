@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "onebit/autograd/sign_ste.h"
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/nn/onebit_linear.h"
 #include "tests/support.h"
@@ -18,6 +19,7 @@ constexpr double kFp32Tol = 1e-5;   // fp32 forward vs double dense formula
 constexpr double kBf16Tol = 4e-2;   // bf16 activations: 8-bit mantissa through matmul and norm
 constexpr double kFp16Tol = 5e-3;   // fp16 activations: 11-bit mantissa
 constexpr double kGradTol = 1e-6;   // autograd vs analytic / finite differences, double
+constexpr double kMinGradCosine = 0.99;  // autocast gradients vs fp32 gradients
 constexpr double kFdStep = 1e-6;
 constexpr double kEps = 1e-5;
 
@@ -36,6 +38,11 @@ torch::Tensor dense_reference(const torch::Tensor& x, const torch::Tensor& w, co
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+double cosine(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto x = a.to(torch::kFloat64).flatten(), y = b.to(torch::kFloat64).flatten();
+  return (x.dot(y) / (x.norm() * y.norm())).item<double>();
 }
 
 torch::Tensor ste_factor(const torch::Tensor& w, SteKind kind) {
@@ -103,6 +110,53 @@ TEST_CASE("OneBitLinear takes bf16 and fp16 activations with fp32 parameters", "
     CHECK(layer->weight.grad().scalar_type() == torch::kFloat32);
     CHECK(layer->g.grad().scalar_type() == torch::kFloat32);
     CHECK(torch::isfinite(layer->h.grad()).all().item<bool>());
+    layer->zero_grad();
+  }
+}
+
+TEST_CASE("OneBitLinear under autocast computes in the autocast dtype, fp32 masters get fp32 gradients",
+          "[layer][autocast]") {
+  auto p = random_params(64, 32, torch::kFloat32, 6);
+  OneBitLinear layer(OneBitLinearOptions(64, 32).bias(true));
+  {
+    torch::NoGradGuard ng;
+    layer->weight.copy_(p.w);
+    layer->g.copy_(p.g);
+    layer->h.copy_(p.h);
+    layer->bias.copy_(p.b);
+  }
+  const auto up = torch::randn({3, 5, 32});  // a loss whose gradient does not vanish through the norm
+  const auto ref = dense_reference(p.x, p.w, p.g, p.h, p.b, true);
+  // fp32 gradients without autocast: the reference for the mixed-precision ones.
+  auto x32 = p.x.clone().requires_grad_();
+  (layer->forward(x32) * up).sum().backward();
+  const std::vector<torch::Tensor> ref_grads = {x32.grad(), layer->weight.grad().clone(), layer->g.grad().clone(),
+                                                layer->h.grad().clone()};
+  layer->zero_grad();
+  for (auto [dt, tol] : {std::pair{torch::kBFloat16, kBf16Tol}, std::pair{torch::kHalf, kFp16Tol}}) {
+    CAPTURE(dt);
+    auto x = p.x.clone().requires_grad_();  // fp32 activations, as a residual stream
+    torch::Tensor z;
+    {
+      onebit::AutocastGuard autocast(torch::kCPU, dt);
+      z = layer->forward(x);
+    }
+    // Like a matmul under autocast: the output is in the autocast dtype, and the node saw x
+    // cast once (the same result as feeding x in dt with autocast off).
+    CHECK(z.scalar_type() == dt);
+    CHECK(max_abs_diff(z, ref) < tol);
+    {
+      torch::NoGradGuard ng;
+      CHECK(torch::equal(z, layer->forward(p.x.to(dt))));
+    }
+    (z.to(torch::kFloat32) * up).sum().backward();
+    const std::vector<torch::Tensor> grads = {x.grad(), layer->weight.grad(), layer->g.grad(), layer->h.grad()};
+    const char* names[] = {"x", "weight", "g", "h"};
+    for (size_t i = 0; i < grads.size(); ++i) {
+      CAPTURE(names[i]);
+      CHECK(grads[i].scalar_type() == torch::kFloat32);
+      CHECK(cosine(grads[i], ref_grads[i]) > kMinGradCosine);
+    }
     layer->zero_grad();
   }
 }
