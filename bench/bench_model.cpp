@@ -11,32 +11,20 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/python.h"
 #include "onebit/core/error.h"
 #include "onebit/models/generate.h"
 #include "onebit/models/loader.h"
 
 using namespace onebit;
-namespace fs = std::filesystem;
+using bench::default_python;
+using bench::run_capture;
 
 namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string run_capture(const std::string& cmd) {
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
-  OB_CHECK(pipe != nullptr, "cannot run: ", cmd);
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, pipe.get())) out.append(buf, n);
-  return out;
-}
-std::string default_python() {
-  if (const char* env = std::getenv("ONEBIT_PYTHON")) return env;
-  const char* home = std::getenv("HOME");
-  const fs::path venv = fs::path(home ? home : "") / ".cache/onebit/venv-torch-2.11.0/bin/python";
-  return fs::exists(venv) ? venv.string() : "python3";
-}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -79,7 +67,7 @@ int main(int argc, char** argv) {
     std::cout << "model: random LLaMA " << layers << "x" << hidden << ", ffn " << ffn << ", vocab " << vocab << ", "
               << n_params / 1e6 << "M parameters, fp32, " << threads << " threads\n";
 
-    const std::string script = (fs::path(__FILE__).parent_path() / "py/bench_transformers.py").string();
+    const std::string script = bench::py_script("bench_transformers.py");
     const std::string cmd = python + " " + script + " " + dir + " " + std::to_string(threads) + " " +
                             std::to_string(batch) + " " + std::to_string(seq) + " " + std::to_string(new_tokens) +
                             " " + std::to_string(repeats) + " 2>/dev/null";
