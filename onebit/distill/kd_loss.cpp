@@ -11,62 +11,96 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Logit-level KL and CE, one chunk of tokens at a time in fp32. Backward recomputes the
-// chunk's softmaxes: d/ds_logits = g_kl·(q − p) + g_ce·(q − onehot(label)).
-// Autocast is off in both directions: the logit matmuls stay fp32 even inside a bf16/fp16
-// region (bf16 logits of magnitude ~20 would carry errors of ~0.1 into the KL).
+// Logit-level KL and CE, one chunk of tokens at a time in fp32. Because both are final scalars,
+// the forward also computes their gradients (when asked) while the chunk's softmaxes are at hand
+// and keeps only those ([N,H], and [V,H] for a trained lm_head); backward scales them by the
+// incoming gradients. So the logits are never recomputed (3 large matmuls per chunk, as an
+// unchunked implementation does, not 5), and a chunk needs two [len,V] fp32 buffers: the
+// softmax work runs over row blocks of them, and the gradient logits overwrite them.
+//   d kl / d s_logits = q − p        d ce / d s_logits = valid · (q − onehot(label))
+// Autocast is off inside: the logit matmuls stay fp32 even inside a bf16/fp16 region (bf16
+// logits of magnitude ~20 would carry errors of ~0.1 into the KL); backward only scales.
 struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& s_h, const torch::Tensor& s_w,
                                const torch::Tensor& t_h, const torch::Tensor& t_w, const torch::Tensor& labels,
-                               int64_t chunk) {
-    ctx->save_for_backward({s_h, s_w, t_h, t_w, labels});
-    ctx->saved_data["chunk"] = chunk;
+                               int64_t chunk, bool need_h, bool need_w, bool ce_grad) {
     AutocastGuard fp32_only(s_h.device().type(), std::nullopt);
     const auto f32 = torch::kFloat32;
     const torch::Tensor sw = s_w.to(f32), tw = t_w.to(f32);
-    auto kl = torch::zeros({}, s_h.options().dtype(f32));
-    auto ce = torch::zeros({}, s_h.options().dtype(f32));
-    const int64_t n = s_h.size(0);
+    const int64_t n = s_h.size(0), V = sw.size(0);
+    const bool grads = need_h || need_w;
+    const auto opts = s_h.options().dtype(f32);
+    torch::Tensor dkl_h, dce_h, dkl_w, dce_w;
+    if (need_h) dkl_h = torch::empty({n, s_h.size(1)}, opts);
+    if (need_h && ce_grad) dce_h = torch::empty({n, s_h.size(1)}, opts);
+    if (need_w) dkl_w = torch::zeros_like(sw);
+    if (need_w && ce_grad) dce_w = torch::zeros_like(sw);
+    auto kl = torch::zeros({}, opts);
+    auto ce = torch::zeros({}, opts);
+    // Rows per block of the elementwise work: about 1M floats, so its temporaries stay small.
+    const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 20) / V);
     for (int64_t a = 0; a < n; a += chunk) {
       const int64_t len = std::min(chunk, n - a);
-      const auto logq = torch::log_softmax(torch::matmul(s_h.narrow(0, a, len).to(f32), sw.t()), -1);
-      const auto logp = torch::log_softmax(torch::matmul(t_h.narrow(0, a, len).to(f32), tw.t()), -1);
-      kl += (logp.exp() * (logp - logq)).sum();
+      const torch::Tensor sh = s_h.narrow(0, a, len).to(f32);
+      torch::Tensor s_logits = torch::mm(sh, sw.t());                           // → q − p
+      torch::Tensor t_logits = torch::mm(t_h.narrow(0, a, len).to(f32), tw.t());  // → CE grad logits
       const auto lab = labels.narrow(0, a, len);
-      const auto valid = lab.ge(0);
-      const auto picked = logq.gather(1, lab.clamp_min(0).unsqueeze(1)).squeeze(1);
-      ce -= (picked * valid.to(f32)).sum();
+      for (int64_t r = 0; r < len; r += rows) {
+        const int64_t m = std::min(rows, len - r);
+        // Two block temporaries (logq, logp); everything else is in place.
+        auto s = s_logits.narrow(0, r, m), t = t_logits.narrow(0, r, m);
+        const auto logq = torch::log_softmax(s, -1);
+        auto logp = torch::log_softmax(t, -1);
+        torch::exp_out(t, logp);                        // t = p
+        kl += logp.sub_(logq).mul_(t).sum();             // Σ p·(log p − log q); logp is free after
+        const auto l = lab.narrow(0, r, m);
+        const auto valid = l.ge(0).to(f32).unsqueeze(1);
+        const auto idx = l.clamp_min(0).unsqueeze(1);
+        ce -= (logq.gather(1, idx) * valid).sum();
+        if (!grads) continue;
+        torch::exp_out(s, logq);                        // s = q
+        if (ce_grad) {
+          auto& e = logp;                               // valid·(q − onehot), then into t
+          torch::mul_out(e, s, valid);
+          e.scatter_add_(1, idx, -valid);
+          s.sub_(t);
+          t.copy_(e);
+        } else {
+          s.sub_(t);                                    // s = q − p
+        }
+      }
+      if (!grads) continue;
+      if (need_h) {
+        auto rows_out = dkl_h.narrow(0, a, len);
+        torch::mm_out(rows_out, s_logits, sw);
+      }
+      if (need_w) dkl_w.addmm_(s_logits.t(), sh);
+      if (need_h && ce_grad) {
+        auto rows_out = dce_h.narrow(0, a, len);
+        torch::mm_out(rows_out, t_logits, sw);
+      }
+      if (need_w && ce_grad) dce_w.addmm_(t_logits.t(), sh);
     }
+    ctx->save_for_backward({dkl_h, dkl_w, dce_h, dce_w});
+    ctx->saved_data["h_dtype"] = static_cast<int64_t>(s_h.scalar_type());
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(s_w.scalar_type());
+    if (!ce_grad) ctx->mark_non_differentiable({ce});
     return {kl, ce};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto &s_h = saved[0], &s_w = saved[1], &t_h = saved[2], &t_w = saved[3], &labels = saved[4];
-    const int64_t chunk = ctx->saved_data["chunk"].toInt();
-    AutocastGuard fp32_only(s_h.device().type(), std::nullopt);
-    const auto f32 = torch::kFloat32;
-    const torch::Tensor sw = s_w.to(f32), tw = t_w.to(f32);
-    const auto g_kl = grads[0].to(f32), g_ce = grads[1].to(f32);
-    const bool need_h = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
-    torch::Tensor d_h = need_h ? torch::empty_like(s_h) : torch::Tensor();
-    torch::Tensor d_w = need_w ? torch::zeros_like(sw) : torch::Tensor();
-    const int64_t n = s_h.size(0);
-    for (int64_t a = 0; a < n; a += chunk) {
-      const int64_t len = std::min(chunk, n - a);
-      const auto sh = s_h.narrow(0, a, len).to(f32);
-      const auto q = torch::softmax(torch::matmul(sh, sw.t()), -1);
-      const auto p = torch::softmax(torch::matmul(t_h.narrow(0, a, len).to(f32), tw.t()), -1);
-      const auto lab = labels.narrow(0, a, len);
-      const auto valid = lab.ge(0).to(f32).unsqueeze(1);
-      // CE part: valid · (q − onehot); the one-hot is subtracted with a scatter.
-      auto d_logits = (q - p) * g_kl + q * valid * g_ce;
-      d_logits.scatter_add_(1, lab.clamp_min(0).unsqueeze(1), -(valid * g_ce));
-      if (need_h) d_h.narrow(0, a, len).copy_(torch::matmul(d_logits, sw));
-      if (need_w) d_w.addmm_(d_logits.t(), sh);
-    }
-    return {d_h, need_w ? d_w.to(s_w.scalar_type()) : torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor()};
+    const auto &dkl_h = saved[0], &dkl_w = saved[1], &dce_h = saved[2], &dce_w = saved[3];
+    const auto h_dtype = static_cast<torch::ScalarType>(ctx->saved_data["h_dtype"].toInt());
+    const auto w_dtype = static_cast<torch::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+    auto combine = [&](const torch::Tensor& d_kl, const torch::Tensor& d_ce, torch::ScalarType dt) {
+      if (!d_kl.defined()) return torch::Tensor();
+      auto d = d_kl * grads[0].to(d_kl.scalar_type());
+      if (d_ce.defined() && grads[1].defined()) d.add_(d_ce * grads[1].to(d_ce.scalar_type()));
+      return d.to(dt);
+    };
+    return {combine(dkl_h, dce_h, h_dtype), combine(dkl_w, dce_w, w_dtype), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -74,14 +108,17 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
 
 std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, const torch::Tensor& s_w,
                                                       const torch::Tensor& t_h, const torch::Tensor& t_w,
-                                                      const torch::Tensor& labels, int64_t chunk_tokens) {
+                                                      const torch::Tensor& labels, int64_t chunk_tokens,
+                                                      bool ce_grad) {
   OB_CHECK(s_h.dim() == 2 && t_h.dim() == 2 && s_h.sizes() == t_h.sizes(),
            "kd_loss: teacher/student final hidden states must both be [N,H], got ", s_h.sizes(), " and ",
            t_h.sizes());
   OB_CHECK(s_w.size(0) == t_w.size(0), "kd_loss: teacher vocabulary ", t_w.size(0), " != student vocabulary ",
            s_w.size(0));
   OB_CHECK(chunk_tokens > 0, "kd_loss: kd.chunk_tokens must be > 0, got ", chunk_tokens);
-  auto out = ChunkedKlCe::apply(s_h, s_w, t_h.detach(), t_w.detach(), labels, chunk_tokens);
+  const bool grad = torch::GradMode::is_enabled();
+  auto out = ChunkedKlCe::apply(s_h, s_w, t_h.detach(), t_w.detach(), labels, chunk_tokens,
+                                grad && s_h.requires_grad(), grad && s_w.requires_grad(), ce_grad);
   return {out[0], out[1]};
 }
 
@@ -100,7 +137,8 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
   const auto s_last = student.last_hidden.reshape({B * T, -1});
   const auto t_last = teacher.last_hidden.reshape({B * T, -1});
   auto [kl_sum, ce_sum] = chunked_kl_ce(s_last, student_lm_head, t_last, teacher_lm_head,
-                                        labels.reshape({-1}).to(s_last.device()), o.chunk_tokens);
+                                        labels.reshape({-1}).to(s_last.device()), o.chunk_tokens,
+                                        /*ce_grad=*/o.ce_weight != 0);
   const auto kl = kl_sum / static_cast<double>(B);
   const auto ce = ce_sum / static_cast<double>(std::max<int64_t>(1, B * (T - 1)));
 

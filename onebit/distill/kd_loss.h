@@ -3,9 +3,10 @@
 // + alpha · Σ_{i=0}^{L-1} mean_tokens ‖normalize(t_i) − normalize(s_i)‖²   (HF hidden_states 0..L-1)
 // + ce_weight · CE(next-token labels).
 // The logit terms are computed chunk by chunk from the final hidden states and the lm_head
-// weights, so the [B,T,V] fp32 softmaxes of teacher and student never exist at once; the
-// backward recomputes each chunk's logits (a custom autograd Function). Every term is computed
-// in fp32 with autocast off, whatever the dtype of the states (bf16/fp16 ones are upcast).
+// weights, so the [B,T,V] fp32 softmaxes of teacher and student never exist; a custom autograd
+// Function computes each chunk's gradient in the forward, while its softmaxes are at hand.
+// Every term is computed in fp32 with autocast off, whatever the dtype of the states (bf16/fp16
+// ones are upcast).
 #pragma once
 #include <torch/types.h>
 
@@ -38,9 +39,13 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
 
 // Sum over tokens of KL(softmax(t_h·t_wᵀ) ‖ softmax(s_h·s_wᵀ)) and sum of CE over tokens whose
 // label is >= 0, both fp32 scalars; s_h, t_h [N,H], labels [N] (int64, −1 = none).
-// Differentiable in s_h and s_w.
+// Differentiable in s_h and s_w (the CE only when ce_grad; otherwise it is a logged value).
+// With grad mode on and s_h or s_w requiring grad, the forward already computes the gradients
+// (one more [N,V]·[V,H] matmul, two with ce_grad) and backward only scales them: call it
+// under NoGradGuard when no backward follows.
 std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, const torch::Tensor& s_w,
                                                       const torch::Tensor& t_h, const torch::Tensor& t_w,
-                                                      const torch::Tensor& labels, int64_t chunk_tokens);
+                                                      const torch::Tensor& labels, int64_t chunk_tokens,
+                                                      bool ce_grad = true);
 
 }  // namespace onebit::distill

@@ -113,3 +113,49 @@ TEST_CASE("kd_loss: bad inputs name the problem", "[distill]") {
   CHECK_THROWS_WITH(onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.s_w, f.ids, o),
                     OB_CONTAINS("kd.chunk_tokens"));
 }
+
+TEST_CASE("chunked_kl_ce: gradients of s_h and s_w equal the naive formula; ce_grad=false", "[distill]") {
+  namespace D = onebit::distill;
+  torch::manual_seed(1);
+  auto opt = torch::TensorOptions().dtype(torch::kFloat64);
+  const int64_t N = 11, H = 6, V = 37;
+  auto s_h = torch::randn({N, H}, opt).requires_grad_(true);
+  auto s_w = torch::randn({V, H}, opt).requires_grad_(true);
+  auto t_h = torch::randn({N, H}, opt), t_w = torch::randn({V, H}, opt);
+  auto labels = torch::randint(V, {N}, torch::kLong);
+  labels[N - 1] = -1;  // no label
+
+  const auto logq = torch::log_softmax(torch::matmul(s_h, s_w.t()), -1);
+  const auto logp = torch::log_softmax(torch::matmul(t_h, t_w.t()), -1);
+  const auto ref_kl = (logp.exp() * (logp - logq)).sum();
+  const auto valid = labels.ge(0);
+  const auto ref_ce = -logq.gather(1, labels.clamp_min(0).unsqueeze(1)).squeeze(1).masked_select(valid).sum();
+  const double w_kl = 0.7, w_ce = -0.3;  // any upstream weights
+  auto ref = torch::autograd::grad({ref_kl * w_kl + ref_ce * w_ce}, {s_h, s_w}, {}, /*retain_graph=*/true);
+  auto ref_kl_g = torch::autograd::grad({ref_kl}, {s_h, s_w});
+
+  for (int64_t chunk : {4, 100}) {
+    INFO("chunk " << chunk);
+    auto [kl, ce] = D::chunked_kl_ce(s_h, s_w, t_h, t_w, labels, chunk);
+    CHECK(std::abs(kl.item<double>() - ref_kl.item<double>()) <= kTol * std::max(1.0, ref_kl.item<double>()));
+    CHECK(std::abs(ce.item<double>() - ref_ce.item<double>()) <= kTol * std::max(1.0, ref_ce.item<double>()));
+    auto g = torch::autograd::grad({kl * w_kl + ce * w_ce}, {s_h, s_w});
+    CHECK(g[0].scalar_type() == torch::kFloat64);
+    CHECK(torch::allclose(g[0], ref[0], kTol, kTol));
+    CHECK(torch::allclose(g[1], ref[1], kTol, kTol));
+
+    // ce_grad=false: the CE is a logged value only; the KL gradient is unchanged.
+    auto [kl2, ce2] = D::chunked_kl_ce(s_h, s_w, t_h, t_w, labels, chunk, /*ce_grad=*/false);
+    CHECK(!ce2.requires_grad());
+    CHECK(std::abs(ce2.item<double>() - ce.item<double>()) <= kTol);
+    auto g2 = torch::autograd::grad({kl2}, {s_h, s_w});
+    CHECK(torch::allclose(g2[0], ref_kl_g[0], kTol, kTol));
+    CHECK(torch::allclose(g2[1], ref_kl_g[1], kTol, kTol));
+  }
+
+  // Without grad mode nothing is differentiable (and no gradient work is done).
+  torch::NoGradGuard no_grad;
+  auto [kl3, ce3] = D::chunked_kl_ce(s_h, s_w, t_h, t_w, labels, 4);
+  CHECK(!kl3.requires_grad());
+  CHECK(std::abs(kl3.item<double>() - ref_kl.item<double>()) <= kTol * std::max(1.0, ref_kl.item<double>()));
+}
