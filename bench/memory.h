@@ -1,17 +1,16 @@
 // Peak host memory of a piece of code, for the bench/ programs (Linux).
 //
-// RSS high-water mark above the RSS before the code: /proc/self/clear_refs "5" resets VmHWM to
-// the current RSS, the code runs, VmHWM is read. Before that, glibc is told to serve every block
-// of 64 KiB or more by mmap and to return it on free (fixed M_MMAP_THRESHOLD, low trim
-// threshold, malloc_trim), so RSS follows the live tensors rather than freed memory that malloc
-// kept. The Python baselines do the same through ctypes, so both sides are measured alike,
-// whatever allocator sits above malloc.
+// Measure: RSS high-water mark above the RSS before the code. malloc_trim(0), read VmRSS, write
+// "5" to /proc/self/clear_refs (resets VmHWM to the current RSS), run the code, read VmHWM.
+// For RSS to follow the live tensors, the measured process must run with glibc serving every
+// block of 64 KiB or more by mmap and returning it on free, from process start:
+//   MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=131072
+// (otherwise glibc's adaptive threshold keeps freed blocks up to 32 MiB in the heap, and RSS
+// counts them). That holds for any allocator above malloc, so a C++ and a Python process
+// measured this way are comparable.
 #pragma once
-#include <malloc.h>
-
 #include <cstdint>
 #include <fstream>
-#include <functional>
 #include <string>
 
 #include "onebit/core/error.h"
@@ -28,27 +27,10 @@ inline int64_t proc_status_bytes(const std::string& key) {
   fail("no ", key, " in /proc/self/status");
 }
 
-struct PeakMemory {
-  int64_t resident = 0;  // RSS before the code (bytes)
-  int64_t peak = 0;      // VmHWM during the code minus `resident` (bytes)
-};
-
-// Switches malloc to mmap-backed large blocks (for the rest of the process), runs `code` once
-// so that the switch settles, then measures a second run of `code`.
-inline PeakMemory peak_rss_of(const std::function<void()>& code) {
-  mallopt(M_MMAP_THRESHOLD, 64 * 1024);
-  mallopt(M_TRIM_THRESHOLD, 128 * 1024);
-  code();
-  malloc_trim(0);
-  PeakMemory m;
-  m.resident = proc_status_bytes("VmRSS");
-  {
-    std::ofstream clear("/proc/self/clear_refs");
-    OB_CHECK(clear && (clear << "5").flush(), "cannot reset the RSS high-water mark (/proc/self/clear_refs)");
-  }
-  code();
-  m.peak = proc_status_bytes("VmHWM") - m.resident;
-  return m;
+// Resets VmHWM to the current RSS.
+inline void reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  OB_CHECK(clear && (clear << "5").flush(), "cannot reset the RSS high-water mark (/proc/self/clear_refs)");
 }
 
 }  // namespace onebit::bench

@@ -14,8 +14,10 @@ It serves commands, one per line on stdin, so that bench-distill-step can interl
 with these (load from other jobs then hits both sides alike); each answer is one JSON line:
   step     one step: {"loss", "kl", "hidden", "wall_ms", "cpu_ms"} (cpu: process CPU time)
   phases   one step timed per phase: {"phases": {name: [wall_ms, cpu_ms]}}
-  memory   peak memory of one step above the memory resident before it (bench/memory.h):
-           {"peak_step_bytes", "resident_bytes"}; switches malloc to mmap for large blocks.
+  memory   peak memory of one step above the memory in use before it, then per phase of a second
+           step the peak inside it and what is live at its end (bytes above the memory before):
+           {"peak_step_bytes", "resident_bytes", "phases": {name: [peak, live]}}. On CPU: RSS, and
+           run with MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=131072 (bench/memory.h).
 By hand:  printf 'step\nstep\nphases\nmemory\n' | python distill_step.py --dir build/bench_distill_step
 """
 import argparse
@@ -101,7 +103,9 @@ def kd_loss(t_out, s_out, kd_loss_scale=0.01, alpha=1.0):
 
 # ---- memory ----
 LIBC = ctypes.CDLL("libc.so.6")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+PHASES = ["teacher_fwd", "student_fwd", "kd_loss", "backward", "clip", "adamw"]
 
 
 def status_kb(key):
@@ -146,8 +150,7 @@ def main():
         sync()
         return time.perf_counter(), time.process_time()
 
-    def step(marks=None):
-        mark = (lambda: marks.append(clocks())) if marks is not None else (lambda: None)
+    def step(mark=lambda: None):
         with torch.no_grad(), autocast:
             t_out = teacher(ids, output_hidden_states=True)
         mark()
@@ -173,28 +176,42 @@ def main():
 
     def phases_step():
         marks = [clocks()]
-        step(marks)
-        names = ["teacher_fwd", "student_fwd", "kd_loss", "backward", "clip", "adamw"]
+        step(lambda: marks.append(clocks()))
         return {"phases": {n: [(t1[0] - t0[0]) * 1e3, (t1[1] - t0[1]) * 1e3]
-                           for n, t0, t1 in zip(names, marks, marks[1:])}}
+                           for n, t0, t1 in zip(PHASES, marks, marks[1:])}}
+
+    def mem_current():
+        sync()
+        if cuda:
+            return torch.cuda.memory_allocated(dev)
+        LIBC.malloc_trim(0)
+        return status_kb("VmRSS") * 1024
+
+    def mem_peak():  # since mem_reset()
+        sync()
+        return torch.cuda.max_memory_allocated(dev) if cuda else status_kb("VmHWM") * 1024
+
+    def mem_reset():
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(dev)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # VmHWM = current RSS
 
     def memory_step():
-        if cuda:
-            sync()
-            resident = torch.cuda.memory_allocated(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
-            step()
-            sync()
-            return {"peak_step_bytes": torch.cuda.max_memory_allocated(dev) - resident, "resident_bytes": resident}
-        # Large blocks straight from mmap and back on free, so RSS follows the live tensors.
-        LIBC.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
-        LIBC.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+        before = mem_current()
+        mem_reset()
         step()
-        LIBC.malloc_trim(0)
-        resident = status_kb("VmRSS") * 1024
-        Path("/proc/self/clear_refs").write_text("5")
-        step()
-        return {"peak_step_bytes": status_kb("VmHWM") * 1024 - resident, "resident_bytes": resident}
+        out = {"peak_step_bytes": mem_peak() - before, "resident_bytes": before}
+        before = mem_current()
+        mem_reset()
+        phases = {}
+
+        def mark():
+            phases[PHASES[len(phases)]] = [mem_peak() - before, mem_current() - before]
+            mem_reset()
+
+        step(mark)
+        return {**out, "phases": phases}
 
     commands = {"step": timed_step, "phases": phases_step, "memory": memory_step}
     print(json.dumps({"ready": True, "trainable": sum(p.numel() for p in params)}), flush=True)
