@@ -30,6 +30,7 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include "bench/llama_config.h"
 #include "bench/memory.h"
 #include "bench/python.h"
 #include "bench/timing.h"
@@ -77,18 +78,7 @@ void sync(const torch::Device& d) {
 // The random teacher, its OneBit student (to_onebit defaults: NMF SVID, latent sign(W)·0.01)
 // and the token batch, saved under dir for both sides.
 void make_inputs(const Options& o) {
-  const int64_t heads = o.heads > 0 ? o.heads : o.hidden / 64;
-  json cfg = {{"model_type", "llama"},
-              {"vocab_size", o.vocab},
-              {"hidden_size", o.hidden},
-              {"intermediate_size", o.ffn},
-              {"num_hidden_layers", o.layers},
-              {"num_attention_heads", heads},
-              {"num_key_value_heads", o.kv_heads > 0 ? o.kv_heads : heads},
-              {"max_position_embeddings", std::max<int64_t>(2048, o.seq)},
-              {"rms_norm_eps", 1e-5},
-              {"tie_word_embeddings", false},
-              {"architectures", {"LlamaForCausalLM"}}};
+  const json cfg = bench::llama_config(o.layers, o.hidden, o.ffn, o.vocab, o.heads, o.kv_heads, o.seq);
   torch::manual_seed(0);
   auto model = models::build_model(models::parse_model_config(cfg.dump()));
   models::save_pretrained(model, (fs::path(o.dir) / "teacher").string());

@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "bench/llama_config.h"
 #include "bench/python.h"
 #include "onebit/core/error.h"
 #include "onebit/models/generate.h"
@@ -47,17 +48,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     at::set_num_threads(threads);
-    nlohmann::json cfg_json = {{"model_type", "llama"},
-                               {"vocab_size", vocab},
-                               {"hidden_size", hidden},
-                               {"intermediate_size", ffn},
-                               {"num_hidden_layers", layers},
-                               {"num_attention_heads", hidden / 64},
-                               {"num_key_value_heads", hidden / 64},
-                               {"max_position_embeddings", 2048},
-                               {"rms_norm_eps", 1e-5},
-                               {"tie_word_embeddings", false},
-                               {"architectures", {"LlamaForCausalLM"}}};
+    const nlohmann::json cfg_json = bench::llama_config(layers, hidden, ffn, vocab);
     torch::manual_seed(0);
     auto model = models::build_model(models::parse_model_config(cfg_json.dump()));
     model->eval();
