@@ -101,11 +101,9 @@ def kd_loss(t_out, s_out, kd_loss_scale=0.01, alpha=1.0):
     return kd_loss_scale * kl + alpha * hidden, kl, hidden
 
 
-# ---- memory ----
-LIBC = ctypes.CDLL("libc.so.6")
-
-
+# ---- timing phases and memory ----
 PHASES = ["teacher_fwd", "student_fwd", "kd_loss", "backward", "clip", "adamw"]
+LIBC = ctypes.CDLL("libc.so.6")
 
 
 def status_kb(key):
