@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@
 #include "bench/python.h"
 #include "bench/timing.h"
 #include "onebit/config/train_config.h"
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/dist/grad_sync.h"
 #include "onebit/distill/kd_loss.h"
@@ -126,22 +128,28 @@ struct OnebitSide {
     return st;
   }
 
-  // Trainer::step's phases (same calls and scopes), with mark() after each of kPhases.
+  // Trainer::step's phases (same calls and scopes, fp32 or bf16; not fp16's loss scaling), with
+  // mark() after each of kPhases.
   void replay(const std::function<void()>& mark) {
     {
-      models::ForwardArgs args;
-      args.output_hidden_states = true;
-      args.compute_logits = false;
-      models::ForwardOutput t;
+      distill::KdLossParts parts;
       {
-        torch::NoGradGuard no_grad;
-        t = teacher->forward(ids, args);
+        std::optional<AutocastGuard> autocast;  // forwards under autocast; kd_loss turns it off
+        if (cfg.train.precision == "bf16") autocast.emplace(device.type(), torch::kBFloat16);
+        models::ForwardArgs args;
+        args.output_hidden_states = true;
+        args.compute_logits = false;
+        models::ForwardOutput t;
+        {
+          torch::NoGradGuard no_grad;
+          t = teacher->forward(ids, args);
+        }
+        mark();
+        const auto s = student->forward(ids, args);
+        mark();
+        parts = distill::kd_loss(t, teacher->lm_head_weight(), s, student->lm_head_weight(), ids, kd);
+        mark();
       }
-      mark();
-      const auto s = student->forward(ids, args);
-      mark();
-      const auto parts = distill::kd_loss(t, teacher->lm_head_weight(), s, student->lm_head_weight(), ids, kd);
-      mark();
       parts.total.backward();
       mark();
     }
