@@ -183,24 +183,30 @@ TEST_CASE("onebit-train: a rank that never starts is one clear error within the 
   CHECK(secs < timeout_s + kStartSlackS);
 }
 
+// Two ranks of a long run (output_dir <dir>/run), started and past their first logged step.
+struct RunningPair {
+  int port = onebit::test::free_port();
+  Child r0, r1;
+  RunningPair(const onebit::test::TempDir& dir, const std::string& cfg, const std::string& timeout_override)
+      : r0({train_exe(), "--config", cfg, timeout_override}, rank_env(0, 2, port), dir.str("r0.log")),
+        r1({train_exe(), "--config", cfg, timeout_override}, rank_env(1, 2, port), dir.str("r1.log")) {
+    const fs::path metrics = dir.path / "run" / "metrics.jsonl";
+    const auto t0 = std::chrono::steady_clock::now();
+    while (count_lines(metrics) < 1 && r0.running() && r1.running() && seconds_since(t0) < kRunTimeoutS)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    INFO(r0.output() << "\n---\n" << r1.output());
+    REQUIRE(count_lines(metrics) >= 1);
+  }
+};
+
 TEST_CASE("onebit-train: a rank that dies mid-run stops the others with a clear error", "[dist]") {
   OB_REQUIRE_OR_SKIP(ready(), kNotReady);
   onebit::test::TempDir dir("train_dies");
   const std::string cfg = write_config(dir, "run", 1, 100000);
   const int timeout_s = 10;
   const std::string to = "dist.timeout_s=" + std::to_string(timeout_s);
-  const int port = onebit::test::free_port();
-  Child r0({train_exe(), "--config", cfg, to}, rank_env(0, 2, port), dir.str("r0.log"));
-  Child r1({train_exe(), "--config", cfg, to}, rank_env(1, 2, port), dir.str("r1.log"));
-  // Wait for the first logged step, then kill rank 1.
-  const fs::path metrics = dir.path / "run" / "metrics.jsonl";
-  const auto t0 = std::chrono::steady_clock::now();
-  while (count_lines(metrics) < 1 && r0.running() && r1.running() && seconds_since(t0) < kRunTimeoutS)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  {
-    INFO(r0.output() << "\n---\n" << r1.output());
-    REQUIRE(count_lines(metrics) >= 1);
-  }
+  RunningPair pair(dir, cfg, to);
+  Child &r0 = pair.r0, &r1 = pair.r1;
   r1.kill();
   const auto killed = std::chrono::steady_clock::now();
   const int rc0 = r0.wait(timeout_s + kStartSlackS);
@@ -222,17 +228,8 @@ TEST_CASE("onebit-train: a rank that hangs stops the others after dist.timeout_s
   const std::string cfg = write_config(dir, "run", 1, 100000);
   const int timeout_s = 3;
   const std::string to = "dist.timeout_s=" + std::to_string(timeout_s);
-  const int port = onebit::test::free_port();
-  Child r0({train_exe(), "--config", cfg, to}, rank_env(0, 2, port), dir.str("r0.log"));
-  Child r1({train_exe(), "--config", cfg, to}, rank_env(1, 2, port), dir.str("r1.log"));
-  const fs::path metrics = dir.path / "run" / "metrics.jsonl";
-  const auto t0 = std::chrono::steady_clock::now();
-  while (count_lines(metrics) < 1 && r0.running() && r1.running() && seconds_since(t0) < kRunTimeoutS)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  {
-    INFO(r0.output() << "\n---\n" << r1.output());
-    REQUIRE(count_lines(metrics) >= 1);
-  }
+  RunningPair pair(dir, cfg, to);
+  Child &r0 = pair.r0, &r1 = pair.r1;
   r1.signal(SIGSTOP);  // alive, sockets open, silent
   const auto stopped = std::chrono::steady_clock::now();
   const int rc0 = r0.wait(timeout_s + kStartSlackS);
