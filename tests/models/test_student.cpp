@@ -95,6 +95,16 @@ TEST_CASE("a saved student loads back with its latent W g h", "[models]") {
   }
 }
 
+namespace {
+// Gradients of the trainable (W, g, h) parameters by name, copied.
+std::map<std::string, torch::Tensor> trainable_grads(torch::nn::Module& model) {
+  std::map<std::string, torch::Tensor> g;
+  for (auto& p : model.named_parameters())
+    if (p.value().requires_grad()) g[p.key()] = p.value().grad().clone();
+  return g;
+}
+}  // namespace
+
 TEST_CASE("gradient checkpointing of a student gives the same W g h gradients", "[models]") {
   torch::manual_seed(4);
   auto model = build_model(test::tiny_llama_config());
@@ -107,10 +117,7 @@ TEST_CASE("gradient checkpointing of a student gives the same W g h gradients", 
     model->set_gradient_checkpointing(ckpt);
     auto loss = model->forward(ids).logits.square().mean();
     loss.backward();
-    std::map<std::string, torch::Tensor> g;
-    for (auto& p : model->named_parameters())
-      if (p.value().requires_grad()) g[p.key()] = p.value().grad().clone();
-    runs.push_back(g);
+    runs.push_back(trainable_grads(*model));
   }
   REQUIRE(runs[0].size() == 2 * 7 * 3);
   for (auto& [name, g] : runs[0]) {
@@ -138,10 +145,7 @@ TEST_CASE("gradient checkpointing under bf16 autocast recomputes in bf16", "[mod
     }
     CHECK(logits.scalar_type() == torch::kBFloat16);
     logits.to(torch::kFloat32).square().mean().backward();
-    std::map<std::string, torch::Tensor> g;
-    for (auto& p : model->named_parameters())
-      if (p.value().requires_grad()) g[p.key()] = p.value().grad().clone();
-    runs.push_back(g);
+    runs.push_back(trainable_grads(*model));
   }
   REQUIRE(runs[0].size() == 2 * 7 * 3);
   for (auto& [name, g] : runs[0]) {
