@@ -64,6 +64,14 @@ Params random_params(int64_t in, int64_t out, torch::Dtype dt, uint64_t seed) {
           torch::rand({in}, o) + 0.5, (torch::rand({out}, o) + 0.5) * 0.1,
           torch::randn({out}, o) * 0.1};
 }
+// Puts p's W, g, h (and b, when the layer has a bias) into the layer.
+void load(OneBitLinear& layer, const Params& p) {
+  torch::NoGradGuard ng;
+  layer->weight.copy_(p.w);
+  layer->g.copy_(p.g);
+  layer->h.copy_(p.h);
+  if (layer->bias.defined()) layer->bias.copy_(p.b);
+}
 }  // namespace
 
 TEST_CASE("OneBitLinear forward equals the dense formula in fp32", "[layer]") {
@@ -72,13 +80,7 @@ TEST_CASE("OneBitLinear forward equals the dense formula in fp32", "[layer]") {
       CAPTURE(post_ln, with_bias);
       OneBitLinear layer(OneBitLinearOptions(48, 40).bias(with_bias).post_layernorm(post_ln));
       auto p = random_params(48, 40, torch::kFloat32, 1);
-      {
-        torch::NoGradGuard ng;
-        layer->weight.copy_(p.w);
-        layer->g.copy_(p.g);
-        layer->h.copy_(p.h);
-        if (with_bias) layer->bias.copy_(p.b);
-      }
+      load(layer, p);
       auto z = layer->forward(p.x);
       REQUIRE(z.sizes() == torch::IntArrayRef({3, 5, 40}));
       REQUIRE(z.scalar_type() == torch::kFloat32);
@@ -91,13 +93,7 @@ TEST_CASE("OneBitLinear forward equals the dense formula in fp32", "[layer]") {
 TEST_CASE("OneBitLinear takes bf16 and fp16 activations with fp32 parameters", "[layer]") {
   auto p = random_params(64, 32, torch::kFloat32, 2);
   OneBitLinear layer(OneBitLinearOptions(64, 32).bias(true));
-  {
-    torch::NoGradGuard ng;
-    layer->weight.copy_(p.w);
-    layer->g.copy_(p.g);
-    layer->h.copy_(p.h);
-    layer->bias.copy_(p.b);
-  }
+  load(layer, p);
   auto ref = dense_reference(p.x, p.w, p.g, p.h, p.b, true);
   for (auto [dt, tol] : {std::pair{torch::kBFloat16, kBf16Tol}, std::pair{torch::kHalf, kFp16Tol}}) {
     CAPTURE(dt);
@@ -118,13 +114,7 @@ TEST_CASE("OneBitLinear under autocast computes in the autocast dtype, fp32 mast
           "[layer][autocast]") {
   auto p = random_params(64, 32, torch::kFloat32, 6);
   OneBitLinear layer(OneBitLinearOptions(64, 32).bias(true));
-  {
-    torch::NoGradGuard ng;
-    layer->weight.copy_(p.w);
-    layer->g.copy_(p.g);
-    layer->h.copy_(p.h);
-    layer->bias.copy_(p.b);
-  }
+  load(layer, p);
   const auto up = torch::randn({3, 5, 32});  // a loss whose gradient does not vanish through the norm
   const auto ref = dense_reference(p.x, p.w, p.g, p.h, p.b, true);
   // fp32 gradients without autocast: the reference for the mixed-precision ones.
