@@ -53,6 +53,9 @@ const char* dtype_name(torch::Dtype dt) {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// The reference implementation's cap on the JSON header (100 MB).
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
 // One memory-mapped .safetensors file.
 struct MappedFile {
   std::string path;
@@ -125,14 +128,27 @@ struct SafetensorsReader::Impl {
 
     uint64_t n = 0;
     for (int i = 7; i >= 0; --i) n = (n << 8) | mf->base[i];  // little-endian
+    if (n > kMaxHeaderBytes)
+      fail(path, ": header length ", n, " exceeds the ", kMaxHeaderBytes, "-byte limit");
     if (n > size - 8) fail(path, ": header length ", n, " goes beyond the file (", size, " bytes)");
     mf->data_start = 8 + static_cast<size_t>(n);
     const size_t data_size = size - mf->data_start;
 
-    json header = json::parse(reinterpret_cast<const char*>(mf->base) + 8,
-                              reinterpret_cast<const char*>(mf->base) + mf->data_start,
-                              /*cb=*/nullptr, /*allow_exceptions=*/false);
+    // A key given twice would silently keep the last value: the callback sees every top-level key.
+    std::set<std::string> keys;
+    std::string duplicate;
+    json header = json::parse(
+        reinterpret_cast<const char*>(mf->base) + 8,
+        reinterpret_cast<const char*>(mf->base) + mf->data_start,
+        [&](int depth, json::parse_event_t ev, json& parsed) {
+          if (depth == 1 && ev == json::parse_event_t::key && !keys.insert(parsed.get<std::string>()).second &&
+              duplicate.empty())
+            duplicate = parsed.get<std::string>();
+          return true;
+        },
+        /*allow_exceptions=*/false);
     if (header.is_discarded()) fail(path, ": invalid JSON header");
+    if (!duplicate.empty()) fail(path, ": key '", duplicate, "' appears twice in the JSON header");
     if (!header.is_object()) fail(path, ": JSON header is not an object");
 
     std::vector<std::pair<size_t, size_t>> ranges;  // relative [begin, end) of non-empty tensors
@@ -158,15 +174,17 @@ struct SafetensorsReader::Impl {
       if (!v.contains("shape") || !v["shape"].is_array()) bad("missing shape");
       std::vector<int64_t> shape;
       uint64_t numel = 1;
-      bool numel_overflow = false;
+      bool numel_overflow = false, has_zero = false;
       for (const auto& d : v["shape"]) {
         uint64_t x = 0;
         if (!as_size(d, x) || x > static_cast<uint64_t>(INT64_MAX))
           bad("invalid shape " + v["shape"].dump());
+        has_zero |= x == 0;
         if (x != 0 && numel > UINT64_MAX / x) numel_overflow = true;
-        numel *= x;
+        if (!numel_overflow) numel *= x;
         shape.push_back(static_cast<int64_t>(x));
       }
+      if (has_zero) numel = 0, numel_overflow = false;  // [huge, huge, 0] holds no element
       const json& off = v.contains("data_offsets") ? v["data_offsets"] : json();
       uint64_t b = 0, e = 0;
       if (!off.is_array() || off.size() != 2 || !as_size(off[0], b) || !as_size(off[1], e))
@@ -180,10 +198,8 @@ struct SafetensorsReader::Impl {
             " x " + std::to_string(item) + " bytes (" + dts + ")");
       if (entries.count(name))
         fail(path, ": tensor '", name, "' also in ", entries.at(name).info.file);
-      if (e > b) {
-        ranges.emplace_back(b, e);
-        range_names.push_back(name);
-      }
+      ranges.emplace_back(b, e);
+      range_names.push_back(name);
       Entry en;
       en.info = TensorInfo{name, *dt, std::move(shape), path};
       en.file = mf.get();
@@ -191,18 +207,25 @@ struct SafetensorsReader::Impl {
       en.end = mf->data_start + e;
       entries.emplace(name, std::move(en));
     }
-    // Overlap check: sort non-empty ranges by begin; each must start at or after the previous end.
+    // As the reference implementation: sorted by offsets, the tensors tile the data section
+    // exactly, each starting where the previous one ends (no overlap, no hole, nothing after).
     std::vector<size_t> order(ranges.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::sort(order.begin(), order.end(),
               [&](size_t a, size_t c) { return ranges[a] < ranges[c]; });
-    for (size_t k = 1; k < order.size(); ++k) {
-      const auto& prev = ranges[order[k - 1]];
+    uint64_t at = 0;
+    for (size_t k = 0; k < order.size(); ++k) {
       const auto& cur = ranges[order[k]];
-      if (cur.first < prev.second)
+      if (cur.first < at)
         fail(path, ": tensors '", range_names[order[k - 1]], "' and '", range_names[order[k]],
              "' have overlapping data_offsets");
+      if (cur.first > at)
+        fail(path, ": tensor '", range_names[order[k]], "' starts at byte ", cur.first, " but the data before it ends at ",
+             at, " (a hole in the data section)");
+      at = cur.second;
     }
+    if (at != data_size)
+      fail(path, ": the tensors end at byte ", at, " of a ", data_size, "-byte data section (trailing bytes)");
     files.push_back(std::move(mf));
   }
 
@@ -218,7 +241,13 @@ struct SafetensorsReader::Impl {
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
       if (!it.value().is_string())
         fail(index_path, ": weight_map entry '", it.key(), "' is not a file name");
-      const std::string shard = (dir / it.value().get<std::string>()).string();
+      // Shards live in the index's own folder: a name with a folder part could read any file.
+      const std::string file = it.value().get<std::string>();
+      if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
+          file.find('\\') != std::string::npos)
+        fail(index_path, ": weight_map entry '", it.key(), "' names shard '", file,
+             "', which is not a plain file name in the model folder");
+      const std::string shard = (dir / file).string();
       if (std::find(shards.begin(), shards.end(), shard) == shards.end()) shards.push_back(shard);
       want[it.key()] = shard;
     }
@@ -317,6 +346,13 @@ torch::Tensor SafetensorsReader::load(const std::string& name, std::optional<tor
   } else {
     view = torch::empty(e.info.shape, cpu);
     std::memcpy(view.data_ptr(), src, nbytes);
+  }
+  // A NaN/inf weight would otherwise surface much later as a "-nan" perplexity with exit 0.
+  if (c10::isFloatingType(stored)) {
+    const int64_t bad = view.numel() - torch::isfinite(view).sum().item<int64_t>();
+    if (bad > 0)
+      fail(e.info.file, ": tensor '", name, "' holds ", bad, " NaN or infinite value", bad == 1 ? "" : "s",
+           " of ", view.numel(), " (a corrupt or diverged file)");
   }
   // copy=true: the result never aliases the read-only mapping.
   return view.to(torch::TensorOptions().dtype(target).device(device), /*non_blocking=*/false,

@@ -1,7 +1,11 @@
 // Safetensors reading (memory-mapped, single file or sharded index) and writing (atomic).
 // Format: 8-byte little-endian header length N, N bytes of JSON header
 // {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {...}},
-// then the data buffer. Every malformed case is an onebit::Error naming the file.
+// then the data buffer. Every malformed case is an onebit::Error naming the file. The reader
+// enforces what the reference implementation does: a header of at most 100 MB, no duplicate
+// keys, tensors that tile the data section exactly (no overlap, hole or trailing bytes), byte
+// sizes that match dtype x shape (overflow-safe), shard names that stay inside the model
+// folder; and, beyond it, no NaN/inf in a loaded floating-point tensor.
 #pragma once
 #include <torch/types.h>
 

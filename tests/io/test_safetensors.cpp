@@ -105,6 +105,18 @@ TEST_CASE("safetensors writer rejects bad input and leaves no file", "[io]") {
   CHECK(std::distance(std::filesystem::directory_iterator(dir.path), {}) == 1);
 }
 
+TEST_CASE("safetensors: a NaN or inf weight is an error on load, naming tensor and count", "[io]") {
+  TempDir dir;
+  auto w = torch::ones({3, 4});
+  w[1][2] = std::numeric_limits<float>::quiet_NaN();
+  w[2][0] = -std::numeric_limits<float>::infinity();
+  write_safetensors(dir / "m.safetensors", {{"emb", w.to(torch::kBFloat16)}, {"ids", torch::arange(3)}});
+  SafetensorsReader r(dir / "m.safetensors");
+  CHECK_THROWS_WITH(r.load("emb"), OB_CONTAINS("m.safetensors: tensor 'emb' holds 2 NaN or infinite values of 12"));
+  CHECK_THROWS_WITH(r.load("emb", torch::kFloat32), OB_CONTAINS("holds 2 NaN"));
+  CHECK(torch::equal(r.load("ids"), torch::arange(3)));  // integer tensors are not checked
+}
+
 TEST_CASE("write_file_atomic and read_file", "[io]") {
   TempDir dir;
   const std::string p = dir / "config.json";
@@ -155,6 +167,16 @@ TEST_CASE("safetensors sharded index and folders", "[io]") {
                            R"({"weight_map": {"zz": "model-00001-of-00002.safetensors"}})");
   CHECK_THROWS_WITH(SafetensorsReader(broken.path.string()),
                     OB_CONTAINS("tensor 'zz' is not in its shard"));
+  // Shard names stay inside the model folder: no folder part, no "..".
+  write_safetensors(dir / "outside.safetensors", {{"a", a}});
+  for (const std::string shard : {"../outside.safetensors", "/etc/passwd", "sub/x.safetensors", ".."}) {
+    INFO(shard);
+    onebit::test::write_text(broken / "model.safetensors.index.json",
+                             R"({"weight_map": {"a": ")" + shard + R"("}})");
+    CHECK_THROWS_WITH(SafetensorsReader(broken.path.string()),
+                      OB_CONTAINS("weight_map entry 'a' names shard '" + shard +
+                                  "', which is not a plain file name in the model folder"));
+  }
   TempDir empty;
   CHECK_THROWS_WITH(SafetensorsReader(empty.path.string()),
                     OB_CONTAINS("no model.safetensors or model.safetensors.index.json"));
@@ -174,7 +196,9 @@ TEST_CASE("safetensors malformed files are errors naming file and problem", "[io
   craft(f, ok, 16, /*declared_len=*/1000);
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("header length 1000 goes beyond the file"));
   craft(f, ok, 16, /*declared_len=*/UINT64_MAX - 1);  // no overflow in the bound check
-  CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("goes beyond the file"));
+  CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("header length 18446744073709551614 exceeds the 100000000-byte limit"));
+  craft(f, ok, 16, /*declared_len=*/100'000'001);  // the reference implementation's cap
+  CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("exceeds the 100000000-byte limit"));
 
   craft(f, R"({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16])", 16);
   CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("bad.safetensors: invalid JSON header"));
@@ -193,6 +217,31 @@ TEST_CASE("safetensors malformed files are errors naming file and problem", "[io
         12);
   CHECK_THROWS_WITH(SafetensorsReader(f),
                     OB_CONTAINS("tensors 'a' and 'b' have overlapping data_offsets"));
+
+  // The reference implementation's layout rules: no duplicate key, no hole, no trailing bytes.
+  craft(f, R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+               "w": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})",
+        16);
+  CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("bad.safetensors: key 'w' appears twice in the JSON header"));
+  craft(f, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+               "b": {"dtype": "F32", "shape": [2], "data_offsets": [12, 20]}})",
+        20);
+  CHECK_THROWS_WITH(SafetensorsReader(f),
+                    OB_CONTAINS("tensor 'b' starts at byte 12 but the data before it ends at 8 (a hole"));
+  craft(f, R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})", 12);
+  CHECK_THROWS_WITH(SafetensorsReader(f), OB_CONTAINS("tensor 'a' starts at byte 4 but the data before it ends at 0"));
+  craft(f, ok, 24);
+  CHECK_THROWS_WITH(SafetensorsReader(f),
+                    OB_CONTAINS("the tensors end at byte 16 of a 24-byte data section (trailing bytes)"));
+  // A zero dimension after huge ones holds no element: valid, whatever the product overflows to.
+  craft(f, R"({"z": {"dtype": "F32", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 0]},
+               "w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})",
+        4);
+  {
+    SafetensorsReader r(f);
+    CHECK(r.info("z").shape == std::vector<int64_t>{4294967296, 4294967296, 0});
+    CHECK(r.load("z").numel() == 0);
+  }
 
   craft(f, R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}})", 16);
   CHECK_THROWS_WITH(SafetensorsReader(f),
