@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <fstream>
 #include <iostream>
@@ -38,6 +40,27 @@ void write_text(const fs::path& p, const std::string& text) {
   f << text;
   f.close();
   OB_CHECK(f.good(), "checkpoint: cannot write ", p.string());
+}
+
+// LibTorch's archive writer aborts the whole process when a write comes up short (a full disk):
+// it gets a writer that always reports success, and the first error is raised here instead.
+void save_archive(torch::serialize::OutputArchive& ar, const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("checkpoint: cannot create ", p.string(), ": ", std::strerror(errno));
+  int err = 0;
+  ar.save_to([&](const void* data, size_t n) -> size_t {
+    const char* c = static_cast<const char*>(data);
+    for (size_t left = n; left > 0 && err == 0;) {
+      const ssize_t w = ::write(fd, c, left);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) err = errno;
+      else c += w, left -= static_cast<size_t>(w);
+    }
+    return n;
+  });
+  if (err == 0 && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && err == 0) err = errno;
+  if (err != 0) fail("checkpoint: cannot write ", p.string(), ": ", std::strerror(err));
 }
 
 std::string read_text(const fs::path& p) {
@@ -86,17 +109,17 @@ fs::path CheckpointManager::save(const std::map<std::string, torch::Tensor>& ten
   {
     torch::serialize::OutputArchive ar;
     for (const auto& [k, t] : tensors) ar.write(k, t.detach().to(torch::kCPU));
-    ar.save_to((tmp / "tensors.pt").string());
+    save_archive(ar, tmp / "tensors.pt");
   }
   {
     torch::serialize::OutputArchive ar;
     optimizer.save(ar);
-    ar.save_to((tmp / "optimizer.pt").string());
+    save_archive(ar, tmp / "optimizer.pt");
   }
   {
     torch::serialize::OutputArchive ar;
     ar.write("cpu", at::detail::getDefaultCPUGenerator().get_state());
-    ar.save_to((tmp / "rng.pt").string());
+    save_archive(ar, tmp / "rng.pt");
   }
   nlohmann::json js;
   js["step"] = state.step;

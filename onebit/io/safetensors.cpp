@@ -341,11 +341,17 @@ torch::Tensor SafetensorsReader::load(const std::string& name, std::optional<tor
   // Safetensors only guarantees alignment when the writer sorted by dtype size; copy a
   // misaligned blob into an aligned buffer before any typed kernel reads it.
   torch::Tensor view;
-  if (reinterpret_cast<uintptr_t>(src) % c10::elementSize(stored) == 0) {
-    view = torch::from_blob(const_cast<void*>(src), e.info.shape, cpu);
-  } else {
-    view = torch::empty(e.info.shape, cpu);
-    std::memcpy(view.data_ptr(), src, nbytes);
+  try {
+    if (reinterpret_cast<uintptr_t>(src) % c10::elementSize(stored) == 0) {
+      view = torch::from_blob(const_cast<void*>(src), e.info.shape, cpu);
+    } else {
+      view = torch::empty(e.info.shape, cpu);
+      std::memcpy(view.data_ptr(), src, nbytes);
+    }
+  } catch (const c10::Error&) {
+    // A valid header such as [2^32, 2^32, 0] (no element) still overflows LibTorch's size checks.
+    fail(e.info.file, ": tensor '", name, "' has shape ", c10::IntArrayRef(e.info.shape),
+         ", which a LibTorch tensor cannot hold (its size arithmetic overflows)");
   }
   // A NaN/inf weight would otherwise surface much later as a "-nan" perplexity with exit 0.
   if (c10::isFloatingType(stored)) {

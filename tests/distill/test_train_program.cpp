@@ -2,63 +2,17 @@
 // (with an exact resume of the fp16 loss scaler) on a tiny random LLaMA teacher.
 #include <torch/torch.h>
 
-#include <array>
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "onebit/models/loader.h"
-#include "tests/data/tmpdir.h"
-#include "tests/models/tiny.h"
-#include "tests/support.h"
+#include "tests/distill/train_program.h"
 
-namespace {
-
-// Runs onebit-train with args; returns its exit status and stdout+stderr.
-std::pair<int, std::string> run_train(const std::string& args) {
-  const std::string cmd = (onebit::test::binary_dir() / "onebit-train").string() + " " + args + " 2>&1";
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (p && std::fgets(buf.data(), buf.size(), p)) out += buf.data();
-  const int rc = p ? ::pclose(p) : -1;
-  return {rc, out};
-}
-
-// A tiny random LLaMA teacher folder (config.json + model.safetensors; no tokenizer needed
-// with self-sampled data and no eval text).
-std::string tiny_teacher(const onebit::test::TempDir& dir) {
-  torch::manual_seed(21);
-  const std::string path = dir.str("teacher");
-  onebit::models::save_pretrained(onebit::models::build_model(onebit::test::tiny_llama_config()), path);
-  return path;
-}
-
-// A config for a few-second run: 16 self-sampled sequences, blocks of 32 tokens, batch 2.
-std::string tiny_config(const onebit::test::TempDir& dir, const std::string& teacher) {
-  const std::string cfg = dir.str("tiny.yaml");
-  std::ofstream(cfg) << "model:\n  teacher: " << teacher << "\n  dtype: fp32\n  device: cpu\n"
-                     << "data:\n  num_samples: 16\n  sample_length: 48\n  sample_batch: 16\n  seq_len: 32\n"
-                     << "  batch_size: 2\n  sample_dir: " << dir.str("samples") << "\n"
-                     << "kd:\n  chunk_tokens: 32\n"
-                     << "optim:\n  lr: 2.0e-3\n  warmup_steps: 0\n  schedule: constant\n"
-                     << "train:\n  log_every: 1\n";
-  return cfg;
-}
-
-std::vector<nlohmann::json> step_lines(const std::string& metrics) {
-  std::ifstream in(metrics);
-  std::vector<nlohmann::json> out;
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) out.push_back(j);
-  }
-  return out;
-}
-
-}  // namespace
+using onebit::test::run_train;
+using onebit::test::step_lines;
+using onebit::test::tiny_config;
+using onebit::test::tiny_teacher;
 
 TEST_CASE("onebit-train: bad inputs give one clear message", "[distill]") {
   OB_REQUIRE_OR_SKIP(std::filesystem::exists(onebit::test::binary_dir() / "onebit-train"),
@@ -174,3 +128,4 @@ TEST_CASE("onebit-train: fp16 logs the loss scale and resumes it exactly", "[dis
   CHECK(overflowed);
   CHECK(whole.back()["step"] == 6);
 }
+

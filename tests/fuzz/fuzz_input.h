@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "onebit/core/error.h"
+#include "onebit/util/fs.h"
 
 namespace onebit::fuzz {
 
@@ -21,10 +22,7 @@ inline const std::filesystem::path& scratch() {
     std::filesystem::path path =
         std::filesystem::temp_directory_path() / ("onebit-fuzz-" + std::to_string(::getpid()));
     Dir() { std::filesystem::create_directories(path); }
-    ~Dir() {
-      std::error_code ec;
-      std::filesystem::remove_all(path, ec);
-    }
+    ~Dir() { onebit::util::remove_tree(path); }
   };
   static const Dir dir;
   return dir.path;
@@ -32,7 +30,7 @@ inline const std::filesystem::path& scratch() {
 
 inline std::filesystem::path fresh_scratch() {
   const auto& d = scratch();
-  for (const auto& e : std::filesystem::directory_iterator(d)) std::filesystem::remove_all(e.path());
+  for (const auto& e : std::filesystem::directory_iterator(d)) onebit::util::remove_tree(e.path());
   return d;
 }
 

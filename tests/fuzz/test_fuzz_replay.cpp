@@ -62,7 +62,7 @@ void replay(const std::string& name, Target target, int mutations_per_seed) {
 
 }  // namespace
 
-TEST_CASE("fuzz replay: safetensors reader", "[fuzz][io]") { replay("safetensors", onebit::fuzz::safetensors, 300); }
-TEST_CASE("fuzz replay: config loader", "[fuzz][config]") { replay("config", onebit::fuzz::config, 150); }
-TEST_CASE("fuzz replay: tokenizer.json and encode", "[fuzz][tokenizer]") { replay("tokenizer", onebit::fuzz::tokenizer, 40); }
-TEST_CASE("fuzz replay: token dataset", "[fuzz][data]") { replay("token_dataset", onebit::fuzz::token_dataset, 300); }
+TEST_CASE("fuzz replay: safetensors reader", "[fuzz][io]") { replay("safetensors", onebit::fuzz::safetensors, 2000); }
+TEST_CASE("fuzz replay: config loader", "[fuzz][config]") { replay("config", onebit::fuzz::config, 600); }
+TEST_CASE("fuzz replay: tokenizer.json and encode", "[fuzz][tokenizer]") { replay("tokenizer", onebit::fuzz::tokenizer, 150); }
+TEST_CASE("fuzz replay: token dataset", "[fuzz][data]") { replay("token_dataset", onebit::fuzz::token_dataset, 3000); }
