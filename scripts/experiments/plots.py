@@ -173,9 +173,15 @@ def ppl_vs_size(rows, stems, path):
     for side, style in (("teacher", "s--"), ("student", "o-")):
         ys = [rp.mean_spread([rp.ppl(r, side, stems[0]) for r in by[x]]) for x in xs]
         ax.errorbar(xs, [y[0] for y in ys], yerr=[y[1] for y in ys], fmt=style, capsize=3, label=side)
-    _plain_log(ax, "x")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    human = FuncFormatter(lambda v, _: next((f"{v / d:g}{u}" for d, u in ((1e9, "B"), (1e6, "M"), (1e3, "k"))
+                                             if v >= d), f"{v:g}"))
+    ax.xaxis.set_major_formatter(human)
+    ax.xaxis.set_minor_formatter(human)
     _plain_log(ax)
-    ax.set_xlabel("parameters")
+    ax.set_xlabel("parameters (mean over the rows of each size)")
     ax.set_ylabel(f"perplexity ({stems[0]})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -361,8 +361,10 @@ class Failure(unittest.TestCase):
             r = run([SWEEP, "run", grid, "--out", sweep, "--bin", BUILD], check=False)
             self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
             self.assertIn("1 of 2 points done, 1 failed", r.stdout)
-            self.assertRegex(r.stdout, r"FAILED batch_size=100000: distil: onebit-train: error: .*fewer than one "
-                                       r"batch .*\(log: .*/logs/distil.log\)")
+            self.assertRegex(r.stdout, r"batch_size=100000: FAILED distil: onebit-train: error: .*fewer than one "
+                                       r"batch .*\(log: .*/points/batch_size=100000/logs/distil.log\)")
+            self.assertRegex(r.stdout, r"\n  FAILED batch_size=100000: distil: onebit-train: error: .*fewer than one "
+                                       r"batch")
             self.assertTrue(os.path.isfile(os.path.join(sweep, "points", "batch_size=4", "eval.json")))
             st = run([SWEEP, "status", sweep], check=False)
             self.assertEqual(st.returncode, 1)
@@ -371,7 +373,7 @@ class Failure(unittest.TestCase):
             run([REPORT, sweep, "--out", out])
             with open(os.path.join(out, "results.md")) as f:
                 md = f.read()
-            self.assertIn("- `batch_size=100000`: failed: distil: onebit-train: error: data:", md)
+            self.assertIn("- `batch_size=100000`: failed: distil: onebit-train: error: ", md)
             with open(os.path.join(out, "results.csv")) as f:
                 rows = {r["point"]: r for r in csv.DictReader(f)}
             self.assertEqual(rows["batch_size=100000"]["state"], "failed")
