@@ -82,6 +82,10 @@ else
     "$PYTHON" -c "import transformers, safetensors, google.protobuf" 2>/dev/null ||
       "$PYTHON" -m pip install -q transformers safetensors numpy sentencepiece protobuf tokenizers ||
       say "warning: could not install transformers; conformance tests will skip"
+    # onebit-sweep / onebit-report (docs/experiments.md): YAML and plots.
+    "$PYTHON" -c "import yaml, matplotlib" 2>/dev/null ||
+      "$PYTHON" -m pip install -q "pyyaml==6.0.4" "matplotlib==3.11.2" ||
+      say "warning: could not install pyyaml/matplotlib; onebit-sweep/onebit-report tests will skip"
   fi
   say "using torch from $PYTHON"
 fi
