@@ -192,26 +192,10 @@ TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[dat
 
   // The data.* sampling keys are what self_sample uses.
   const auto keyed = onebit::config::parse_train_config(
-      "model:
-  teacher: embedded
-  dtype: fp32
-"
-      "data:
-  num_samples: 6
-  sample_length: 7
-  sample_batch: 3
-  seq_len: 8
-  seed: 3
-"
-      "  first_token: sweep
-  greedy_min: 1
-  greedy_max: 1
-  temperature: 0.5
-  top_k: 3
-  top_p: 0.9
-"
-      "  stop_at_eos: false
-",
+      "model:\n  teacher: embedded\n  dtype: fp32\n"
+      "data:\n  num_samples: 6\n  sample_length: 7\n  sample_batch: 3\n  seq_len: 8\n  seed: 3\n"
+      "  first_token: sweep\n  greedy_min: 1\n  greedy_max: 1\n  temperature: 0.5\n  top_k: 3\n  top_p: 0.9\n"
+      "  stop_at_eos: false\n",
       {"output_dir=" + tmp.str("keyed")});
   training_blocks(keyed, lm, tmp.str("keyed_teacher"), false);
   const auto kds = TokenDataset::open(tmp.str("keyed/samples"));
