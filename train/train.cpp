@@ -112,7 +112,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   dist::NoSync no_sync;
   const std::unique_ptr<dist::C10dSync> group = join_group(cfg, launch, device);
   dist::GradSync& sync = group ? static_cast<dist::GradSync&>(*group) : no_sync;
-  // Rank 0 writes a shared cache (teacher, samples, checkpoint) while the others wait for it.
+  // Rank 0 writes a shared cache (the embedded teacher, a checkpoint) while the others wait for it.
   auto rank0_first = [&](const std::string& what, const std::function<void()>& fn) {
     if (group) group->rank0_first(what, fn);
     else fn();
