@@ -44,19 +44,18 @@ torch::Dtype parse_dtype(const std::string& s) {
   fail("model.dtype must be fp32, bf16 or fp16, got '", s, "'");
 }
 
-// auto/cuda: with several processes, GPU LOCAL_RANK (one process per GPU), or the only visible
-// GPU when the launcher gives each process its own (srun --gpus-per-task=1); cuda:N as given.
-torch::Device pick_device(const std::string& s, const dist::LaunchInfo& launch) {
-  if (s == "auto" && !torch::cuda::is_available()) return torch::kCPU;
-  torch::Device d(s == "auto" ? "cuda" : s);
-  OB_CHECK(!d.is_cuda() || torch::cuda::is_available(), "model.device=", s, " but no CUDA device is available");
-  if (d.is_cuda() && !d.has_index() && launch.world_size > 1) {
-    const int n = static_cast<int>(torch::cuda::device_count());
-    OB_CHECK(launch.local_rank < n || n == 1, "rank ", launch.rank, ": local rank ", launch.local_rank,
-             " but this process sees ", n, " GPUs; start at most one process per GPU");
-    d = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(n == 1 ? 0 : launch.local_rank));
-  }
-  return d;
+// Processes: one (nullptr: NoSync), or a c10d group that every rank joins here (dist.timeout_s).
+std::unique_ptr<dist::C10dSync> join_group(const config::TrainConfig& cfg, const dist::LaunchInfo& launch,
+                                           torch::Device device) {
+  if (launch.world_size == 1) return nullptr;
+  dist::C10dOptions o;
+  o.backend = cfg.dist.backend;
+  o.timeout_s = static_cast<double>(cfg.dist.timeout_s);
+  auto group = std::make_unique<dist::C10dSync>(launch, device, o);
+  if (launch.rank == 0)
+    std::cerr << "dist: " << launch.world_size << " ranks (" << launch.source << "), " << group->backend() << " at "
+              << launch.master_addr << ":" << launch.master_port << std::endl;
+  return group;
 }
 
 double peak_rss_mb() {
@@ -108,20 +107,12 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   // Processes: one (NoSync), or a c10d group that every rank joins here (dist.timeout_s).
   const dist::LaunchInfo launch = dist::detect_launch();
   const bool lead = launch.rank == 0;  // rank 0 writes the run folder and prints
-  const torch::Device device = pick_device(cfg.model.device, launch);
+  cfg.optim.grad_accum = config::grad_accum_for(cfg, launch.world_size);  // checks train.global_batch
+  const torch::Device device = dist::device_for(cfg.model.device, launch);
   dist::NoSync no_sync;
-  std::unique_ptr<dist::C10dSync> group;
-  if (launch.world_size > 1) {
-    dist::C10dOptions o;
-    o.backend = cfg.dist.backend;
-    o.timeout_s = static_cast<double>(cfg.dist.timeout_s);
-    group = std::make_unique<dist::C10dSync>(launch, device, o);
-    if (lead)
-      std::cerr << "dist: " << launch.world_size << " ranks (" << launch.source << "), " << group->backend()
-                << " at " << launch.master_addr << ":" << launch.master_port << std::endl;
-  }
+  const std::unique_ptr<dist::C10dSync> group = join_group(cfg, launch, device);
   dist::GradSync& sync = group ? static_cast<dist::GradSync&>(*group) : no_sync;
-  // Rank 0 writes a shared cache (teacher, samples, checkpoint) while the others wait for it.
+  // Rank 0 writes a shared cache (the embedded teacher, a checkpoint) while the others wait for it.
   auto rank0_first = [&](const std::string& what, const std::function<void()>& fn) {
     if (group) group->rank0_first(what, fn);
     else fn();
@@ -169,10 +160,10 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   const auto replaced = models::to_onebit(*student, so);
   if (lead) std::cerr << "student: " << replaced.size() << " linears replaced by OneBitLinear" << std::endl;
 
-  // Data: every rank the same blocks (rank 0 samples first), each its slice of every batch.
-  std::shared_ptr<const data::PackedBlocks> blocks;
-  rank0_first("preparing the training data",
-              [&] { blocks = data::training_blocks(cfg, *teacher, teacher_dir.string(), lead); });
+  // Data: every rank the same blocks (sampled by all ranks together), each its slice of every batch.
+  data::SampleRanks ranks{launch.rank, launch.world_size, nullptr};
+  if (group) ranks.all_gather = [&](const torch::Tensor& t) { return group->all_gather_cpu(t); };
+  const auto blocks = data::training_blocks(cfg, *teacher, teacher_dir.string(), lead, ranks);
   data::BatchIterator batches(blocks, data::batch_options(cfg, launch.rank, launch.world_size));
   OB_CHECK(batches.batches_per_epoch() > 0, "data: ", blocks->num_blocks(), " blocks of ", cfg.data.seq_len,
            " tokens are fewer than one batch of data.batch_size=", cfg.data.batch_size);

@@ -60,9 +60,17 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"data.source", &c.data.source, "sample (self-sampled by the teacher) | dataset | text"},
       {"data.path", &c.data.path, "dataset: onebit-sample output folder; text: a .txt/.jsonl file"},
       {"data.sample_dir", &c.data.sample_dir, "source=sample: sample cache folder (empty = <output_dir>/samples)"},
-      {"data.num_samples", &c.data.num_samples, "source=sample: number of sequences to sample"},
-      {"data.sample_length", &c.data.sample_length, "source=sample: max tokens per sample"},
-      {"data.sample_batch", &c.data.sample_batch, "source=sample: generation batch size"},
+      {"data.num_samples", &c.data.sample.num_samples, "source=sample: number of sequences to sample"},
+      {"data.sample_length", &c.data.sample.max_length, "source=sample: max tokens per sample"},
+      {"data.sample_batch", &c.data.sample.batch_size, "source=sample: generation batch size"},
+      {"data.first_token", &c.data.sample.first_token,
+       "source=sample: first token uniform over the vocabulary | sweep (every id in turn)"},
+      {"data.greedy_min", &c.data.sample.greedy_min, "source=sample: fewest greedy tokens after the first"},
+      {"data.greedy_max", &c.data.sample.greedy_max, "source=sample: most greedy tokens after the first"},
+      {"data.temperature", &c.data.sample.temperature, "source=sample: softmax temperature after the greedy ones (0 = greedy)"},
+      {"data.top_k", &c.data.sample.top_k, "source=sample: sample from the k most likely tokens (0 = all)"},
+      {"data.top_p", &c.data.sample.top_p, "source=sample: nucleus sampling mass (1 = off)"},
+      {"data.stop_at_eos", &c.data.sample.stop_at_eos, "source=sample: a sample ends at the teacher's EOS"},
       {"data.seq_len", &c.data.seq_len, "training block length (tokens)"},
       {"data.batch_size", &c.data.batch_size, "blocks per device per micro-step"},
       {"data.seed", &c.data.seed, "seed of block shuffling (per epoch) and sampling"},
@@ -81,10 +89,12 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"optim.schedule", &c.optim.schedule, "lr schedule after warm-up: cosine | constant | linear"},
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, "final lr = lr * min_lr_ratio"},
       {"optim.grad_clip", &c.optim.grad_clip, "global gradient-norm clip; <= 0 = off"},
-      {"optim.grad_accum", &c.optim.grad_accum, "micro-steps per optimizer step"},
+      {"optim.grad_accum", &c.optim.grad_accum, "micro-steps per optimizer step; 0 = from train.global_batch"},
 
       {"train.epochs", &c.train.epochs, "passes over the packed blocks"},
       {"train.max_steps", &c.train.max_steps, "> 0: stop after this many optimizer steps (overrides epochs)"},
+      {"train.global_batch", &c.train.global_batch,
+       "sequences per optimizer step over all ranks (batch_size * grad_accum * ranks); 0 = not checked"},
       {"train.precision", &c.train.precision,
        "teacher/student compute: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)"},
       {"train.loss_scale_init", &c.train.loss_scale_init, "fp16: initial dynamic loss scale"},
@@ -343,9 +353,17 @@ void TrainConfig::validate() const {
   one_of(data.source, "data.source", {"sample", "dataset", "text"});
   need(data.source == "sample" || !data.path.empty(), "data.path",
        "set when data.source is '" + data.source + "'", "''");
-  positive(data.num_samples, "data.num_samples");
-  need(data.sample_length >= 2, "data.sample_length", ">= 2", show(data.sample_length));
-  positive(data.sample_batch, "data.sample_batch");
+  const SampleCfg& smp = data.sample;
+  positive(smp.num_samples, "data.num_samples");
+  need(smp.max_length >= 2, "data.sample_length", ">= 2", show(smp.max_length));
+  positive(smp.batch_size, "data.sample_batch");
+  one_of(smp.first_token, "data.first_token", {"uniform", "sweep"});
+  non_negative(smp.greedy_min, "data.greedy_min");
+  need(smp.greedy_max >= smp.greedy_min, "data.greedy_max", ">= data.greedy_min (" + show(smp.greedy_min) + ")",
+       show(smp.greedy_max));
+  non_negative(smp.temperature, "data.temperature");
+  non_negative(smp.top_k, "data.top_k");
+  need(std::isfinite(smp.top_p) && smp.top_p > 0 && smp.top_p <= 1, "data.top_p", "in (0, 1]", show(smp.top_p));
   positive(data.seq_len, "data.seq_len");
   positive(data.batch_size, "data.batch_size");
 
@@ -366,10 +384,12 @@ void TrainConfig::validate() const {
   need(std::isfinite(optim.min_lr_ratio) && optim.min_lr_ratio >= 0 && optim.min_lr_ratio <= 1, "optim.min_lr_ratio",
        "in [0, 1]", show(optim.min_lr_ratio));
   need(std::isfinite(optim.grad_clip), "optim.grad_clip", "finite", show(optim.grad_clip));
-  positive(optim.grad_accum, "optim.grad_accum");
+  non_negative(optim.grad_accum, "optim.grad_accum");
+  need(optim.grad_accum > 0 || train.global_batch > 0, "optim.grad_accum", "> 0 unless train.global_batch is set", "0");
 
   positive(train.epochs, "train.epochs");
   non_negative(train.max_steps, "train.max_steps");
+  non_negative(train.global_batch, "train.global_batch");
   one_of(train.precision, "train.precision", {"fp32", "bf16", "fp16"});
   positive(train.loss_scale_init, "train.loss_scale_init");
   positive(train.loss_scale_growth_interval, "train.loss_scale_growth_interval");
@@ -386,6 +406,23 @@ void TrainConfig::validate() const {
   positive(dist.timeout_s, "dist.timeout_s");
 
   need(!output_dir.empty(), "output_dir", "set", "''");
+}
+
+int64_t grad_accum_for(const TrainConfig& cfg, int64_t world_size) {
+  OB_CHECK(world_size >= 1, "grad_accum_for: world size must be >= 1, got ", world_size);
+  const int64_t global = cfg.train.global_batch, per_device = cfg.data.batch_size, accum = cfg.optim.grad_accum;
+  if (global <= 0) return accum;
+  const int64_t per_step = per_device * world_size;
+  if (accum == 0 && global % per_step == 0) return global / per_step;
+  if (accum * per_step == global) return accum;
+  if (accum == 0)
+    fail("config: train.global_batch=", global, " is not a multiple of data.batch_size (", per_device,
+         ") x world size (", world_size, ") = ", per_step, "; change data.batch_size or the number of ranks");
+  const std::string hint = global % per_step == 0
+                               ? "; set optim.grad_accum=" + std::to_string(global / per_step) + " (or 0 to derive it)"
+                               : "";
+  fail("config: train.global_batch=", global, " but data.batch_size (", per_device, ") x optim.grad_accum (", accum,
+       ") x world size (", world_size, ") = ", accum * per_step, hint);
 }
 
 namespace {

@@ -34,13 +34,25 @@ struct EmbeddedCfg {
   uint64_t seed = 1234;
 };
 
+// The teacher's self-sampling (method.md §4; onebit/data/self_sample.h): keys data.* of
+// data.source=sample, and the options of onebit-sample. Key names in brackets.
+struct SampleCfg {
+  int64_t num_samples = 1024;           // [data.num_samples]
+  int64_t max_length = 256;             // [data.sample_length] tokens per sample, first token included
+  int64_t batch_size = 32;              // [data.sample_batch] rows generated together
+  std::string first_token = "uniform";  // [data.first_token] uniform | sweep (ids in order, skipping BOS/EOS/PAD)
+  int64_t greedy_min = 2, greedy_max = 4;  // [data.greedy_min/max] greedy tokens after the first
+  double temperature = 1.0;             // [data.temperature] 0 = greedy
+  int64_t top_k = 0;                    // [data.top_k] 0 = full softmax
+  double top_p = 1.0;                   // [data.top_p] 1 = off
+  bool stop_at_eos = true;              // [data.stop_at_eos] a row ends at the model's EOS (not stored)
+};
+
 struct DataCfg {
   std::string source = "sample";  // sample (self-sampled by the teacher) | dataset | text
   std::string path;               // dataset: onebit-sample output dir; text: a .txt/.jsonl file
   std::string sample_dir;         // source=sample: where samples are cached (default run/samples)
-  int64_t num_samples = 1024;     // source=sample
-  int64_t sample_length = 256;    // source=sample: max tokens per sample
-  int64_t sample_batch = 32;      // source=sample: generation batch
+  SampleCfg sample;               // source=sample: what the teacher samples
   int64_t seq_len = 2048;         // training block length
   int64_t batch_size = 4;         // per device, per micro-step
   uint64_t seed = 0;              // shuffling (per epoch) and sampling
@@ -61,12 +73,13 @@ struct OptimCfg {
   std::string schedule = "cosine";  // cosine | constant | linear
   double min_lr_ratio = 0.0;        // final lr = lr · min_lr_ratio
   double grad_clip = 1.0;           // <= 0: off
-  int64_t grad_accum = 1;
+  int64_t grad_accum = 1;           // 0 = derived from train.global_batch (see grad_accum_for)
 };
 
 struct TrainCfg {
   int64_t epochs = 1;
   int64_t max_steps = 0;            // > 0: stop after this many optimizer steps (overrides epochs)
+  int64_t global_batch = 0;         // > 0: sequences per optimizer step, all ranks (checked by grad_accum_for)
   std::string precision = "bf16";   // compute: fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)
   double loss_scale_init = 65536;   // fp16: initial dynamic loss scale (2^16)
   int64_t loss_scale_growth_interval = 2000;  // fp16: finite steps in a row before the scale doubles
@@ -108,6 +121,12 @@ struct TrainConfig {
 TrainConfig parse_train_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
                                const std::string& where = "<config>");
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The micro-steps per optimizer step of a run on `world_size` ranks. Without train.global_batch:
+// optim.grad_accum. With it: optim.grad_accum when data.batch_size × optim.grad_accum × world_size
+// equals it, global_batch / (data.batch_size × world_size) when optim.grad_accum is 0, and
+// otherwise onebit::Error naming the three numbers.
+int64_t grad_accum_for(const TrainConfig& cfg, int64_t world_size);
 
 // Keys that make a checkpoint written under `saved` meaningless for `now`, one
 // "key: was X, now Y" each: model.* (but device, gradient_checkpointing), student.*,

@@ -5,33 +5,43 @@
 // Reproducible and resumable: row j of the sample stream lies in batch j / batch_size,
 // and everything about batch k (first tokens, greedy length, sampling seed) is a function
 // of (seed, k) alone. A dataset of N samples is the first N rows of that stream, so an
-// interrupted run, resumed with the same settings on the same device and dtype, ends
-// byte-identical to an uninterrupted one (and a larger num_samples extends it).
+// interrupted run, resumed with the same settings on the same kind of device and dtype,
+// ends byte-identical to an uninterrupted one (and a larger num_samples extends it).
+//
+// Several processes sample one dataset together: in each round rank r generates batch
+// k0 + r, the ranks exchange their rows, and rank 0 alone appends them in stream order and
+// commits. The dataset is therefore byte-identical for any number of ranks.
 #pragma once
+#include <torch/types.h>
+
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "onebit/config/train_config.h"
 #include "onebit/data/token_dataset.h"
 #include "onebit/models/causal_lm.h"
 
 namespace onebit::data {
 
+// The processes that sample one dataset (one process: the defaults). The programs fill
+// all_gather from their c10d group (onebit/dist/c10d_sync.h).
+struct SampleRanks {
+  int rank = 0, world_size = 1;
+  // Every rank's `t` (an int64 CPU tensor of the same shape on every rank), in rank order,
+  // returned on every rank. Needed when world_size > 1.
+  std::function<std::vector<torch::Tensor>(const torch::Tensor& t)> all_gather;
+};
+
 struct SampleOptions {
-  int64_t num_samples = 1024;
-  int64_t max_length = 2048;            // tokens per sample, first token included
-  int64_t batch_size = 32;
-  uint64_t seed = 0;
-  std::string first_token = "uniform";  // uniform | sweep (ids in order, skipping BOS/EOS/PAD)
-  int64_t greedy_min = 2, greedy_max = 4;
-  double temperature = 1.0;
-  int64_t top_k = 0;                    // 0 = full softmax
-  double top_p = 1.0;
-  bool stop_at_eos = true;              // a row ends at the model's EOS (which is not stored)
-  bool progress = true;                 // ProgressBar on stderr
+  config::SampleCfg sampling;  // what to sample (the data.* keys; docs/configuration.md)
+  uint64_t seed = 0;           // data.seed
+  bool progress = true;        // ProgressBar on stderr (rank 0)
   // Recorded in index.json and compared on resume: what produced the samples (the model
-  // folder, its dtype). Settings above are recorded too.
+  // folder, its dtype, the device type). The sampling settings are recorded too.
   GeneratorSettings provenance;
+  SampleRanks ranks;
 };
 
 struct SampleReport {
@@ -41,8 +51,10 @@ struct SampleReport {
   double seconds = 0;        // generation time of this run
 };
 
-// Writes (or completes) a token dataset of opts.num_samples samples in out_dir, committing
-// after every batch. onebit::Error if out_dir holds samples made with other settings.
+// Writes (or completes) a token dataset of sampling.num_samples samples in out_dir, committing
+// after every round (one batch per rank). onebit::Error if out_dir holds samples made with
+// other settings. With several ranks every rank must call it; it returns on all of them once
+// rank 0 has committed the whole dataset (the report is rank 0's).
 SampleReport self_sample(models::CausalLMImpl& model, const std::string& out_dir, const SampleOptions& opts);
 
 // The first tokens of the rows of batch k (batch_size of them), as self_sample uses them.

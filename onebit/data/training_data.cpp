@@ -20,7 +20,8 @@ std::string read_recipe(const std::filesystem::path& p) {
 }  // namespace
 
 std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& cfg, models::CausalLMImpl& teacher,
-                                                    const std::string& tokenizer_dir, bool progress) {
+                                                    const std::string& tokenizer_dir, bool progress,
+                                                    const SampleRanks& ranks) {
   const auto& mc = teacher.config();
   const PackOptions pack{cfg.data.seq_len, mc.bos_token_id, mc.eos_token_id};
   const auto& d = cfg.data;
@@ -35,11 +36,10 @@ std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& c
   if (d.source == "sample") {
     dir = d.sample_dir.empty() ? (std::filesystem::path(cfg.output_dir) / "samples").string() : d.sample_dir;
     SampleOptions o;
-    o.num_samples = d.num_samples;
-    o.max_length = d.sample_length;
-    o.batch_size = d.sample_batch;
+    o.sampling = d.sample;
     o.seed = d.seed;
     o.progress = progress;
+    o.ranks = ranks;
     o.provenance = {{"model", cfg.model.teacher}, {"dtype", cfg.model.dtype}};
     // A teacher the project trained itself (the quickstart's) is rebuilt in the same folder
     // when its recipe changes; the recipe, not the path, tells its samples apart.

@@ -7,19 +7,21 @@
 
 #include "onebit/config/train_config.h"
 #include "onebit/data/packed_blocks.h"
+#include "onebit/data/self_sample.h"
 #include "onebit/models/causal_lm.h"
 
 namespace onebit::data {
 
 // data.source = sample: samples into data.sample_dir (default <output_dir>/samples), resuming
-//   what is there; the teacher generates data.num_samples of data.sample_length tokens.
+//   what is there; the teacher generates data.num_samples of data.sample_length tokens with
+//   the data.* sampling keys. With several ranks every rank calls this: they sample together
+//   (rank 0 writes, self_sample.h) and all open the result.
 // data.source = dataset: opens data.path; its vocabulary must fit the teacher's.
 // data.source = text: tokenizes data.path with the tokenizer in `tokenizer_dir`.
 // Blocks are data.seq_len long. `progress` shows the sampling bar.
-// Several processes: call it on rank 0 first, then (after a barrier) on the others, which
-// find the samples complete and only read them (a second writer of one folder is an error).
 std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& cfg, models::CausalLMImpl& teacher,
-                                                    const std::string& tokenizer_dir, bool progress = true);
+                                                    const std::string& tokenizer_dir, bool progress = true,
+                                                    const SampleRanks& ranks = {});
 
 // BatchIterator options for this config and rank.
 BatchOptions batch_options(const config::TrainConfig& cfg, int64_t rank = 0, int64_t world_size = 1);

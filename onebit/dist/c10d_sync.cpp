@@ -372,6 +372,22 @@ void C10dSync::broadcast(const std::vector<torch::Tensor>& tensors, int root) {
   });
 }
 
+std::vector<torch::Tensor> C10dSync::all_gather_cpu(const torch::Tensor& t) {
+  auto& m = *impl_;
+  torch::NoGradGuard no_grad;
+  return m.guarded("all_gather", [&] {
+    std::vector<at::Tensor> in{t.to(m.comm_device).contiguous()};
+    std::vector<std::vector<at::Tensor>> out(1);
+    for (int r = 0; r < m.launch.world_size; ++r) out[0].push_back(torch::empty_like(in[0]));
+    c10d::AllgatherOptions o;
+    o.timeout = to_ms(m.opts.timeout_s);
+    m.wait(m.pg->allgather(out, in, o));
+    std::vector<torch::Tensor> all;
+    for (auto& x : out[0]) all.push_back(x.cpu());
+    return all;
+  });
+}
+
 void C10dSync::rank0_first(const std::string& what, const std::function<void()>& fn) {
   auto& m = *impl_;
   const std::string key = "onebit/rank0_first/" + std::to_string(m.rank0_first_calls++);

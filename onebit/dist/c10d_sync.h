@@ -45,6 +45,8 @@ class C10dSync final : public GradSync {
   void barrier(const std::string& what);
   // Overwrites `tensors` on every rank with rank `root`'s values (same list on all ranks).
   void broadcast(const std::vector<torch::Tensor>& tensors, int root = 0);
+  // Every rank's `t` (same shape and dtype on every rank), in rank order, as CPU tensors.
+  std::vector<torch::Tensor> all_gather_cpu(const torch::Tensor& t);
   // Rank 0 runs fn (e.g. writes a cache) while the others wait, then the others run fn. The
   // wait has no time limit while rank 0 is alive; if rank 0 fails or dies, they fail too.
   void rank0_first(const std::string& what, const std::function<void()>& fn);

@@ -25,6 +25,8 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   kd_.alpha = cfg.kd.alpha;
   kd_.ce_weight = cfg.kd.ce_weight;
   kd_.chunk_tokens = cfg.kd.chunk_tokens;
+  OB_CHECK(cfg.optim.grad_accum >= 1, "trainer: optim.grad_accum must be >= 1, got ", cfg.optim.grad_accum,
+           " (0 is resolved from train.global_batch by config::grad_accum_for)");
   for (auto& p : teacher_->parameters()) p.requires_grad_(false);
   teacher_->eval();
   student_->train();

@@ -1,7 +1,9 @@
 #include "onebit/models/generate.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
+
+#include <limits>
+#include <mutex>
 
 #include "onebit/core/error.h"
 
@@ -9,7 +11,7 @@ namespace onebit::models {
 
 namespace {
 
-// Next token per row from the last position's logits [B, V] (fp32).
+// Next token per row from the last position's logits [B, V] (fp32), on their device.
 torch::Tensor pick(torch::Tensor logits, bool greedy, const GenerateOptions& o, at::Generator& gen) {
   if (greedy) return logits.argmax(-1);
   logits = logits / o.temperature;
@@ -27,9 +29,11 @@ torch::Tensor pick(torch::Tensor logits, bool greedy, const GenerateOptions& o, 
     auto drop = torch::zeros_like(drop_sorted).scatter(-1, idx, drop_sorted);
     logits = logits.masked_fill(drop, neg_inf);
   }
-  // Sampled on the CPU so that a seed gives the same tokens on every device.
-  auto probs = logits.softmax(-1).to(torch::kCPU);
-  return at::multinomial(probs, 1, /*replacement=*/false, gen).squeeze(-1).to(logits.device());
+  // A draw from softmax(logits) without leaving the device: argmax(logits - log E) with
+  // E ~ Exp(1) per token (the exponential race; torch.multinomial's own fast path). E is kept
+  // above 0 so that a masked -inf logit never becomes NaN.
+  auto e = torch::empty_like(logits).exponential_(1.0, gen).clamp_min_(std::numeric_limits<float>::min());
+  return (logits - e.log()).argmax(-1);
 }
 
 }  // namespace
@@ -40,38 +44,56 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
   OB_CHECK(opts.max_new_tokens >= 0, "generate: max_new_tokens must be >= 0");
   OB_CHECK(opts.top_k >= 0, "generate: top_k must be >= 0");
   OB_CHECK(opts.top_p > 0.0 && opts.top_p <= 1.0, "generate: top_p must be in (0, 1]");
+  OB_CHECK(opts.drop_every >= 1, "generate: drop_every must be >= 1, got ", opts.drop_every);
   torch::NoGradGuard no_grad;
   const auto weight = model.lm_head_weight();
   const auto device = weight.device();
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
+  at::Generator gen = at::globalContext().defaultGenerator(device).clone();
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(opts.seed);
+  }
 
-  auto tokens = prompts.to(device, torch::kLong);
-  const auto B = tokens.size(0);
-  std::vector<torch::Tensor> generated;
+  const auto prompt = prompts.to(device, torch::kLong);
+  const int64_t B = prompt.size(0), T0 = prompt.size(1), N = opts.max_new_tokens;
+  const int64_t eos = opts.eos_token_id;
+  const auto longs = torch::dtype(torch::kLong).device(device);
+  // out[r] is output row r; the batch holds the rows `rows` that have not been dropped.
+  auto out = torch::full({B, T0 + N}, eos >= 0 ? eos : 0, longs);
+  out.narrow(1, 0, T0).copy_(prompt);
+  auto length = torch::full({B}, T0, longs);  // per output row, EOS included
+  auto rows = torch::arange(B, longs);
   auto done = torch::zeros({B}, torch::dtype(torch::kBool).device(device));
 
   KVCache cache;
   ForwardArgs args;
   args.cache = &cache;
   args.compute_logits = false;  // only the last position needs the vocabulary projection
-  auto input = tokens;
-  for (int64_t step = 0; step < opts.max_new_tokens; ++step) {
-    auto out = model.forward(input, args);
-    auto last = out.last_hidden.select(1, out.last_hidden.size(1) - 1);
-    auto logits = torch::nn::functional::linear(last, weight).to(torch::kFloat32);
+  auto input = prompt;
+  for (int64_t step = 0; step < N; ++step) {
+    auto h = model.forward(input, args).last_hidden;
+    auto logits = torch::nn::functional::linear(h.select(1, h.size(1) - 1), weight).to(torch::kFloat32);
     const bool greedy = step < opts.greedy_prefix || opts.temperature <= 0;
     auto next = pick(logits, greedy, opts, gen);
-    if (opts.eos_token_id >= 0) {
-      next = torch::where(done, torch::full_like(next, opts.eos_token_id), next);
-      done = done | (next == opts.eos_token_id);
+    length.index_add_(0, rows, (~done).to(torch::kLong));
+    if (eos >= 0) {
+      next = torch::where(done, torch::full_like(next, eos), next);
+      done = done | (next == eos);
     }
-    generated.push_back(next.unsqueeze(1));
-    if (opts.eos_token_id >= 0 && done.all().item<bool>()) break;
+    out.select(1, T0 + step).index_copy_(0, rows, next);
     input = next.unsqueeze(1);
+    if (eos < 0 || (step + 1) % opts.drop_every != 0 || step + 1 == N) continue;
+    // Drop the rows that have stopped: they would only produce padding.
+    const auto keep = (~done).nonzero().squeeze(1);
+    if (keep.size(0) == 0) break;
+    if (keep.size(0) == rows.size(0)) continue;
+    rows = rows.index_select(0, keep);
+    done = done.index_select(0, keep);
+    input = input.index_select(0, keep);
+    for (auto* kv : {&cache.k, &cache.v})
+      for (auto& t : *kv) t = t.index_select(0, keep);
   }
-  if (generated.empty()) return tokens;
-  generated.insert(generated.begin(), tokens);
-  return torch::cat(generated, 1);
+  return out.narrow(1, 0, length.max().item<int64_t>());
 }
 
 }  // namespace onebit::models

@@ -19,10 +19,16 @@ struct GenerateOptions {
   // the sampling settings above (LLM-QAT self-sampling uses 2-4; see method.md §4).
   int64_t greedy_prefix = 0;
   int64_t eos_token_id = -1;  // >= 0: a row stops after emitting it (others continue)
+  // With eos_token_id: every this many tokens, rows that have stopped leave the batch (and its
+  // KV cache), and generation ends once none is left. This is the only read from the device
+  // while generating (B flags); everything else, sampling included, stays on the model's device.
+  int64_t drop_every = 8;
 };
 
-// prompts: [B, T0] token ids (same length; T0 >= 1). Returns [B, T0 + n] with n <= max_new_tokens;
-// rows that stopped at EOS are padded with eos after it. Runs under NoGradGuard.
+// prompts: [B, T0] token ids (same length; T0 >= 1). Returns [B, T0 + n] with n <= max_new_tokens
+// the length of the longest row; rows that stopped at EOS are padded with eos after it. Sampling
+// draws from a generator of the model's device seeded with `seed` (the same tokens for a seed
+// on the same kind of device). Runs under NoGradGuard.
 torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const GenerateOptions& opts);
 
 }  // namespace onebit::models

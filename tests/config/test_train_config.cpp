@@ -1,6 +1,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "onebit/config/train_config.h"
 #include "onebit/core/error.h"
@@ -107,7 +108,9 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"optim.warmup_steps=-1", "optim.warmup_steps must be >= 0"},
       {"optim.schedule=step", "optim.schedule must be one of cosine, constant, linear; got 'step'"},
       {"optim.min_lr_ratio=2", "optim.min_lr_ratio must be in [0, 1], got 2"},
-      {"optim.grad_accum=0", "optim.grad_accum must be > 0"},
+      {"optim.grad_accum=0", "optim.grad_accum must be > 0 unless train.global_batch is set"},
+      {"optim.grad_accum=-1", "optim.grad_accum must be >= 0"},
+      {"train.global_batch=-1", "train.global_batch must be >= 0"},
       {"data.seq_len=0", "data.seq_len must be > 0, got 0"},
       {"data.batch_size=-2", "data.batch_size must be > 0, got -2"},
       {"data.source=web", "data.source must be one of sample, dataset, text; got 'web'"},
@@ -115,6 +118,13 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"data.num_samples=0", "data.num_samples must be > 0"},
       {"data.sample_length=1", "data.sample_length must be >= 2"},
       {"data.sample_batch=0", "data.sample_batch must be > 0"},
+      {"data.first_token=random", "data.first_token must be one of uniform, sweep; got 'random'"},
+      {"data.greedy_min=-1", "data.greedy_min must be >= 0, got -1"},
+      {"data.greedy_max=1", "data.greedy_max must be >= data.greedy_min (2), got 1"},
+      {"data.temperature=-0.5", "data.temperature must be >= 0, got -0.5"},
+      {"data.top_k=-1", "data.top_k must be >= 0, got -1"},
+      {"data.top_p=0", "data.top_p must be in (0, 1], got 0"},
+      {"data.top_p=1.5", "data.top_p must be in (0, 1], got 1.5"},
       {"student.svid=pca", "student.svid must be one of nmf, svd, none; got 'pca'"},
       {"student.ste=relu", "student.ste must be one of tanh, identity, clipped; got 'relu'"},
       {"student.latent_init=zero", "student.latent_init must be one of scaled, keep; got 'zero'"},
@@ -153,6 +163,36 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
   CHECK_NOTHROW(parse("", {"model.device=cuda:3", "data.source=dataset", "data.path=d"}));
 }
 
+TEST_CASE("config: train.global_batch fixes batch x accumulation x ranks, or derives the accumulation", "[config]") {
+  using onebit::config::grad_accum_for;
+  // Not set: optim.grad_accum as given, any world size.
+  CHECK(grad_accum_for(parse("", {"optim.grad_accum=3"}), 5) == 3);
+  // The LLaMA-7B recipe's 128 = 4 per device x 4 x 8 GPUs, given or derived.
+  const TrainConfig fixed = parse("", {"train.global_batch=128", "data.batch_size=4", "optim.grad_accum=4"});
+  CHECK(grad_accum_for(fixed, 8) == 4);
+  const TrainConfig derived = parse("", {"train.global_batch=128", "data.batch_size=4", "optim.grad_accum=0"});
+  CHECK(grad_accum_for(derived, 8) == 4);
+  CHECK(grad_accum_for(derived, 4) == 8);
+  CHECK(grad_accum_for(derived, 32) == 1);
+  CHECK_THROWS_WITH(grad_accum_for(fixed, 4),
+                    OB_CONTAINS("config: train.global_batch=128 but data.batch_size (4) x optim.grad_accum (4) x world "
+                                "size (4) = 64; set optim.grad_accum=8 (or 0 to derive it)"));
+  CHECK_THROWS_WITH(grad_accum_for(fixed, 3), OB_CONTAINS("x world size (3) = 48") && !OB_CONTAINS("set optim"));
+  CHECK_THROWS_WITH(grad_accum_for(derived, 3),
+                    OB_CONTAINS("config: train.global_batch=128 is not a multiple of data.batch_size (4) x world size "
+                                "(3) = 12"));
+  CHECK_THROWS_WITH(grad_accum_for(derived, 64), OB_CONTAINS("x world size (64) = 256"));
+
+  // The paper recipes (method.md §5): 4 x 4 on 8 GPUs for the 7B models, 2 x 2 on 16 for 13B.
+  for (const auto& [recipe, global, gpus, accum] : std::vector<std::tuple<std::string, int64_t, int64_t, int64_t>>{
+           {"llama7b", 128, 8, 4}, {"llama2-7b", 128, 8, 4}, {"llama13b", 64, 16, 2}, {"llama2-13b", 64, 16, 2}}) {
+    INFO(recipe);
+    const TrainConfig r = load_train_config((onebit::test::source_dir() / "configs" / (recipe + ".yaml")).string());
+    CHECK(r.train.global_batch == global);
+    CHECK(grad_accum_for(r, gpus) == accum);
+  }
+}
+
 TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[config]") {
   const TrainConfig a = parse("", {"model.teacher=/models/llama \"7b\"", "optim.lr=4e-4", "optim.eps=1e-8",
                                    "kd.alpha=1", "data.seed=18446744073", "student.layers=self_attn\\.(q|k)_proj",
@@ -177,7 +217,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 63);
+  CHECK(lines == 71);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -209,7 +249,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 63);
+  CHECK(keys == 71);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

@@ -53,9 +53,9 @@ class BigramLM : public models::CausalLMImpl {
 
 SampleOptions small(int64_t n) {
   SampleOptions o;
-  o.num_samples = n;
-  o.max_length = 9;
-  o.batch_size = 4;
+  o.sampling.num_samples = n;
+  o.sampling.max_length = 9;
+  o.sampling.batch_size = 4;
   o.seed = 3;
   o.progress = false;
   o.provenance = {{"model", "bigram-stub"}};
@@ -88,11 +88,11 @@ TEST_CASE("self-sampling: first token, greedy prefix, then sampling up to EOS or
   int64_t ended_early = 0, full = 0, sampled_not_greedy = 0;
   for (int64_t j = 0; j < ds.size(); ++j) {
     const auto s = ds.sample(j);
-    const int64_t k = j / o.batch_size;
+    const int64_t k = j / o.sampling.batch_size;
     INFO("sample " << j);
     REQUIRE(!s.empty());
-    CHECK(int64_t(s.size()) <= o.max_length);
-    CHECK(s[0] == first_tokens_of_batch(lm.config(), o, k)[size_t(j % o.batch_size)]);
+    CHECK(int64_t(s.size()) <= o.sampling.max_length);
+    CHECK(s[0] == first_tokens_of_batch(lm.config(), o, k)[size_t(j % o.sampling.batch_size)]);
     CHECK(s[0] != kBos);
     for (int64_t id : s) CHECK(id != kEos);  // EOS ends a sample and is not stored
     const int64_t g = greedy_tokens_of_batch(o, k);
@@ -102,7 +102,7 @@ TEST_CASE("self-sampling: first token, greedy prefix, then sampling up to EOS or
       if (i <= g) CHECK(s[size_t(i)] == lm.greedy_next(s[size_t(i - 1)]));
       else sampled_not_greedy += s[size_t(i)] != lm.greedy_next(s[size_t(i - 1)]);
     }
-    (int64_t(s.size()) < o.max_length ? ended_early : full) += 1;
+    (int64_t(s.size()) < o.sampling.max_length ? ended_early : full) += 1;
   }
   CHECK(ended_early > 0);  // some rows stopped at EOS
   CHECK(full > 0);         // others ran to max_length
@@ -119,14 +119,14 @@ TEST_CASE("self-sampling: first tokens uniform over non-special ids, or a sweep 
   CHECK(seen.count(kBos) == 0);
   CHECK(seen.count(kEos) == 0);
   CHECK(first_tokens_of_batch(lm.config(), o, 7) == first_tokens_of_batch(lm.config(), o, 7));
-  o.first_token = "sweep";
+  o.sampling.first_token = "sweep";
   // Candidates 0, 3, 4, ..., 15 (14 ids); row j starts with candidate j mod 14.
   CHECK(first_tokens_of_batch(lm.config(), o, 0) == std::vector<int64_t>{0, 3, 4, 5});
   CHECK(first_tokens_of_batch(lm.config(), o, 3) == std::vector<int64_t>{14, 15, 0, 3});
-  o.first_token = "random";
+  o.sampling.first_token = "random";
   CHECK_THROWS_WITH(first_tokens_of_batch(lm.config(), o, 0), OB_CONTAINS("first_token must be 'uniform' or 'sweep', got 'random'"));
   o = small(1);
-  o.greedy_min = 5;
+  o.sampling.greedy_min = 5;
   CHECK_THROWS_WITH(greedy_tokens_of_batch(o, 0), OB_CONTAINS("need 0 <= greedy_min <= greedy_max, got 5 and 4"));
 }
 
@@ -159,7 +159,7 @@ TEST_CASE("self-sampling: interrupted and resumed equals uninterrupted, byte for
 
   BigramLM lm;
   SampleOptions other = small(20);
-  other.temperature = 0.7;
+  other.sampling.temperature = 0.7;
   CHECK_THROWS_WITH(self_sample(lm, whole, other),
                     OB_CONTAINS("cannot resume: existing samples were made with temperature=1, this run asks for "
                                 "temperature=0.7"));
@@ -187,6 +187,26 @@ TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[dat
   CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("teacher"), false),
                     OB_CONTAINS(R"(made with teacher_recipe={"hidden_size":128}, this run asks for teacher_recipe={"hidden_size":64})"));
   CHECK(blocks->num_blocks() == (ds.num_tokens() + 2 * 10) / 8);
+  CHECK(ds.generator().at("temperature") == "1");
+  CHECK(ds.generator().at("device") == "cpu");
+
+  // The data.* sampling keys are what self_sample uses.
+  const auto keyed = onebit::config::parse_train_config(
+      "model:\n  teacher: embedded\n  dtype: fp32\n"
+      "data:\n  num_samples: 6\n  sample_length: 7\n  sample_batch: 3\n  seq_len: 8\n  seed: 3\n"
+      "  first_token: sweep\n  greedy_min: 1\n  greedy_max: 1\n  temperature: 0.5\n  top_k: 3\n  top_p: 0.9\n"
+      "  stop_at_eos: false\n",
+      {"output_dir=" + tmp.str("keyed")});
+  training_blocks(keyed, lm, tmp.str("keyed_teacher"), false);
+  const auto kds = TokenDataset::open(tmp.str("keyed/samples"));
+  const onebit::data::GeneratorSettings want = {
+      {"first_token", "sweep"}, {"greedy_min", "1"}, {"greedy_max", "1"}, {"temperature", "0.5"}, {"top_k", "3"},
+      {"top_p", "0.9"},         {"eos_token_id", "-1"}, {"max_length", "7"}, {"batch_size", "3"}};
+  for (const auto& [key, value] : want) CHECK(kds.generator().at(key) == value);
+  CHECK(kds.size() == 6);
+  for (int64_t i = 0; i < kds.size(); ++i) CHECK(kds.length(i) == 7);  // no EOS stop
+  CHECK(kds.sample(0)[0] == 0);  // sweep: candidates 0, 3, 4, ...
+  CHECK(kds.sample(1)[0] == 3);
   CHECK(blocks->block(0)[0].item<int64_t>() == kBos);
   BatchIterator it(blocks, batch_options(cfg));
   CHECK(it.next().sizes() == torch::IntArrayRef({2, 8}));

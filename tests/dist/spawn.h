@@ -67,6 +67,12 @@ inline std::vector<std::string> child_env(const std::map<std::string, std::strin
   return env;
 }
 
+// The torchrun variables of rank `rank` of `world` on 127.0.0.1:port, one OpenMP thread each.
+inline std::map<std::string, std::string> rank_env(int rank, int world, int port) {
+  return {{"RANK", std::to_string(rank)}, {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_RANK", std::to_string(rank)},
+          {"MASTER_ADDR", "127.0.0.1"},   {"MASTER_PORT", std::to_string(port)},  {"OMP_NUM_THREADS", "1"}};
+}
+
 // One child process; killed and reaped at scope exit if still running.
 class Child {
  public:

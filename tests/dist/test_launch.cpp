@@ -56,6 +56,35 @@ TEST_CASE("launch: malformed variables are named", "[dist]") {
   CHECK_THROWS_WITH(onebit::dist::first_slurm_host("gpu[01-02"), OB_CONTAINS("unclosed"));
 }
 
+// Expected lists as `scontrol show hostnames` prints them (SLURM's hostlist expansion).
+TEST_CASE("launch: SLURM node lists expand like scontrol show hostnames", "[dist]") {
+  using onebit::dist::expand_slurm_nodelist;
+  using V = std::vector<std::string>;
+  CHECK(expand_slurm_nodelist("rack[1-2]-n[01-04]") ==
+        V{"rack1-n01", "rack1-n02", "rack1-n03", "rack1-n04", "rack2-n01", "rack2-n02", "rack2-n03", "rack2-n04"});
+  CHECK(expand_slurm_nodelist("gpu[01-04,07]") == V{"gpu01", "gpu02", "gpu03", "gpu04", "gpu07"});
+  CHECK(expand_slurm_nodelist("gpu[08-10],cpu3,rack[1-2]-n[7,09]") ==
+        V{"gpu08", "gpu09", "gpu10", "cpu3", "rack1-n7", "rack1-n09", "rack2-n7", "rack2-n09"});
+  CHECK(expand_slurm_nodelist("node[007-009]x") == V{"node007x", "node008x", "node009x"});
+  CHECK(expand_slurm_nodelist("solo") == V{"solo"});
+  CHECK(onebit::dist::first_slurm_host("rack[3-4]-n[02-04],gpu1") == "rack3-n02");
+  CHECK(onebit::dist::first_slurm_host("a,rack[1-2]-n[01-04]") == "a");
+
+  for (const auto& [bad, why] : std::vector<std::pair<std::string, std::string>>{
+           {"", "empty host name"},
+           {"gpu1,,gpu2", "empty host name"},
+           {"gpu1,", "empty host name"},
+           {"gpu[04-01]", "range '04-01' runs backwards"},
+           {"gpu[a-b]", "holds 'a-b', not a number"},
+           {"gpu[]", "holds '', not a number"},
+           {"gpu[1-2", "unclosed '['"},
+           {"gpu[[1]]", "nested '['"},
+           {"gpu1]", "']' without '['"}}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(expand_slurm_nodelist(bad), OB_CONTAINS("SLURM_NODELIST='" + bad + "'") && OB_CONTAINS(why));
+  }
+}
+
 TEST_CASE("NoSync leaves values alone", "[dist]") {
   onebit::dist::NoSync s;
   CHECK(s.mean(2.5) == 2.5);

@@ -15,6 +15,7 @@
 
 namespace fs = std::filesystem;
 using onebit::test::Child;
+using onebit::test::rank_env;
 
 namespace {
 
@@ -44,11 +45,6 @@ train: {max_steps: )" << max_steps
 }
 
 std::string train_exe() { return (onebit::test::binary_dir() / "onebit-train").string(); }
-
-std::map<std::string, std::string> rank_env(int rank, int world, int port) {
-  return {{"RANK", std::to_string(rank)}, {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_RANK", std::to_string(rank)},
-          {"MASTER_ADDR", "127.0.0.1"},   {"MASTER_PORT", std::to_string(port)},  {"OMP_NUM_THREADS", "1"}};
-}
 
 std::vector<double> losses(const fs::path& metrics) {
   std::vector<double> out;
