@@ -9,6 +9,9 @@
 #   3. a venv at ~/.cache/onebit/venv-torch-2.11.0 with torch==2.11.0 + transformers (made once)
 # Other knobs: BUILD_DIR (default build), BUILD_TYPE (Release), JOBS (nproc),
 # ONEBIT_SKIP_APT=1 (no apt-get), ONEBIT_CACHE (default ~/.cache/onebit).
+# Offline (no root, no network): ONEBIT_DEPS=DIR, a folder made by scripts/deps-bundle.sh,
+# unpacks its .deb files into $ROOT/.deps (ONEBIT_DEPS_PREFIX) and builds against them;
+# ONEBIT_DEPS_ONLY=1 stops after unpacking.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +25,28 @@ start=$(date +%s)
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
-# ---- 1. system packages (Debian 12, Ubuntu 22.04/24.04) ----
+# ---- 1. system packages (Debian 12, Ubuntu 22.04/24.04), or an offline bundle ----
+DEPS_ONLY_PREFIX=""
+DEPS_CMAKE_ARGS=()
+if [[ -n "${ONEBIT_DEPS:-}" ]]; then
+  DEPS_PREFIX=${ONEBIT_DEPS_PREFIX:-$ROOT/.deps}
+  [[ -f "$ONEBIT_DEPS/MANIFEST" ]] || die "ONEBIT_DEPS=$ONEBIT_DEPS has no MANIFEST (make it with scripts/deps-bundle.sh)"
+  say "unpacking $(wc -l <"$ONEBIT_DEPS/MANIFEST") packages of $ONEBIT_DEPS into $DEPS_PREFIX"
+  mkdir -p "$DEPS_PREFIX"
+  for deb in "$ONEBIT_DEPS"/*.deb; do dpkg-deb -x "$deb" "$DEPS_PREFIX" || die "cannot unpack $deb"; done
+  # pkg-config files name /usr; point them at the prefix (CMake config files are relocatable).
+  find "$DEPS_PREFIX" -name '*.pc' -exec sed -i "s|=/usr|=$DEPS_PREFIX/usr|g" {} +
+  MULTIARCH=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+  DEPS_ONLY_PREFIX=$DEPS_PREFIX/usr  # added to CMake's prefix path beside torch's
+  export PKG_CONFIG_PATH=$DEPS_PREFIX/usr/lib/$MULTIARCH/pkgconfig:$DEPS_PREFIX/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export LD_LIBRARY_PATH=$DEPS_PREFIX/usr/lib/$MULTIARCH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  if ! command -v pkg-config >/dev/null && [[ -x "$DEPS_PREFIX/usr/bin/pkgconf" ]]; then
+    export PKG_CONFIG=$DEPS_PREFIX/usr/bin/pkgconf
+    DEPS_CMAKE_ARGS=(-DPKG_CONFIG_EXECUTABLE="$PKG_CONFIG")
+  fi
+  [[ "${ONEBIT_DEPS_ONLY:-0}" == 1 ]] && { say "unpacked into $DEPS_PREFIX"; exit 0; }
+  ONEBIT_SKIP_APT=1
+fi
 # libgloo-dev: the gloo headers that c10d's ProcessGroupGloo.hpp includes (multi-process CPU
 # runs and the [dist] tests); checked after this step.
 APT_PKGS=(build-essential cmake ninja-build pkg-config ccache git python3 python3-venv python3-pip
@@ -42,7 +66,8 @@ fi
 
 # Without the gloo headers onebit would build without the Gloo backend and the [dist] tests
 # would only skip; ONEBIT_ALLOW_NO_GLOO=1 accepts that (e.g. a GPU node that uses NCCL only).
-if [[ "${ONEBIT_ALLOW_NO_GLOO:-0}" != 1 ]] && ! echo '#include <gloo/config.h>' | c++ -E -x c++ - >/dev/null 2>&1; then
+if [[ "${ONEBIT_ALLOW_NO_GLOO:-0}" != 1 ]] && ! [[ -n "$DEPS_ONLY_PREFIX" && -f "$DEPS_ONLY_PREFIX/include/gloo/config.h" ]] &&
+   ! echo '#include <gloo/config.h>' | c++ -E -x c++ - >/dev/null 2>&1; then
   die "the gloo headers (gloo/config.h) are missing: apt-get install libgloo-dev (c10d's Gloo backend, the [dist] tests), or set ONEBIT_ALLOW_NO_GLOO=1 to build without them"
 fi
 
@@ -101,7 +126,9 @@ fi
 # ---- 3. configure + build ----
 CMAKE_ARGS=(-S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE")
 command -v ninja >/dev/null && [[ ! -f "$BUILD_DIR/CMakeCache.txt" || -f "$BUILD_DIR/build.ninja" ]] && CMAKE_ARGS+=(-G Ninja)
+[[ -n "$DEPS_ONLY_PREFIX" ]] && PREFIX=${PREFIX:+$PREFIX;}$DEPS_ONLY_PREFIX
 [[ -n "$PREFIX" ]] && CMAKE_ARGS+=(-DCMAKE_PREFIX_PATH="$PREFIX")
+CMAKE_ARGS+=("${DEPS_CMAKE_ARGS[@]}")
 [[ -n "${TORCH_DIR:-}" ]] && CMAKE_ARGS+=(-DTorch_DIR="$TORCH_DIR")
 [[ -n "$PYTHON" ]] && CMAKE_ARGS+=(-DONEBIT_PYTHON="$PYTHON")
 if command -v ccache >/dev/null; then

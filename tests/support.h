@@ -1,9 +1,13 @@
 // Shared helpers for the Catch2 suite: locating ../shared and Python, and skipping.
 #pragma once
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <string>
+#include <utility>
 
 #if defined(ONEBIT_CATCH3)
 #include <catch2/catch_all.hpp>
@@ -37,6 +41,18 @@ inline void skip(const std::string& why) {
   std::cerr << "SKIPPED: " << why << std::endl;
   if (std::getenv("ONEBIT_CTEST")) std::_Exit(77);
   WARN("SKIPPED: " << why);
+}
+
+// Runs a shell command; returns its exit status (-1 when it did not exit) and its stdout
+// (append " 2>&1" to the command for stderr too).
+inline std::pair<int, std::string> run_shell(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
 }  // namespace onebit::test

@@ -24,11 +24,14 @@
 #include "onebit/dist/launch.h"
 #include "onebit/distill/checkpoint.h"
 #include "onebit/distill/embedded_teacher.h"
+#include "onebit/distill/train_models.h"
 #include "onebit/distill/trainer.h"
 #include "onebit/eval/perplexity.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/loader.h"
 #include "onebit/models/to_onebit.h"
+#include "onebit/plan/device_memory.h"
+#include "onebit/plan/memory_plan.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/progress.h"
 
@@ -36,13 +39,6 @@ namespace fs = std::filesystem;
 using namespace onebit;
 
 namespace {
-
-torch::Dtype parse_dtype(const std::string& s) {
-  if (s == "fp32") return torch::kFloat32;
-  if (s == "bf16") return torch::kBFloat16;
-  if (s == "fp16") return torch::kFloat16;
-  fail("model.dtype must be fp32, bf16 or fp16, got '", s, "'");
-}
 
 // Processes: one (nullptr: NoSync), or a c10d group that every rank joins here (dist.timeout_s).
 std::unique_ptr<dist::C10dSync> join_group(const config::TrainConfig& cfg, const dist::LaunchInfo& launch,
@@ -98,12 +94,60 @@ void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg) {
        "); use another output_dir, or train.resume=never to start over");
 }
 
-int run(const std::string& config_path, const std::vector<std::string>& overrides, bool print_only) {
+// The memory planner's settings from the command line (docs/training.md, "Will it fit?").
+struct PlanFlags {
+  bool dry_run = false, force = false;
+  std::string json_out, gpu_memory, latent_dtype = "fp32", state_dtype = "fp32";
+  int world_size = 0;  // 0: from the launcher's environment
+};
+
+// --dry-run: the plan of the resolved config, without loading anything but config.json.
+// Exit status 0 when it fits (or no budget is known), 3 when it does not.
+int dry_run(config::TrainConfig cfg, const PlanFlags& f) {
+  const int64_t world = f.world_size > 0 ? f.world_size : dist::detect_launch().world_size;
+  cfg.optim.grad_accum = config::grad_accum_for(cfg, static_cast<int>(world));  // checks train.global_batch
+  const bool cuda = cfg.model.device != "cpu";
+  auto o = plan::run_options(cfg, world, cuda);
+  o.latent_dtype = f.latent_dtype;
+  o.state_dtype = f.state_dtype;
+  if (!f.gpu_memory.empty()) o.budget_bytes = plan::parse_bytes(f.gpu_memory);
+  else if (cuda && torch::cuda::is_available()) o.budget_bytes = plan::device_total_bytes(torch::Device("cuda:0"));
+  const auto p = plan::plan_memory(cfg, plan::teacher_model_config(cfg), o);
+  std::cout << plan::format_plan(p);
+  if (!f.json_out.empty()) io::write_file_atomic(f.json_out, plan::plan_json(p));
+  return p.fits ? 0 : 3;
+}
+
+// A real run's plan on its device; stops before loading when it does not fit (unless --force).
+plan::MemoryPlan check_plan(const config::TrainConfig& cfg, const PlanFlags& f, const dist::LaunchInfo& launch,
+                            torch::Device device) {
+  auto o = plan::run_options(cfg, launch.world_size, device.is_cuda());
+  o.budget_bytes = f.gpu_memory.empty() ? plan::device_total_bytes(device) : plan::parse_bytes(f.gpu_memory);
+  auto p = plan::plan_memory(cfg, plan::teacher_model_config(cfg), o);
+  if (!p.fits && !f.force) {
+    std::string tries;
+    for (const auto& s : p.suggestions) tries += "; " + s;
+    fail("plan: this run needs ", plan::format_bytes(p.total_bytes), " per device (peak ",
+         plan::format_bytes(p.peak_bytes), " + margin ", plan::format_bytes(p.margin_bytes), ") but ",
+         device.str(), " has ", plan::format_bytes(o.budget_bytes), tries,
+         "; see onebit-train --dry-run for the components, --force to run anyway");
+  }
+  return p;
+}
+
+int run(const std::string& config_path, const std::vector<std::string>& overrides, bool print_only,
+        const PlanFlags& plan_flags) {
   config::TrainConfig cfg = config::load_train_config(config_path, overrides);
   if (print_only) {
     std::cout << cfg.to_yaml();
     return 0;
   }
+  if (plan_flags.dry_run) return dry_run(cfg, plan_flags);
+  OB_CHECK(plan_flags.latent_dtype == "fp32" && plan_flags.state_dtype == "fp32",
+           "--latent-dtype and --state-dtype only plan (with --dry-run); training keeps fp32 latents and state");
+  OB_CHECK(cfg.dist.sharding == "none" && !cfg.dist.shard_teacher, "dist.sharding=", cfg.dist.sharding,
+           " is planned by --dry-run but not implemented in this build; use dist.sharding=none");
+  const int64_t baseline_rss = plan::device_current_bytes(torch::kCPU);  // before any model exists
   // Processes: one (NoSync), or a c10d group that every rank joins here (dist.timeout_s).
   const dist::LaunchInfo launch = dist::detect_launch();
   const bool lead = launch.rank == 0;  // rank 0 writes the run folder and prints
@@ -138,26 +182,17 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   const fs::path teacher_dir = cfg.model.teacher;
   OB_CHECK(fs::is_directory(teacher_dir) && fs::exists(teacher_dir / "config.json"), "model.teacher: '",
            teacher_dir.string(), "' is not a Hugging Face model folder (no config.json)");
+  const plan::MemoryPlan mem_plan = check_plan(cfg, plan_flags, launch, device);
 
   fs::create_directories(out);
   if (lead) io::write_file_atomic((out / "config.yaml").string(), cfg.to_yaml());
   torch::manual_seed(cfg.train.seed);
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
-  // Teacher (frozen) and student (a second load, converted to OneBit; fp32 latent weights,
-  // the masters of every train.precision: bf16/fp16 only change the compute, in the Trainer).
-  models::LoadOptions tl{device, parse_dtype(cfg.model.dtype)};
-  auto teacher = models::load_pretrained(teacher_dir.string(), tl);
-  auto student = models::load_pretrained(teacher_dir.string(), models::LoadOptions{device, torch::kFloat32});
-  models::StudentOptions so;
-  so.svid = cfg.student.svid;
-  so.latent_init = cfg.student.latent_init;
-  so.latent_scale = cfg.student.latent_scale;
-  so.ste = cfg.student.ste;
-  so.post_layernorm = cfg.student.post_layernorm;
-  so.keep_bias = cfg.student.keep_bias;
-  so.layers = cfg.student.layers;
-  const auto replaced = models::to_onebit(*student, so);
+  // Teacher (frozen) and student (OneBit, fp32 latent weights: train.precision sets the compute).
+  distill::TrainModels tm = distill::load_train_models(cfg, device);
+  models::CausalLM teacher = tm.teacher, student = tm.student;
+  const auto& replaced = tm.replaced;
   if (lead) std::cerr << "student: " << replaced.size() << " linears replaced by OneBitLinear" << std::endl;
 
   // Data: every rank the same blocks (sampled by all ranks together), each its slice of every batch.
@@ -215,6 +250,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   if (lead) bar.emplace("distill", total, "steps");
   const auto t0 = std::chrono::steady_clock::now();
   int64_t tokens = 0;
+  bool warned_plan = false;
   while (trainer.steps_done() < total) {
     const auto st = trainer.step();
     tokens += st.tokens * launch.world_size;  // all ranks: every rank's batch has the same shape
@@ -223,6 +259,18 @@ int run(const std::string& config_path, const std::vector<std::string>& override
                         {"ce", st.ce},         {"lr", st.lr},     {"grad_norm", st.grad_norm},
                         {"skipped", st.skipped}, {"tokens_per_s", tokens / std::max(secs, 1e-9)},
                         {"peak_rss_mb", peak_rss_mb()}};
+    // Measured peak of this device (CPU: resident memory above the process before loading)
+    // next to the plan's peak; one warning when they differ by more than 15%.
+    const int64_t measured = plan::device_peak_bytes(device) - (device.is_cuda() ? 0 : baseline_rss);
+    m["peak_mb"] = double(measured) / (1 << 20);
+    m["planned_peak_mb"] = double(mem_plan.peak_bytes) / (1 << 20);
+    const double off = double(measured - mem_plan.peak_bytes);
+    if (lead && !warned_plan && std::abs(off) > 0.15 * double(mem_plan.peak_bytes) && std::abs(off) > (64 << 20)) {
+      warned_plan = true;
+      std::cerr << "warning: measured peak " << plan::format_bytes(measured) << " differs from the planned "
+                << plan::format_bytes(mem_plan.peak_bytes) << " by " << int(100 * off / double(mem_plan.peak_bytes))
+                << "%" << std::endl;
+    }
     if (trainer.loss_scaler()) {
       m["loss_scale"] = st.loss_scale;
       m["overflow"] = st.overflow;
@@ -281,11 +329,25 @@ int main(int argc, char** argv) {
     app.add_option("--config", config_path, "YAML recipe (configs/*.yaml)")->required()->check(CLI::ExistingFile);
     app.add_option("overrides", overrides, "key=value overrides, e.g. optim.lr=1e-4 kd.alpha=0");
     app.add_flag("--print-config", print_config, "print the resolved configuration and exit");
+    PlanFlags pf;
+    app.add_flag("--dry-run", pf.dry_run,
+                 "print the memory plan (shapes, parameters, steps, memory per GPU) without loading weights; "
+                 "exit 3 when it does not fit");
+    app.add_option("--json", pf.json_out, "--dry-run: also write the plan as JSON to this file");
+    app.add_option("--gpu-memory", pf.gpu_memory,
+                   "memory of one device, e.g. 80GiB or 141GB (default: the device's own memory)");
+    app.add_flag("--force", pf.force, "train even when the plan does not fit the device");
+    app.add_option("--world-size", pf.world_size, "--dry-run: ranks to plan for (default: the launcher's)")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--latent-dtype", pf.latent_dtype, "--dry-run: plan the latent W in fp32 or bf16")
+        ->check(CLI::IsMember({"fp32", "bf16"}));
+    app.add_option("--state-dtype", pf.state_dtype, "--dry-run: plan the AdamW moments in fp32 or bf16")
+        ->check(CLI::IsMember({"fp32", "bf16"}));
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
-    return run(config_path, overrides, print_config);
+    return run(config_path, overrides, print_config, pf);
   });
 }

@@ -114,6 +114,8 @@ std::vector<Field> fields_of(TrainConfig& c) {
 
       {"dist.backend", &c.dist.backend, "multi-process: auto (nccl on CUDA, gloo on CPU) | gloo | nccl"},
       {"dist.timeout_s", &c.dist.timeout_s, "multi-process: seconds to join, per collective and barrier"},
+      {"dist.sharding", &c.dist.sharding, "training state sharded over ranks: none | optimizer | gradients | full"},
+      {"dist.shard_teacher", &c.dist.shard_teacher, "shard the frozen teacher's decoder layers over ranks too"},
 
       {"output_dir", &c.output_dir, "run folder: checkpoints, logs, config.yaml, final model"},
   };
@@ -404,6 +406,7 @@ void TrainConfig::validate() const {
 
   one_of(dist.backend, "dist.backend", {"auto", "gloo", "nccl"});
   positive(dist.timeout_s, "dist.timeout_s");
+  one_of(dist.sharding, "dist.sharding", {"none", "optimizer", "gradients", "full"});
 
   need(!output_dir.empty(), "output_dir", "set", "''");
 }

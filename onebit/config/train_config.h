@@ -100,6 +100,8 @@ struct TrainCfg {
 struct DistCfg {
   std::string backend = "auto";  // auto (nccl on CUDA, gloo on CPU) | gloo | nccl
   int64_t timeout_s = 300;       // joining, each collective and barrier; then one error line
+  std::string sharding = "none"; // none | optimizer (ZeRO-1) | gradients (ZeRO-2) | full (ZeRO-3)
+  bool shard_teacher = false;    // shard the frozen teacher's decoder layers too
 };
 
 struct TrainConfig {

@@ -49,7 +49,10 @@ bool complete_teacher(const fs::path& dir, const nlohmann::json& want) {
   }
 }
 
-models::ModelConfig teacher_config(const config::EmbeddedCfg& c) {
+
+}  // namespace
+
+models::ModelConfig embedded_teacher_config(const config::EmbeddedCfg& c) {
   models::ModelConfig m;
   m.model_type = "llama";
   m.vocab_size = data::synthetic::vocab_size();
@@ -75,8 +78,6 @@ models::ModelConfig teacher_config(const config::EmbeddedCfg& c) {
   return m;
 }
 
-}  // namespace
-
 EmbeddedTeacher ensure_embedded_teacher(const config::EmbeddedCfg& cfg, const std::string& output_dir,
                                         torch::Device device, bool progress, int64_t heldout_docs) {
   OB_CHECK(cfg.train_tokens > 0, "embedded.train_tokens must be > 0, got ", cfg.train_tokens);
@@ -100,7 +101,7 @@ EmbeddedTeacher ensure_embedded_teacher(const config::EmbeddedCfg& cfg, const st
 
   torch::AutoGradMode grad_on(true);  // callers may hold a NoGradGuard
   torch::manual_seed(cfg.seed);
-  auto model = models::build_model(teacher_config(cfg), models::LoadOptions{device, torch::kFloat32});
+  auto model = models::build_model(embedded_teacher_config(cfg), models::LoadOptions{device, torch::kFloat32});
   model->train();
 
   const int64_t tokens_per_step = cfg.batch_size * cfg.seq_len;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "onebit/config/train_config.h"
+#include "onebit/models/model_config.h"
 
 namespace onebit::distill {
 
@@ -19,6 +20,9 @@ struct EmbeddedTeacher {
   double first_loss = 0;     // mean next-token CE of the first steps (0 when reused)
   double last_loss = 0;      // mean next-token CE of the last steps (0 when reused)
 };
+
+// The architecture of the embedded teacher `cfg` describes (what its config.json will say).
+models::ModelConfig embedded_teacher_config(const config::EmbeddedCfg& cfg);
 
 // Returns the embedded teacher of `output_dir`, pretraining it first unless
 // <output_dir>/teacher holds a complete one made with the same `cfg` (the marker

@@ -23,8 +23,38 @@ void Proj::bind(torch::nn::Module& owner, const std::string& name) {
   fail("projection '", name, "' is a ", mod_->name(), ", expected Linear or OneBitLinear");
 }
 
+namespace {
+// Constructed at 1x1 (a negligible default init), then given its real shape uninitialised.
+struct EmptyLinearImpl : torch::nn::LinearImpl {
+  EmptyLinearImpl(int64_t in, int64_t out, bool with_bias) : LinearImpl(torch::nn::LinearOptions(1, 1).bias(with_bias)) {
+    options = torch::nn::LinearOptions(in, out).bias(with_bias);
+    torch::NoGradGuard no_grad;
+    weight.set_data(torch::empty({out, in}));
+    if (with_bias) bias.set_data(torch::empty({out}));
+  }
+};
+struct EmptyEmbeddingImpl : torch::nn::EmbeddingImpl {
+  EmptyEmbeddingImpl(int64_t num, int64_t dim, std::optional<int64_t> padding_idx)
+      : EmbeddingImpl(torch::nn::EmbeddingOptions(1, 1)) {
+    options = torch::nn::EmbeddingOptions(num, dim);
+    if (padding_idx) options.padding_idx(*padding_idx);
+    torch::NoGradGuard no_grad;
+    weight.set_data(torch::empty({num, dim}));
+  }
+};
+}  // namespace
+
+torch::nn::Linear empty_linear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(std::shared_ptr<torch::nn::LinearImpl>(std::make_shared<EmptyLinearImpl>(in, out, bias)));
+}
+
+torch::nn::Embedding empty_embedding(int64_t num, int64_t dim, std::optional<int64_t> padding_idx) {
+  return torch::nn::Embedding(
+      std::shared_ptr<torch::nn::EmbeddingImpl>(std::make_shared<EmptyEmbeddingImpl>(num, dim, padding_idx)));
+}
+
 Proj make_linear(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out, bool bias) {
-  owner.register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+  owner.register_module(name, empty_linear(in, out, bias));
   Proj p;
   p.bind(owner, name);
   return p;

@@ -2,6 +2,8 @@
 // attention masks, scaled-dot-product attention with a KV cache, activation checkpointing.
 #pragma once
 #include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
 #include "onebit/models/causal_lm.h"
@@ -27,7 +29,14 @@ class Proj {
   std::function<torch::Tensor(const torch::Tensor&)> fn_;
 };
 
-// Registers a Linear child `name` [out, in] (bias optional) and returns it as a Proj.
+// torch::nn::Linear / Embedding of the given shape whose tensors are allocated but not
+// initialised (torch::empty: on CPU no page is touched until a value is written), so building
+// a model costs neither a default init pass nor resident memory. The loader fills them from
+// the file; build_model initialises them with init_weights.
+torch::nn::Linear empty_linear(int64_t in, int64_t out, bool bias);
+torch::nn::Embedding empty_embedding(int64_t num, int64_t dim, std::optional<int64_t> padding_idx = std::nullopt);
+
+// Registers an empty_linear child `name` [out, in] (bias optional) and returns it as a Proj.
 Proj make_linear(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out, bool bias);
 
 // HF LlamaRMSNorm: computed in fp32, weight applied after casting back to the input dtype.

@@ -121,7 +121,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
 class LlamaModelImpl : public torch::nn::Module {
  public:
   explicit LlamaModelImpl(const ModelConfig& c) {
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    embed_tokens = register_module("embed_tokens", detail::empty_embedding(c.vocab_size, c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       decoder.push_back(std::make_shared<LlamaDecoderLayerImpl>(c));
@@ -140,8 +140,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   explicit LlamaForCausalLMImpl(const ModelConfig& c) : cfg_(c), inv_freq_(rope_inv_freq(c)) {
     model = register_module("model", std::make_shared<LlamaModelImpl>(c));
     if (!c.tie_word_embeddings)
-      lm_head = register_module("lm_head",
-                                torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+      lm_head = register_module("lm_head", detail::empty_linear(c.hidden_size, c.vocab_size, false));
   }
 
   const ModelConfig& config() const override { return cfg_; }

@@ -51,10 +51,22 @@ CausalLM build_uninitialised(const ModelConfig& cfg) {
 
 CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts) {
   auto m = build_uninitialised(cfg);
+  m->to(opts.device, opts.dtype);  // the empty tensors move; the init runs where they live
   detail::init_weights(*m, 0.02);
-  m->to(opts.device, opts.dtype);
   return m;
 }
+
+namespace {
+// The file's name of parameter `name`: as is, or without/with the "model." prefix of the
+// causal-LM class (a base model's checkpoint, as transformers maps it); "" when absent.
+std::string file_name_of(const io::SafetensorsReader& reader, const std::string& name) {
+  static const std::string prefix = "model.";
+  if (reader.contains(name)) return name;
+  if (name.rfind(prefix, 0) == 0 && reader.contains(name.substr(prefix.size()))) return name.substr(prefix.size());
+  if (reader.contains(prefix + name)) return prefix + name;
+  return "";
+}
+}  // namespace
 
 CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts) {
   const fs::path root(dir);
@@ -64,22 +76,37 @@ CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts) {
   io::SafetensorsReader reader(dir);
 
   auto params = model->named_parameters(/*recurse=*/true);
-  std::set<std::string> expected;
-  for (const auto& p : params) expected.insert(p.key());
+  std::set<std::string> used;
+  std::vector<std::string> file_names(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& name = params[i].key();
+    if (opts.shared.count(name)) continue;
+    file_names[i] = file_name_of(reader, name);
+    OB_CHECK(!file_names[i].empty(), "load_pretrained: missing tensor '", name, "' in ", dir);
+    used.insert(file_names[i]);
+  }
   for (const auto& name : reader.names())
-    OB_CHECK(expected.count(name) || ignorable(name, cfg), "load_pretrained: unexpected tensor '", name, "' in ", dir,
-             " (not a parameter of this ", cfg.model_type, " config)");
+    OB_CHECK(used.count(name) || opts.shared.count(name) || ignorable(name, cfg) ||
+                 (name.rfind("model.", 0) == 0 && ignorable(name.substr(6), cfg)),
+             "load_pretrained: unexpected tensor '", name, "' in ", dir, " (not a parameter of this ",
+             cfg.model_type, " config)");
 
   torch::NoGradGuard no_grad;
-  for (auto& p : params) {
-    const auto& name = p.key();
-    OB_CHECK(reader.contains(name), "load_pretrained: missing tensor '", name, "' in ", dir);
-    const auto& info = reader.info(name);
-    OB_CHECK(c10::IntArrayRef(info.shape) == p.value().sizes(), "load_pretrained: tensor '", name, "' in ", dir,
-             " has shape ", shape_str(info.shape), ", the config expects ", shape_str(p.value().sizes()));
-    OB_CHECK(c10::isFloatingType(info.dtype), "load_pretrained: tensor '", name, "' in ", dir, " has dtype ",
-             dtype_name(info.dtype), ", expected a floating type");
-    p.value().set_data(reader.load(name, opts.dtype, opts.device));
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& name = params[i].key();
+    auto& p = params[i].value();
+    if (auto it = opts.shared.find(name); it != opts.shared.end()) {
+      OB_CHECK(it->second.sizes() == p.sizes(), "load_pretrained: shared tensor '", name, "' has shape ",
+               shape_str(it->second.sizes()), ", the config expects ", shape_str(p.sizes()));
+      p.set_data(it->second);
+      continue;
+    }
+    const auto& info = reader.info(file_names[i]);
+    OB_CHECK(c10::IntArrayRef(info.shape) == p.sizes(), "load_pretrained: tensor '", file_names[i], "' in ", dir,
+             " has shape ", shape_str(info.shape), ", the config expects ", shape_str(p.sizes()));
+    OB_CHECK(c10::isFloatingType(info.dtype), "load_pretrained: tensor '", file_names[i], "' in ", dir,
+             " has dtype ", dtype_name(info.dtype), ", expected a floating type");
+    p.set_data(reader.load(file_names[i], opts.dtype, opts.device));
   }
   return model;
 }

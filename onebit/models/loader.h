@@ -2,6 +2,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include <map>
 #include <string>
 
 #include "onebit/models/causal_lm.h"
@@ -11,15 +12,22 @@ namespace onebit::models {
 struct LoadOptions {
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat32;  // parameters are created/converted to this dtype
+  // Parameters taken as they are instead of read from the file (same name and shape; their
+  // own dtype and device): the student shares the teacher's frozen tensors this way.
+  std::map<std::string, torch::Tensor> shared;
 };
 
 // A model of cfg.model_type with freshly initialised weights (HF init: normal(0, 0.02)).
 // A cfg with `onebit` set builds the OneBit student layout (OneBitLinear in decoder layers).
 CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts = {});
 
-// Loads config.json + model.safetensors (or the sharded index) from `dir`. Tied lm_head is
+// Loads config.json + model.safetensors (or the sharded index) from `dir`. The model is built
+// without initialising its weights; each parameter is then read straight from the
+// memory-mapped file into a tensor of the target dtype on the target device. Tied lm_head is
 // taken from the embeddings as transformers does; names, shapes and dtypes are checked.
-// OneBit students saved by save_pretrained load back with their latent W, g, h.
+// Names may lack or carry the "model." prefix of the causal-LM class (a base model's
+// checkpoint), as transformers accepts. OneBit students saved by save_pretrained load back
+// with their latent W, g, h.
 CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts = {});
 
 // Writes config.json and model.safetensors under `dir` (created), atomically, HF names.

@@ -88,16 +88,15 @@ class OptDecoderLayerImpl : public torch::nn::Module, public nn::SlotOwner {
 class OptDecoderImpl : public torch::nn::Module {
  public:
   explicit OptDecoderImpl(const ModelConfig& c) {
-    auto emb_opts = torch::nn::EmbeddingOptions(c.vocab_size, c.word_embed_proj_dim);
-    if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) emb_opts.padding_idx(c.pad_token_id);
-    embed_tokens = register_module("embed_tokens", torch::nn::Embedding(emb_opts));
+    std::optional<int64_t> pad;
+    if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) pad = c.pad_token_id;
+    embed_tokens = register_module("embed_tokens", detail::empty_embedding(c.vocab_size, c.word_embed_proj_dim, pad));
     embed_positions = register_module(
-        "embed_positions", torch::nn::Embedding(c.max_position_embeddings + kPositionOffset, c.hidden_size));
+        "embed_positions", detail::empty_embedding(c.max_position_embeddings + kPositionOffset, c.hidden_size));
     if (c.do_layer_norm_before) final_layer_norm = register_module("final_layer_norm", make_ln(c));
     if (c.word_embed_proj_dim != c.hidden_size) {
-      auto lin = [](int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
-      project_out = register_module("project_out", lin(c.hidden_size, c.word_embed_proj_dim));
-      project_in = register_module("project_in", lin(c.word_embed_proj_dim, c.hidden_size));
+      project_out = register_module("project_out", detail::empty_linear(c.hidden_size, c.word_embed_proj_dim, false));
+      project_in = register_module("project_in", detail::empty_linear(c.word_embed_proj_dim, c.hidden_size, false));
     }
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
@@ -125,8 +124,7 @@ class OptForCausalLMImpl : public CausalLMImpl {
   explicit OptForCausalLMImpl(const ModelConfig& c) : cfg_(c) {
     model = register_module("model", std::make_shared<OptModelImpl>(c));
     if (!c.tie_word_embeddings)
-      lm_head = register_module(
-          "lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.word_embed_proj_dim, c.vocab_size).bias(false)));
+      lm_head = register_module("lm_head", detail::empty_linear(c.word_embed_proj_dim, c.vocab_size, false));
   }
 
   const ModelConfig& config() const override { return cfg_; }

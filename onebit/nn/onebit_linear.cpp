@@ -175,6 +175,11 @@ OneBitLinearImpl::OneBitLinearImpl(const OneBitLinearOptions& options_) : option
   reset();
 }
 
+OneBitLinearImpl::OneBitLinearImpl(const OneBitLinearOptions& options_, const torch::TensorOptions& where)
+    : options(options_), uninitialised_(where) {
+  reset();
+}
+
 void OneBitLinearImpl::reset() {
   const int64_t in = options.in_features(), out = options.out_features();
   OB_CHECK(in > 0 && out > 0, "OneBitLinear: in_features and out_features must be positive, got ",
@@ -183,6 +188,13 @@ void OneBitLinearImpl::reset() {
   OB_CHECK(options.latent_scale() > 0, "OneBitLinear: latent_scale must be positive, got ",
            options.latent_scale());
   torch::NoGradGuard no_grad;
+  if (uninitialised_) {
+    weight = register_parameter("weight", torch::empty({out, in}, *uninitialised_));
+    g = register_parameter("g", torch::empty({in}, *uninitialised_));
+    h = register_parameter("h", torch::empty({out}, *uninitialised_));
+    bias = options.bias() ? register_parameter("bias", torch::empty({out}, *uninitialised_)) : torch::Tensor();
+    return;
+  }
   const double k = 1.0 / std::sqrt(double(in));
   // Same latent init as torch::nn::Linear; h = 1/√in keeps unit-variance inputs at unit
   // variance when the post-LayerNorm is off. from_linear overwrites all of it.
@@ -241,8 +253,7 @@ std::shared_ptr<OneBitLinearImpl> OneBitLinearImpl::from_linear(const torch::Ten
       bb = torch::ones({W.size(1)}, W.options());
       break;
   }
-  auto m = std::make_shared<OneBitLinearImpl>(options);
-  m->to(W.device());
+  auto m = std::make_shared<OneBitLinearImpl>(options, W.options());
   m->weight.copy_(options.latent_init() == LatentInit::Scaled
                       ? autograd::sign_pm1(W, torch::kFloat32) * options.latent_scale()
                       : W);

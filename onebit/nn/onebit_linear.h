@@ -5,6 +5,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -37,6 +38,9 @@ struct OneBitLinearOptions {
 class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
  public:
   explicit OneBitLinearImpl(const OneBitLinearOptions& options);
+  // Tensors allocated with `where` (latent dtype, device) and left uninitialised, to be filled
+  // by the caller (from_linear): no init pass, no CPU detour for a layer built on a GPU.
+  OneBitLinearImpl(const OneBitLinearOptions& options, const torch::TensorOptions& where);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -54,6 +58,9 @@ class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
   torch::Tensor bias;    // [out] or undefined
 
   void pretty_print(std::ostream& stream) const override;
+
+ private:
+  std::optional<torch::TensorOptions> uninitialised_;  // set: reset() allocates without init
 };
 TORCH_MODULE(OneBitLinear);
 

@@ -249,7 +249,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 71);
+  CHECK(keys == 73);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

@@ -1,0 +1,143 @@
+// The memory planner: parameter counts of the published configs (configs/models) against the
+// published model sizes, byte formulas of the state components, sharding divisions, the fit
+// verdict with suggestions, and the JSON.
+#include <nlohmann/json.hpp>
+
+#include "onebit/config/train_config.h"
+#include "onebit/core/error.h"
+#include "onebit/io/safetensors.h"
+#include "onebit/models/model_config.h"
+#include "onebit/plan/memory_plan.h"
+#include "tests/support.h"
+
+using namespace onebit;
+
+namespace {
+models::ModelConfig published(const std::string& name) {
+  return models::load_model_config((test::source_dir() / "configs/models" / name / "config.json").string());
+}
+config::TrainConfig recipe(const std::string& name, std::vector<std::string> overrides = {}) {
+  return config::load_train_config((test::source_dir() / "configs" / name).string(), overrides);
+}
+constexpr int64_t kGiB = int64_t(1) << 30;
+}  // namespace
+
+TEST_CASE("plan: parameter counts of the published configs", "[plan]") {
+  // Totals as transformers counts them (sum of numel over the model's parameters).
+  const std::vector<std::pair<std::string, int64_t>> sizes = {
+      {"llama-7b", 6738415616},    {"llama-13b", 13015864320},  {"llama-2-7b", 6738415616},
+      {"llama-2-13b", 13015864320}, {"llama-2-70b", 68976648192}, {"llama-3-8b", 8030261248},
+      {"opt-1.3b", 1315758080},    {"opt-2.7b", 2651596800},    {"opt-6.7b", 6658473984},
+      {"qwen2.5-7b", 7615616512}};
+  const auto cfg = recipe("llama7b.yaml");
+  for (const auto& [name, total] : sizes) {
+    INFO(name);
+    const auto p = plan::plan_memory(cfg, published(name), {});
+    CHECK(p.params_total == total);
+  }
+  // LLaMA-7B: 32 layers x (4·4096² + 3·4096·11008) replaced; g, h per linear.
+  const auto p = plan::plan_memory(cfg, published("llama-7b"), {});
+  const int64_t per_layer = 4 * 4096LL * 4096 + 3 * 4096LL * 11008;
+  CHECK(p.params_replaced == 32 * per_layer);
+  CHECK(p.replaced_linears == 32 * 7);
+  const int64_t gh = 32 * (4 * (4096 + 4096) + 2 * (4096 + 11008) + (11008 + 4096));
+  CHECK(p.params_trainable == 32 * per_layer + gh);
+}
+
+TEST_CASE("plan: state components follow the dtypes and the sharding", "[plan]") {
+  const auto m = published("llama-7b");
+  auto cfg = recipe("llama7b.yaml");
+  plan::PlanOptions o;
+  auto p = plan::plan_memory(cfg, m, o);
+  const int64_t total = p.params_total, trainable = p.params_trainable, replaced = p.params_replaced;
+  CHECK(p.component("teacher").bytes == 2 * total);  // bf16
+  CHECK(p.component("student_trainable").bytes == 4 * trainable);
+  CHECK(p.component("student_frozen").bytes == 4 * (total - replaced));
+  CHECK(p.component("optimizer").bytes == 8 * trainable);
+  CHECK(p.component("comm_buffers").bytes == 0);
+  CHECK(p.tokens_per_step == 4 * 2048 * 4);
+  CHECK(p.blocks == 132000);
+  CHECK(p.steps == 50 * (132000 / 4) / 4);
+
+  o.latent_dtype = "bf16";
+  o.state_dtype = "bf16";
+  o.share_frozen = true;
+  p = plan::plan_memory(cfg, m, o);
+  CHECK(p.component("student_trainable").bytes == 2 * replaced + 4 * (trainable - replaced));
+  CHECK(p.component("optimizer").bytes == 4 * trainable);
+  CHECK(p.component("student_frozen").bytes == 0);
+
+  // 8 ranks: the DP replica needs a bucket copy of the gradients; ZeRO-1 divides the state.
+  o = {};
+  o.world_size = 8;
+  p = plan::plan_memory(cfg, m, o);
+  CHECK(p.component("comm_buffers").bytes == 4 * trainable);
+  CHECK(p.tokens_per_step == 4 * 2048 * 4 * 8);
+  cfg.dist.sharding = "optimizer";
+  p = plan::plan_memory(cfg, m, o);
+  CHECK(p.component("optimizer").bytes == (8 * trainable + 7) / 8);
+  cfg.dist.sharding = "full";
+  p = plan::plan_memory(cfg, m, o);
+  CHECK(p.component("student_trainable").bytes == (4 * trainable + 7) / 8);
+  cfg.dist.shard_teacher = true;
+  const auto q = plan::plan_memory(cfg, m, o);
+  CHECK(q.component("teacher").bytes < p.component("teacher").bytes / 4);
+}
+
+TEST_CASE("plan: checkpointing, batch and chunk size move the activations", "[plan]") {
+  const auto m = published("llama-7b");
+  auto cfg = recipe("llama7b.yaml");
+  auto p = plan::plan_memory(cfg, m, {});
+  CHECK(p.activations_other > 4 * p.component("activations").bytes);  // without checkpointing
+  cfg.data.batch_size = 2;
+  const auto half = plan::plan_memory(cfg, m, {});
+  CHECK(half.component("activations").bytes * 2 == p.component("activations").bytes);
+}
+
+TEST_CASE("plan: LLaMA-7B fits 8 x 80 GB with sharding full, not on one GPU as a replica", "[plan]") {
+  const auto m = published("llama-7b");
+  auto cfg = recipe("llama7b.yaml");
+  plan::PlanOptions o;
+  o.budget_bytes = plan::parse_bytes("80GB");
+  auto one = plan::plan_memory(cfg, m, o);
+  CHECK_FALSE(one.fits);
+  REQUIRE_FALSE(one.suggestions.empty());
+  o.world_size = 8;
+  cfg.dist.sharding = "full";
+  const auto eight = plan::plan_memory(cfg, m, o);
+  CHECK(eight.fits);
+  CHECK(eight.total_bytes < 80'000'000'000LL);
+}
+
+TEST_CASE("plan: JSON carries every component and the verdict", "[plan]") {
+  plan::PlanOptions o;
+  o.budget_bytes = 80 * kGiB;
+  const auto p = plan::plan_memory(recipe("llama7b.yaml"), published("llama-7b"), o);
+  const auto j = nlohmann::json::parse(plan::plan_json(p));
+  int64_t sum = 0;
+  for (const auto& c : p.components) {
+    INFO(c.key);
+    REQUIRE(j["memory"]["components"].contains(c.key));
+    sum += j["memory"]["components"][c.key]["bytes"].get<int64_t>();
+  }
+  CHECK(sum == p.peak_bytes);
+  CHECK(j["memory"]["total_bytes"] == p.peak_bytes + p.margin_bytes);
+  CHECK(j["fit"]["fits"] == p.fits);
+  CHECK(j["params"]["total"] == 6738415616);
+}
+
+TEST_CASE("plan: memory sizes parse with binary and decimal units", "[plan]") {
+  CHECK(plan::parse_bytes("80GiB") == 80 * kGiB);
+  CHECK(plan::parse_bytes("80GB") == 80'000'000'000LL);
+  CHECK(plan::parse_bytes("1.5 TiB") == 1536 * kGiB);
+  CHECK(plan::parse_bytes("81920MiB") == 80 * kGiB);
+  CHECK(plan::parse_bytes("4096") == 4096);
+  CHECK_THROWS_WITH(plan::parse_bytes("80 parsecs"), OB_CONTAINS("is not a size such as 80GiB"));
+  CHECK_THROWS_WITH(plan::parse_bytes("-3GB"), OB_CONTAINS("is not a size"));
+}
+
+TEST_CASE("config: dist.sharding is validated", "[plan][config]") {
+  CHECK(recipe("llama7b.yaml", {"dist.sharding=full"}).dist.sharding == "full");
+  CHECK_THROWS_WITH(recipe("llama7b.yaml", {"dist.sharding=zero3"}),
+                    OB_CONTAINS("dist.sharding must be one of none, optimizer, gradients, full"));
+}
