@@ -62,9 +62,9 @@ struct Options {
 const std::vector<std::string> kPhases{"teacher_fwd", "student_fwd", "kd_loss", "backward", "clip", "adamw"};
 
 // The memory children run with large blocks served by mmap from process start (and returned on
-// free), so that RSS follows the live tensors: bench/memory.h. The timed processes keep glibc's
+// free), so that RSS follows the live tensors: bench::kMallocEnv. The timed processes keep glibc's
 // default (adaptive) settings.
-const char* kMallocEnv = "env MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=131072 ";
+using bench::kMallocEnv;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -17,6 +17,9 @@
 
 namespace onebit::bench {
 
+// The environment prefix of such a measured child process (see above).
+inline constexpr const char* kMallocEnv = "env MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=131072 ";
+
 // A "VmRSS"/"VmHWM"-style line of /proc/self/status, in bytes.
 inline int64_t proc_status_bytes(const std::string& key) {
   std::ifstream f("/proc/self/status");

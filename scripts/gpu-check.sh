@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# onebit's GPU check in one command, for one short window on a GPU node without internet:
+#
+#   scripts/gpu-check.sh OUT_DIR
+#
+# 1. builds (scripts/setup.sh; ONEBIT_DEPS=DIR for an offline bundle of scripts/deps-bundle.sh,
+#    default $ROOT/deps when it holds one) against the node's own python3 torch;
+# 2. runs every [cuda] test;
+# (a) a LLaMA-7B-shaped OneBit distillation from a random-weight teacher, 4 x 2048 tokens on ONE
+#     GPU (bf16, gradient checkpointing, frozen tensors shared with the teacher): peak GPU memory,
+#     tokens/s, MFU (8·N FLOPs per token against GPU_PEAK_TFLOPS, known for A100/H100/H200);
+# (b) bench-distill-step (onebit vs PyTorch + transformers) at about 1B parameters;
+# (c) the NCCL path at world size 1 (bench-train-step --nccl);
+# (d) the deployment kernel/decode benchmarks, each skipped when its program does not exist.
+# Each step writes OUT_DIR/<step>.json; OUT_DIR/gpu-check.json and gpu-check.md sum them up.
+# Without a GPU (or GPU_CHECK_SMALL=1) the same steps run at small CPU shapes, which is what CI
+# checks. Knobs: BUILD_DIR (default build-gpu), JOBS, ONEBIT_PYTHON, GPU_PEAK_TFLOPS.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[[ $# -eq 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; [[ $# -eq 1 ]]; exit $?; }
+OUT=$(mkdir -p "$1" && cd "$1" && pwd)
+BUILD_DIR=${BUILD_DIR:-$ROOT/build-gpu}
+PY=${ONEBIT_PYTHON:-python3}
+start=$(date +%s)
+say() { printf '\033[1m[gpu-check]\033[0m %s\n' "$*" >&2; }
+
+# A step's result file: status, seconds, reason, then extra JSON fields (a JSON object's body).
+result() {  # name status seconds reason [extra-json-object]
+  "$PY" - "$OUT/$1.json" "$2" "$3" "$4" "${5:-}" <<'PY'
+import json, os, sys
+path, status, secs, reason, extra = sys.argv[1:6]
+r = json.loads(extra) if extra.strip() else {}
+r.update({"status": status, "seconds": float(secs), "reason": reason})
+tmp = path + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(r, f, indent=2)
+os.replace(tmp, path)
+PY
+}
+# Merges a bench's JSON output file into a step result.
+result_from() {  # name status seconds reason json-file
+  local extra="{}"
+  [[ -s "$5" ]] && extra=$(cat "$5")
+  result "$1" "$2" "$3" "$4" "$extra"
+}
+
+# ---- the machine ----
+GPU=none
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+fi
+SMALL=${GPU_CHECK_SMALL:-0}
+[[ "$GPU" == none ]] && SMALL=1
+DEVICE=cuda
+[[ "$GPU" == none ]] && DEVICE=cpu
+case "$GPU" in
+  *H100*|*H200*|*H800*|*GH200*) PEAK_DEFAULT=989 ;;  # dense bf16, SXM
+  *A100*|*A800*) PEAK_DEFAULT=312 ;;
+  *) PEAK_DEFAULT=0 ;;
+esac
+PEAK=${GPU_PEAK_TFLOPS:-$PEAK_DEFAULT}
+"$PY" - "$OUT/meta.json" "$GPU" "$(hostname)" "$(date -u +%FT%TZ)" <<'PY'
+import json, sys
+json.dump({"gpu": sys.argv[2], "host": sys.argv[3], "date": sys.argv[4]}, open(sys.argv[1], "w"))
+PY
+say "GPU: $GPU; out: $OUT"
+
+# ---- 1. build ----
+t=$(date +%s)
+if [[ -z "${ONEBIT_DEPS:-}" && -f "$ROOT/deps/MANIFEST" ]]; then export ONEBIT_DEPS=$ROOT/deps; fi
+if [[ "${GPU_CHECK_SKIP_BUILD:-0}" == 1 ]]; then
+  result build skipped 0 "GPU_CHECK_SKIP_BUILD=1: using $BUILD_DIR as it is"
+elif BUILD_DIR=$BUILD_DIR ONEBIT_PYTHON=$PY TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
+    "$ROOT/scripts/setup.sh" >"$OUT/build.log" 2>&1; then
+  result build ok $(( $(date +%s) - t )) ""
+else
+  result build failed $(( $(date +%s) - t )) "setup.sh failed: $(tail -1 "$OUT/build.log")"
+fi
+BIN=$BUILD_DIR
+
+# Runs a step with a time limit; $1 = name, $2 = limit (s), rest = command; output in OUT/<name>.log.
+run_step() {
+  local name=$1 limit=$2
+  shift 2
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+}
+
+# ---- 2. [cuda] tests ----
+t=$(date +%s)
+if [[ ! -x "$BIN/onebit_tests" ]]; then
+  result cuda_tests failed 0 "no $BIN/onebit_tests"
+else
+  run_step cuda_tests 240 "$BIN/onebit_tests" "[cuda]"
+  rc=$?
+  counts=$("$PY" - "$OUT/cuda_tests.log" <<'PY'
+import json, re, sys
+text = open(sys.argv[1], errors="replace").read()
+m = re.search(r"test cases:\s*(\d+)(?:\s*\|\s*(\d+) passed)?(?:\s*\|\s*(\d+) failed)?", text)
+m2 = re.search(r"All tests passed \(\d+ assertions? in (\d+) test cases?\)", text)
+total = int(m.group(1)) if m else int(m2.group(1)) if m2 else 0
+failed = int(m.group(3) or 0) if m else 0
+skipped = len(re.findall(r"SKIPPED:", text))
+print(json.dumps({"total": total, "passed": total - failed - skipped if total else 0, "failed": failed,
+                  "skipped": skipped}))
+PY
+)
+  if ((rc == 0)); then result cuda_tests ok $(( $(date +%s) - t )) "" "$counts"
+  else result cuda_tests failed $(( $(date +%s) - t )) "exit $rc (see cuda_tests.log)" "$counts"; fi
+fi
+
+# ---- (a) LLaMA-7B-shaped distillation on one GPU ----
+if ((SMALL)); then
+  SHAPE=(--layers 2 --hidden 256 --ffn 688 --vocab 4000 --batch 2 --seq 128)
+else
+  SHAPE=(--layers 32 --hidden 4096 --ffn 11008 --vocab 32000 --heads 32 --batch 4 --seq 2048)
+fi
+t=$(date +%s)
+if [[ ! -x "$BIN/bench-train-step" ]]; then
+  result distill_7b failed 0 "no $BIN/bench-train-step"
+elif run_step distill_7b 300 "$BIN/bench-train-step" "${SHAPE[@]}" --steps 3 --warmup 1 --device $DEVICE \
+    --dtype bf16 --checkpointing 1 --peak-tflops "$PEAK" --dir "$BUILD_DIR/gpu_check_teacher" \
+    --json "$OUT/distill_7b.out.json"; then
+  result_from distill_7b ok $(( $(date +%s) - t )) "" "$OUT/distill_7b.out.json"
+else
+  result distill_7b failed $(( $(date +%s) - t )) "exit $? (see distill_7b.log): $(tail -1 "$OUT/distill_7b.log")"
+fi
+
+# ---- (b) distillation step vs PyTorch + transformers, ~1B parameters ----
+if ((SMALL)); then
+  STEP=(--layers 2 --hidden 128 --ffn 344 --vocab 2000 --batch 2 --seq 64 --iters 2 --warmup 1)
+else
+  STEP=(--layers 16 --hidden 2048 --ffn 5504 --vocab 32000 --batch 4 --seq 2048 --iters 5 --warmup 2)
+fi
+t=$(date +%s)
+if [[ ! -x "$BIN/bench-distill-step" ]]; then
+  result distill_step failed 0 "no $BIN/bench-distill-step"
+elif ! "$PY" -c "import transformers" 2>/dev/null; then
+  result distill_step skipped 0 "$PY has no transformers"
+elif run_step distill_step 240 "$BIN/bench-distill-step" "${STEP[@]}" --device $DEVICE --dtype bf16 --python "$PY" \
+    --dir "$BUILD_DIR/gpu_check_distill_step"; then
+  ratios=$("$PY" - "$OUT/distill_step.log" <<'PY'
+import json, re, sys
+text = open(sys.argv[1], errors="replace").read()
+r = {}
+m = re.search(r"time, wall ms\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text)
+if m: r.update(onebit_step_ms=float(m.group(1)), torch_step_ms=float(m.group(2)), step_time_ratio=float(m.group(3)))
+m = re.search(r"peak step memory, MiB\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text)
+if m: r.update(onebit_peak_mib=float(m.group(1)), torch_peak_mib=float(m.group(2)), peak_memory_ratio=float(m.group(3)))
+print(json.dumps(r))
+PY
+)
+  result distill_step ok $(( $(date +%s) - t )) "" "$ratios"
+else
+  result distill_step failed $(( $(date +%s) - t )) "exit $? (see distill_step.log): $(tail -1 "$OUT/distill_step.log")"
+fi
+
+# ---- (c) NCCL at world size 1 ----
+t=$(date +%s)
+if [[ ! -x "$BIN/bench-train-step" ]]; then
+  result nccl failed 0 "no $BIN/bench-train-step"
+elif run_step nccl 120 "$BIN/bench-train-step" --layers 2 --hidden 256 --ffn 688 --vocab 4000 --batch 2 --seq 128 \
+    --steps 2 --device $DEVICE --nccl --dir "$BUILD_DIR/gpu_check_nccl" --json "$OUT/nccl.out.json"; then
+  result_from nccl ok $(( $(date +%s) - t )) "" "$OUT/nccl.out.json"
+else
+  result nccl failed $(( $(date +%s) - t )) "exit $? (see nccl.log): $(tail -1 "$OUT/nccl.log")"
+fi
+
+# ---- (d) deployment benchmarks, when their programs exist ----
+t=$(date +%s)
+ran=()
+for prog in bench-deploy-kernels bench-decode; do
+  [[ -x "$BIN/$prog" ]] || continue
+  if run_step "deploy_$prog" 120 "$BIN/$prog" --device $DEVICE; then ran+=("$prog ok"); else ran+=("$prog failed"); fi
+done
+if ((${#ran[@]})); then
+  status=ok
+  [[ "${ran[*]}" == *failed* ]] && status=failed
+  result deploy $status $(( $(date +%s) - t )) "" "{\"summary\": \"${ran[*]}\"}"
+else
+  result deploy skipped 0 "no deployment benchmark programs (bench-deploy-kernels, bench-decode) in $BIN"
+fi
+
+"$PY" - "$OUT/meta.json" $(( $(date +%s) - start )) <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); m["seconds"] = float(sys.argv[2]); json.dump(m, open(sys.argv[1], "w"))
+PY
+"$PY" "$ROOT/scripts/gpu_check_report.py" "$OUT"
