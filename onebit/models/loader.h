@@ -19,7 +19,9 @@ CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts = {});
 
 // Loads config.json + model.safetensors (or the sharded index) from `dir`. Tied lm_head is
 // taken from the embeddings as transformers does; names, shapes and dtypes are checked.
-// OneBit students saved by save_pretrained load back with their latent W, g, h.
+// OneBit students saved by save_pretrained load back with their latent W, g, h. A folder
+// written by onebit-export (config.json with a onebit quantization_config) loads with
+// PackedOneBitLinear layers (docs/deployment.md); opts.dtype applies to its other tensors.
 CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts = {});
 
 // Writes config.json and model.safetensors under `dir` (created), atomically, HF names.
