@@ -1,12 +1,16 @@
-// Packed 1-bit GEMV (CPU LUT kernel) vs dense fp32 matmul with the same ±1 matrix, same run.
-//   bench-packed-gemv --threads 1 --iters 20
+// bench-packed-gemv: packed 1-bit GEMV/GEMM against a copy-bandwidth baseline and LibTorch
+// dense fp32/bf16 matmuls, measured in the same run (docs/BENCHMARKS.md).
+//   bench-packed-gemv --threads 2                 (CPU: every available kernel, rows 1)
+//   bench-packed-gemv --device cuda --json        (GPU: the CUDA path vs cuBLAS bf16, JSON lines)
+// Weights are cycled over enough copies of each layer to exceed the caches (--cold-mb), as a
+// decoder does when it walks its layers, so a GEMV reads its weights from memory.
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <functional>
+#include <cstring>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "bench/timing.h"
@@ -14,37 +18,105 @@
 #include "onebit/export/packed_linear.h"
 #include "onebit/nn/onebit_linear.h"
 
+using namespace onebit;
+using bench::median_ms;
+using packed::CpuKernel;
 
-using onebit::bench::median_ms;
+namespace {
+void sync(const torch::Device& dev) {
+  if (dev.is_cuda()) torch::cuda::synchronize(dev.index() < 0 ? 0 : dev.index());
+}
+
+// STREAM-style copy bandwidth (bytes read + written per second) of a `mb`-MB buffer.
+double copy_gbs(const torch::Device& dev, int64_t mb, int iters) {
+  const int64_t n = mb * (1 << 20) / 4;
+  auto a = torch::rand({n}, torch::TensorOptions().device(dev)), b = torch::empty_like(a);
+  const double ms = median_ms([&] { b.copy_(a); sync(dev); }, 2, iters);
+  return 2.0 * double(n) * 4 / (ms * 1e6);
+}
+}  // namespace
 
 int main(int argc, char** argv) {
-  return onebit::guarded_main("bench-packed-gemv", [&] {
-    CLI::App app{"CPU packed 1-bit GEMV vs dense fp32 matmul (no post-LayerNorm)"};
-    int iters = 20, threads = 0;
-    int64_t rows = 1;
-    app.add_option("--iters", iters, "timed iterations (median reported)");
+  return guarded_main("bench-packed-gemv", [&] {
+    CLI::App app{"Packed 1-bit GEMV/GEMM vs copy bandwidth and LibTorch dense fp32/bf16 (same run)"};
+    int iters = 15, threads = 0;
+    int64_t cold_mb = 256, copy_mb = 256;
+    std::vector<int64_t> rows_list = {1};
+    std::string device = "cpu";
+    bool json_out = false, post_ln = true;
+    app.add_option("--iters", iters, "timed iterations (median)")->capture_default_str();
     app.add_option("--threads", threads, "torch intra-op threads (0: leave default)");
-    app.add_option("--rows", rows, "rows of x (1 = GEMV; > 4 takes the tiled GEMM path)");
-    try {
-      app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-      return app.exit(e);
-    }
+    app.add_option("--rows", rows_list, "rows of x (tokens), e.g. --rows 1 4 16")->capture_default_str();
+    app.add_option("--cold-mb", cold_mb, "packed weights cycled per shape (MB), beyond the caches")->capture_default_str();
+    app.add_option("--copy-mb", copy_mb, "copy-bandwidth buffer (MB)")->capture_default_str();
+    app.add_option("--device", device, "cpu | cuda | cuda:N")->capture_default_str();
+    app.add_flag("--json", json_out, "one JSON object per measurement instead of a table");
+    app.add_option("--post-ln", post_ln, "post-LayerNorm in the packed layer")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    OB_CHECK(iters > 0 && cold_mb > 0 && copy_mb > 0, "--iters, --cold-mb and --copy-mb must be positive");
     if (threads > 0) torch::set_num_threads(threads);
+    torch::Device dev(torch::kCPU);
+    try {
+      dev = torch::Device(device);
+    } catch (const c10::Error&) {
+      fail("--device: unknown device '", device, "' (cpu, cuda, cuda:N)");
+    }
+    OB_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device ", device, ": no CUDA device");
     torch::NoGradGuard no_grad;
-    std::printf("threads=%d rows=%lld iters=%d (median ms)\n", torch::get_num_threads(), (long long)rows, iters);
-    std::printf("%-14s %10s %10s %8s %12s %12s\n", "shape", "dense", "packed", "speedup", "dense MB", "packed MB");
+
+    const double copy = copy_gbs(dev, copy_mb, iters);
+    std::vector<CpuKernel> kernels;
+    if (dev.is_cpu()) {
+      for (CpuKernel k : {CpuKernel::Lut, CpuKernel::Generic, CpuKernel::Avx2, CpuKernel::Avx512, CpuKernel::Tiled})
+        if (packed::cpu_kernel_available(k)) kernels.push_back(k);
+    } else {
+      kernels = {CpuKernel::Auto};
+    }
+    if (!json_out) {
+      std::printf("device=%s threads=%d copy bandwidth %.1f GB/s (read+write, %lld MB buffer)\n", device.c_str(),
+                  torch::get_num_threads(), copy, (long long)copy_mb);
+      std::printf("%-12s %4s %-8s %10s %9s %7s %10s %10s %8s %8s\n", "shape", "rows", "kernel", "packed us", "GB/s",
+                  "%copy", "fp32 us", "bf16 us", "x fp32", "x bf16");
+    }
     for (auto [in, out] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}, {11008, 4096}}) {
       torch::manual_seed(0);
-      auto layer = onebit::nn::OneBitLinear(onebit::nn::OneBitLinearOptions(in, out).post_layernorm(false));
-      auto packed = onebit::packed::PackedLinear::from(*layer);
-      // Dense baseline: the ±1 matrix kept materialised in fp32, one matmul plus the scales.
-      auto s = torch::where(layer->weight >= 0, 1.0f, -1.0f);
-      auto x = torch::randn({rows, in});
-      const double t_dense = median_ms([&] { torch::matmul(x * layer->g, s.t()).mul_(layer->h); }, 1, iters);
-      const double t_packed = median_ms([&] { packed.forward(x); }, 1, iters);
-      std::printf("%5lld->%-7lld %10.3f %10.3f %8.2f %12.1f %12.1f\n", (long long)in, (long long)out, t_dense,
-                  t_packed, t_dense / t_packed, s.numel() * 4 / 1e6, packed.signs.numel() / 1e6);
+      auto layer = nn::OneBitLinear(nn::OneBitLinearOptions(in, out).post_layernorm(post_ln));
+      const int64_t packed_bytes = out * ((in + 7) / 8);
+      const int64_t copies = std::max<int64_t>(1, cold_mb * (1 << 20) / packed_bytes);
+      std::vector<packed::PackedOneBitLinear> layers;
+      for (int64_t c = 0; c < copies; ++c) layers.emplace_back(packed::PackedOneBitLinearImpl::from(*layer));
+      for (auto& l : layers) l->to(dev);
+      // Dense baselines: the ±1 matrix materialised, one LibTorch matmul (64+ MB: past the caches).
+      const auto s = torch::where(layer->weight >= 0, 1.0f, -1.0f).to(dev);
+      const auto s16 = s.to(torch::kBFloat16);
+      for (int64_t rows : rows_list) {
+        const auto x = torch::randn({rows, in}, torch::TensorOptions().device(dev));
+        const auto x16 = x.to(torch::kBFloat16);
+        const double t32 = median_ms([&] { torch::matmul(x, s.t()); sync(dev); }, 2, iters) * 1e3;
+        const double t16 = median_ms([&] { torch::matmul(x16, s16.t()); sync(dev); }, 2, iters) * 1e3;
+        for (CpuKernel k : kernels) {
+          const auto& xin = dev.is_cuda() ? x16 : x;
+          const double t = median_ms([&] {
+                             for (auto& l : layers) l->forward(xin, k);
+                             sync(dev);
+                           }, 1, iters) * 1e3 / double(copies);
+          const double gbs = double(packed_bytes) / (t * 1e3);
+          if (json_out) {
+            std::printf("%s\n", nlohmann::json{{"bench", "packed_gemv"}, {"device", device}, {"in", in}, {"out", out},
+                                               {"rows", rows}, {"kernel", packed::to_string(k)}, {"packed_us", t},
+                                               {"weight_gbs", gbs}, {"copy_gbs", copy}, {"pct_copy", 100 * gbs / copy},
+                                               {"dense_fp32_us", t32}, {"dense_bf16_us", t16},
+                                               {"speedup_fp32", t32 / t}, {"speedup_bf16", t16 / t},
+                                               {"threads", torch::get_num_threads()}}
+                                      .dump()
+                                      .c_str());
+          } else {
+            std::printf("%5lldx%-6lld %4lld %-8s %10.1f %9.2f %6.1f%% %10.1f %10.1f %8.2f %8.2f\n", (long long)in,
+                        (long long)out, (long long)rows, packed::to_string(k), t, gbs, 100 * gbs / copy, t32, t16,
+                        t32 / t, t16 / t);
+          }
+        }
+      }
     }
     return 0;
   });

@@ -62,11 +62,6 @@ double peak_rss_mb() {
   return 0;
 }
 
-void copy_tokenizer_files(const fs::path& from, const fs::path& to) {
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
-    if (fs::exists(from / f)) fs::copy_file(from / f, to / f, fs::copy_options::overwrite_existing);
-}
-
 double eval_ppl(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok, const std::vector<std::string>& docs,
                 const config::TrainConfig& cfg) {
   torch::NoGradGuard no_grad;
@@ -296,7 +291,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
 
   const fs::path student_dir = out / "student";
   models::save_pretrained(student, student_dir.string());
-  copy_tokenizer_files(teacher_dir, student_dir);
+  tokenizer::copy_tokenizer_files(teacher_dir.string(), student_dir.string());
   std::cerr << "student saved to " << student_dir.string() << std::endl;
   if (tok) {
     // Final table on the whole eval text: teacher, OneBit student, naive 1-bit baseline.

@@ -1,122 +1,320 @@
 #include "onebit/export/packed_linear.h"
 
+#include <torch/library.h>
 #include <torch/torch.h>
 
 #include "kernels/packed_sign.h"
 #include "onebit/core/error.h"
 
 #ifdef ONEBIT_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include "kernels/cuda/packed_matvec.h"
+#include "kernels/cuda/packed_gemv.h"
 #endif
 
 namespace onebit::packed {
 
 namespace {
 namespace k = onebit::kernels;
-// Up to this many rows the LUT GEMV wins; beyond, unpacking a tile of rows and calling BLAS
-// does (the table is rebuilt for every row of x, the tile once per call).
-constexpr int64_t kLutMaxRows = 4;
-constexpr int64_t kTileRows = 256;  // ±1 rows unpacked at a time on the GEMM path
+constexpr int64_t kTileRows = 256;  // ±1 rows unpacked at a time on the tiled path
+constexpr int64_t kGrainRows = 32;  // output rows per parallel task at least
 
 const k::SignBlock* blocks(const torch::Tensor& signs) {
   return reinterpret_cast<const k::SignBlock*>(signs.data_ptr<uint8_t>());
 }
 
-torch::Tensor cpu_matmul(const torch::Tensor& xg, const torch::Tensor& signs, const torch::Tensor& h,
-                         int64_t in, int64_t out) {
-  const int64_t n = xg.size(0);
-  const float* hp = h.data_ptr<float>();
-  if (n <= kLutMaxRows) {
-    torch::Tensor y = torch::empty({n, out}, xg.options());
-    std::vector<float> lut(size_t(k::lut_floats(in)));
-    for (int64_t t = 0; t < n; ++t) {
-      k::build_lut(xg[t].data_ptr<float>(), in, lut.data());
-      float* yp = y[t].data_ptr<float>();
-      at::parallel_for(0, out, 64, [&](int64_t b, int64_t e) {
-        k::gemv_lut_rows(lut.data(), blocks(signs), in, hp, b, e, yp);
-      });
+CpuKernel resolve(CpuKernel kernel, int64_t n) {
+  if (kernel != CpuKernel::Auto) return kernel;
+  if (n > kMaxKernelRows) return CpuKernel::Tiled;
+  switch (k::best_cpu_isa()) {
+    case k::CpuIsa::Avx512: return CpuKernel::Avx512;
+    case k::CpuIsa::Avx2: return CpuKernel::Avx2;
+    case k::CpuIsa::Generic: return n == 1 ? CpuKernel::Lut : CpuKernel::Generic;
+  }
+  return CpuKernel::Generic;
+}
+
+// y [n, out] fp32 = h ⊙ (xg · Sᵀ) (+ bias); xg [n, padded_in] fp32 with zero padding.
+void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torch::Tensor& h,
+                 const torch::Tensor& bias, int64_t in, CpuKernel kernel, torch::Tensor& y) {
+  const int64_t n = xg.size(0), out = y.size(1);
+  k::GemmArgs a;
+  a.xg = xg.data_ptr<float>();
+  a.n = n;
+  a.xs = xg.stride(0);
+  a.w = blocks(signs);
+  a.blocks = k::blocks_per_row(in);
+  a.h = h.data_ptr<float>();
+  a.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  a.y = y.data_ptr<float>();
+  a.ys = y.stride(0);
+  switch (kernel) {
+    case CpuKernel::Tiled: {
+      torch::Tensor yt = torch::empty({out, n});  // yᵀ: tiles are contiguous row slices
+      torch::Tensor tile = torch::empty({std::min(kTileRows, out), in});
+      const torch::Tensor xgt = xg.narrow(1, 0, in).t();
+      for (int64_t o = 0; o < out; o += kTileRows) {
+        const int64_t rows = std::min(kTileRows, out - o);
+        torch::Tensor tl = tile.narrow(0, 0, rows);
+        k::unpack_rows(a.w, in, o, o + rows, tl.data_ptr<float>());
+        torch::Tensor dst = yt.narrow(0, o, rows);
+        torch::mm_out(dst, tl, xgt);
+      }
+      y.copy_(bias.defined() ? torch::addcmul(bias, yt.t(), h) : yt.t() * h);
+      return;
     }
-    return y;
+    case CpuKernel::Lut: {
+      std::vector<float> lut(size_t(k::lut_floats(a.blocks)));
+      for (int64_t t = 0; t < n; ++t) {
+        k::GemmArgs row = a;
+        row.n = 1;
+        row.xg = a.xg + t * a.xs;
+        row.y = a.y + t * a.ys;
+        k::build_lut(row.xg, a.blocks, lut.data());
+        at::parallel_for(0, out, kGrainRows,
+                         [&](int64_t b, int64_t e) { k::gemv_lut_rows(lut.data(), row, b, e); });
+      }
+      return;
+    }
+    default: break;
   }
-  torch::Tensor yt = torch::empty({out, n}, xg.options());  // yᵀ: tiles are contiguous row slices
-  torch::Tensor tile = torch::empty({std::min(kTileRows, out), in}, xg.options());
-  const torch::Tensor xgt = xg.t();
-  for (int64_t o = 0; o < out; o += kTileRows) {
-    const int64_t rows = std::min(kTileRows, out - o);
-    torch::Tensor tl = tile.narrow(0, 0, rows);
-    k::unpack_rows(blocks(signs), in, o, o + rows, tl.data_ptr<float>());
-    torch::Tensor dst = yt.narrow(0, o, rows);
-    torch::mm_out(dst, tl, xgt);
-  }
-  return yt.t().mul(h);
+  k::GemmRowsFn fn = k::gemm_rows_ref;
+  if (kernel == CpuKernel::Generic) fn = k::gemm_rows_for(k::CpuIsa::Generic);
+  if (kernel == CpuKernel::Avx2) fn = k::gemm_rows_for(k::CpuIsa::Avx2);
+  if (kernel == CpuKernel::Avx512) fn = k::gemm_rows_for(k::CpuIsa::Avx512);
+  at::parallel_for(0, out, kGrainRows, [&](int64_t b, int64_t e) { fn(a, b, e); });
 }
 }  // namespace
+
+torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
+                                const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
+                                double ln_eps, CpuKernel kernel) {
+  const int64_t n = x2.size(0), out = h.size(0);
+  // g folded into x once; rows padded with zeros to whole blocks.
+  torch::Tensor xg = torch::zeros({n, k::padded_in(in)});
+  torch::Tensor xv = xg.narrow(1, 0, in);
+  torch::mul_out(xv, x2.to(torch::kFloat32), g);
+  torch::Tensor y = torch::empty({n, out});
+  cpu_product(xg, signs, h, bias, in, resolve(kernel, n), y);
+  if (post_layernorm) k::layernorm_rows(y.data_ptr<float>(), n, out, y.stride(0), ln_eps);
+  return y.to(x2.scalar_type());
+}
+
+#ifdef ONEBIT_WITH_CUDA
+torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
+                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
+                                 double ln_eps) {
+  namespace kc = kernels::cuda;
+  const c10::cuda::CUDAGuard guard(x2.device());  // a tensor on cuda:1 runs on cuda:1
+  const int64_t n = x2.size(0), out = h.size(0);
+  kc::Act act = kc::Act::F32;
+  torch::Tensor x = x2.contiguous();
+  if (x.scalar_type() == torch::kBFloat16) {
+    act = kc::Act::BF16;
+  } else if (x.scalar_type() == torch::kHalf) {
+    act = kc::Act::F16;
+  } else if (x.scalar_type() != torch::kFloat32) {
+    x = x.to(torch::kFloat32);
+  }
+  torch::Tensor y = torch::empty({n, out}, x.options());
+  const int sms = kc::multiprocessors(x2.device().index());
+  const int splits = kc::choose_splits(in, out, sms);
+  torch::Tensor ws = torch::empty({kc::workspace_floats(n, out, splits)}, x.options().dtype(torch::kFloat32));
+  kc::GemvArgs a;
+  a.x = x.data_ptr();
+  a.act = act;
+  a.g = g.data_ptr<float>();
+  a.signs = signs.data_ptr<uint8_t>();
+  a.row_bytes = signs.size(1);
+  a.h = h.data_ptr<float>();
+  a.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  a.post_layernorm = post_layernorm;
+  a.ln_eps = float(ln_eps);
+  a.y = y.data_ptr();
+  a.workspace = ws.data_ptr<float>();
+  a.n = n, a.in = in, a.out = out;
+  const char* err = kc::packed_gemv(a, splits, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
+  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel failed: ", err ? err : "");
+  return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
+}
+#endif
+
+namespace {
+using OptT = std::optional<torch::Tensor>;
+torch::Tensor op_cpu(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
+                     const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps) {
+  return packed_linear_cpu(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps, CpuKernel::Auto);
+}
+#ifdef ONEBIT_WITH_CUDA
+torch::Tensor op_cuda(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
+                      const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps) {
+  return packed_linear_cuda(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps);
+}
+#endif
+}  // namespace
+
+// torch.ops.onebit.packed_linear(x [n, in], signs (runtime rows), g, h, bias?, in, post_ln, eps).
+TORCH_LIBRARY_FRAGMENT(onebit, m) {
+  m.def("packed_linear(Tensor x, Tensor signs, Tensor g, Tensor h, Tensor? bias, int in_features, "
+        "bool post_layernorm, float ln_eps) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(onebit, CPU, m) { m.impl("packed_linear", &op_cpu); }
+#ifdef ONEBIT_WITH_CUDA
+TORCH_LIBRARY_IMPL(onebit, CUDA, m) { m.impl("packed_linear", &op_cuda); }
+#endif
+
+bool cpu_kernel_available(CpuKernel kernel) {
+  if (kernel == CpuKernel::Avx2) return k::cpu_supports(k::CpuIsa::Avx2);
+  if (kernel == CpuKernel::Avx512) return k::cpu_supports(k::CpuIsa::Avx512);
+  return true;
+}
+
+const char* to_string(CpuKernel kernel) {
+  switch (kernel) {
+    case CpuKernel::Auto: return "auto";
+    case CpuKernel::Ref: return "ref";
+    case CpuKernel::Lut: return "lut";
+    case CpuKernel::Generic: return "generic";
+    case CpuKernel::Avx2: return "avx2";
+    case CpuKernel::Avx512: return "avx512";
+    case CpuKernel::Tiled: return "tiled";
+  }
+  return "?";
+}
 
 torch::Tensor pack_signs(const torch::Tensor& w) {
   OB_CHECK(w.dim() == 2 && w.is_floating_point(), "pack_signs: weight must be a 2-D float tensor, got ",
            w.sizes(), " ", w.scalar_type());
+  const int64_t out = w.size(0), in = w.size(1);
   const torch::Tensor wc = w.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-  torch::Tensor out = torch::empty({w.size(0), k::bytes_per_row(w.size(1))}, torch::kUInt8);
-  k::pack_ref(wc.data_ptr<float>(), w.size(0), w.size(1),
-              reinterpret_cast<k::SignBlock*>(out.data_ptr<uint8_t>()));
-  return out.to(w.device());
+  std::vector<k::SignBlock> rows(size_t(out * k::blocks_per_row(in)));
+  k::pack_ref(wc.data_ptr<float>(), out, in, rows.data());
+  torch::Tensor file = torch::empty({out, k::file_row_bytes(in)}, torch::kUInt8);
+  k::blocks_to_file_rows(rows.data(), out, in, file.data_ptr<uint8_t>());
+  return file.to(w.device());
 }
 
 torch::Tensor unpack_signs(const torch::Tensor& packed, int64_t in) {
-  OB_CHECK(packed.dim() == 2 && packed.scalar_type() == torch::kUInt8 &&
-               packed.size(1) == k::bytes_per_row(in),
-           "unpack_signs: need uint8 [out, ", k::bytes_per_row(in), "] for in=", in, ", got ",
-           packed.sizes(), " ", packed.scalar_type());
+  OB_CHECK(packed.dim() == 2 && packed.scalar_type() == torch::kUInt8 && packed.size(1) == k::file_row_bytes(in),
+           "unpack_signs: need uint8 [out, ", k::file_row_bytes(in), "] for in=", in, ", got ", packed.sizes(), " ",
+           packed.scalar_type());
   const torch::Tensor p = packed.to(torch::kCPU).contiguous();
-  torch::Tensor out = torch::empty({packed.size(0), in});
-  k::unpack_ref(blocks(p), packed.size(0), in, out.data_ptr<float>());
-  return out.to(packed.device());
+  const int64_t out = p.size(0);
+  std::vector<k::SignBlock> rows(size_t(out * k::blocks_per_row(in)));
+  k::file_rows_to_blocks(p.data_ptr<uint8_t>(), out, in, rows.data());
+  torch::Tensor dst = torch::empty({out, in});
+  k::unpack_rows(rows.data(), in, 0, out, dst.data_ptr<float>());
+  return dst.to(packed.device());
 }
 
-PackedLinear PackedLinear::from(const nn::OneBitLinearImpl& layer) {
+PackedOneBitLinearOptions::PackedOneBitLinearOptions(int64_t in_features, int64_t out_features)
+    : in_features_(in_features), out_features_(out_features) {}
+
+PackedOneBitLinearImpl::PackedOneBitLinearImpl(const PackedOneBitLinearOptions& options_) : options(options_) {
+  reset();
+}
+
+void PackedOneBitLinearImpl::reset() {
+  const int64_t in = options.in_features(), out = options.out_features();
+  OB_CHECK(in > 0 && out > 0, "PackedOneBitLinear: in_features and out_features must be positive, got ", in,
+           " and ", out);
+  OB_CHECK(options.ln_eps() > 0, "PackedOneBitLinear: ln_eps must be positive, got ", options.ln_eps());
+  signs = register_buffer("weight_packed", torch::zeros({out, k::blocks_per_row(in) * int64_t(sizeof(k::SignBlock))},
+                                                        torch::kUInt8));
+  g = register_buffer("g", torch::ones({in}));
+  h = register_buffer("h", torch::ones({out}));
+  if (options.bias()) {
+    bias = register_buffer("bias", torch::zeros({out}));
+  } else {
+    bias = torch::Tensor();
+  }
+}
+
+std::shared_ptr<PackedOneBitLinearImpl> PackedOneBitLinearImpl::from(const nn::OneBitLinearImpl& layer) {
   torch::NoGradGuard no_grad;
-  PackedLinear p;
-  p.in_features = layer.options.in_features();
-  p.out_features = layer.options.out_features();
-  p.signs = pack_signs(layer.weight);
-  p.g = layer.g.detach().to(torch::kFloat32).contiguous();
-  p.h = layer.h.detach().to(torch::kFloat32).contiguous();
-  if (layer.bias.defined()) p.bias = layer.bias.detach().to(torch::kFloat32).contiguous();
-  p.post_layernorm = layer.options.post_layernorm();
-  p.ln_eps = layer.options.ln_eps();
+  const auto& o = layer.options;
+  auto p = std::make_shared<PackedOneBitLinearImpl>(PackedOneBitLinearOptions(o.in_features(), o.out_features())
+                                                        .bias(o.bias())
+                                                        .post_layernorm(o.post_layernorm())
+                                                        .ln_eps(o.ln_eps()));
+  p->set_file_signs(pack_signs(layer.weight).cpu(), "PackedOneBitLinear::from");
+  p->g.copy_(layer.g.detach());
+  p->h.copy_(layer.h.detach());
+  if (p->bias.defined()) p->bias.copy_(layer.bias.detach());
+  p->to(layer.weight.device());
   return p;
 }
 
-torch::Tensor PackedLinear::forward(const torch::Tensor& x) const {
-  OB_CHECK(x.dim() >= 1 && x.size(-1) == in_features, "PackedLinear: input last dim must be in_features=",
-           in_features, ", got input shape ", x.sizes());
-  OB_CHECK(x.scalar_type() == torch::kFloat32, "PackedLinear: input must be fp32, got ", x.scalar_type());
-  OB_CHECK(x.device() == signs.device(), "PackedLinear: input on ", x.device(), " but weights on ",
-           signs.device());
+torch::Tensor PackedOneBitLinearImpl::file_signs() const {
+  const int64_t out = options.out_features(), in = options.in_features();
+  const torch::Tensor s = signs.to(torch::kCPU).contiguous();
+  torch::Tensor file = torch::empty({out, k::file_row_bytes(in)}, torch::kUInt8);
+  k::blocks_to_file_rows(blocks(s), out, in, file.data_ptr<uint8_t>());
+  return file;
+}
+
+void PackedOneBitLinearImpl::set_file_signs(const torch::Tensor& file_rows, const std::string& where) {
+  const int64_t out = options.out_features(), in = options.in_features();
+  OB_CHECK(file_rows.scalar_type() == torch::kUInt8, where, ": packed signs must be uint8, got ",
+           file_rows.scalar_type());
+  OB_CHECK(file_rows.dim() == 2 && file_rows.size(0) == out && file_rows.size(1) == k::file_row_bytes(in), where,
+           ": packed signs have shape ", file_rows.sizes(), ", expected [", out, ", ", k::file_row_bytes(in),
+           "] (", in, " inputs = ", k::file_row_bytes(in), " bytes per row)");
+  const torch::Tensor f = file_rows.to(torch::kCPU).contiguous();
+  OB_CHECK(k::file_padding_is_zero(f.data_ptr<uint8_t>(), out, in), where,
+           ": packed signs have non-zero padding bits past input ", in, " (wrong in_features or bit order?)");
+  torch::Tensor rows = torch::empty({out, k::blocks_per_row(in) * int64_t(sizeof(k::SignBlock))}, torch::kUInt8);
+  k::file_rows_to_blocks(f.data_ptr<uint8_t>(), out, in, reinterpret_cast<k::SignBlock*>(rows.data_ptr<uint8_t>()));
   torch::NoGradGuard no_grad;
-  const torch::Tensor xg = (x.reshape({-1, in_features}) * g).contiguous();
+  signs.set_data(rows.to(signs.device()));
+}
+
+void PackedOneBitLinearImpl::to(torch::Device device, torch::Dtype, bool non_blocking) {
+  to(device, non_blocking);
+}
+void PackedOneBitLinearImpl::to(torch::Dtype, bool) {}
+void PackedOneBitLinearImpl::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+}
+
+torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x) { return forward(x, CpuKernel::Auto); }
+
+torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CpuKernel kernel) {
+  const int64_t in = options.in_features(), out = options.out_features();
+  OB_CHECK(x.dim() >= 1 && x.size(-1) == in, "PackedOneBitLinear: input last dim must be in_features=", in,
+           ", got input shape ", x.sizes());
+  OB_CHECK(x.is_floating_point(), "PackedOneBitLinear: input must be floating point, got ", x.scalar_type());
+  OB_CHECK(x.device() == signs.device(), "PackedOneBitLinear: input on ", x.device(), " but weights on ",
+           signs.device());
+  OB_CHECK(cpu_kernel_available(kernel), "PackedOneBitLinear: the ", to_string(kernel),
+           " kernel is not supported by this CPU or build");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x2 = x.reshape({-1, in});
   torch::Tensor y;
-  if (x.device().is_cpu()) {
-    y = cpu_matmul(xg, signs, h, in_features, out_features);
+  if (kernel == CpuKernel::Auto) {
+    // Through the registered operator (device dispatch and guard), as torch.ops.onebit would.
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("onebit::packed_linear", "")
+                               .typed<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                                    const torch::Tensor&, const std::optional<torch::Tensor>&,
+                                                    int64_t, bool, double)>();
+    y = op.call(x2, signs, g, h, bias.defined() ? std::optional<torch::Tensor>(bias) : std::nullopt, in,
+                options.post_layernorm(), options.ln_eps());
   } else {
-#ifdef ONEBIT_WITH_CUDA
-    OB_CHECK(x.device().is_cuda(), "PackedLinear: unsupported device ", x.device());
-    y = torch::empty({xg.size(0), out_features}, xg.options());
-    const char* err = kernels::cuda::packed_matvec(
-        xg.data_ptr<float>(), signs.data_ptr<uint8_t>(), h.data_ptr<float>(), y.data_ptr<float>(),
-        xg.size(0), in_features, out_features, c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
-    OB_CHECK(err == nullptr, "PackedLinear: CUDA kernel failed: ", err ? err : "");
-#else
-    fail("PackedLinear: ", x.device(), " needs a build with CUDA kernels (nvcc at configure time)");
-#endif
+    OB_CHECK(x.device().is_cpu(), "PackedOneBitLinear: kernel '", to_string(kernel), "' is a CPU kernel, input on ",
+             x.device());
+    y = packed_linear_cpu(x2, signs, g, h, bias, in, options.post_layernorm(), options.ln_eps(), kernel);
   }
-  if (bias.defined()) y.add_(bias);
-  if (post_layernorm) y = torch::layer_norm(y, {out_features}, {}, {}, ln_eps);
   auto shape = x.sizes().vec();
-  shape.back() = out_features;
+  shape.back() = out;
   return y.view(shape);
+}
+
+void PackedOneBitLinearImpl::pretty_print(std::ostream& os) const {
+  os << "onebit::packed::PackedOneBitLinear(in_features=" << options.in_features()
+     << ", out_features=" << options.out_features() << ", bias=" << options.bias()
+     << ", post_layernorm=" << options.post_layernorm() << ")";
 }
 
 }  // namespace onebit::packed

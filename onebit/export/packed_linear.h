@@ -1,29 +1,77 @@
-// A deployed OneBitLinear: packed 1-bit signs (kernels/packed_sign.h) + fp32 g, h (and bias).
-// forward runs the packed kernels (CPU: lookup-table GEMV or tile-wise unpack + GEMM; CUDA:
-// packed_matvec) and never builds the full ±1 matrix.
+// PackedOneBitLinear: a deployed OneBitLinear. Packed 1-bit signs (kernels/packed_sign.h) and
+// fp32 g, h (and bias); forward runs the packed kernels and never builds the full ±1 matrix.
+// The model code binds it as it binds Linear and OneBitLinear (models/layers.h: Proj).
 #pragma once
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/pimpl.h>
 #include <torch/types.h>
+
+#include <ostream>
 
 #include "onebit/nn/onebit_linear.h"
 
 namespace onebit::packed {
 
-// [out, in] float weights → uint8 [out, bytes_per_row(in)] signs (bit 1 = −1, LSB first).
+// [out, in] float weights → uint8 [out, ⌈in/8⌉] file rows (bit 1 = −1, LSB first, w < 0 → 1).
 torch::Tensor pack_signs(const torch::Tensor& w);
-// Inverse: uint8 [out, bytes_per_row(in)] → fp32 ±1 [out, in] (tests and debugging).
+// Inverse: uint8 [out, ⌈in/8⌉] → fp32 ±1 [out, in] (tests and debugging).
 torch::Tensor unpack_signs(const torch::Tensor& packed, int64_t in);
 
-struct PackedLinear {
-  int64_t in_features = 0, out_features = 0;
-  torch::Tensor signs;  // uint8 [out, bytes_per_row(in)]
+// Which CPU kernel a forward uses. Auto: the lookup table for one token without an
+// instruction-set kernel, else the best masked kernel of this CPU (kernels::best_cpu_isa) up
+// to kMaxKernelRows tokens, and above that tiles of ±1 rows unpacked for BLAS.
+enum class CpuKernel { Auto, Ref, Lut, Generic, Avx2, Avx512, Tiled };
+constexpr int64_t kMaxKernelRows = 16;
+bool cpu_kernel_available(CpuKernel k);
+const char* to_string(CpuKernel k);
+
+// The layer's product on x2 [n, in] (any float dtype; result in x2's dtype), runtime-row signs:
+// the CPU path, and the CUDA path (builds with CUDA). Both are registered as the operator
+// onebit::packed_linear (CPU and CUDA dispatch keys, device guard), which forward calls.
+torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
+                                const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
+                                double ln_eps, CpuKernel kernel = CpuKernel::Auto);
+
+struct PackedOneBitLinearOptions {
+  PackedOneBitLinearOptions(int64_t in_features, int64_t out_features);
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = false;
+  TORCH_ARG(bool, post_layernorm) = true;
+  TORCH_ARG(double, ln_eps) = 1e-5;
+};
+
+class PackedOneBitLinearImpl : public torch::nn::Cloneable<PackedOneBitLinearImpl> {
+ public:
+  explicit PackedOneBitLinearImpl(const PackedOneBitLinearOptions& options);
+  void reset() override;  // all signs +1, g = h = 1, bias 0
+  // The packed form of a trained layer, on the layer's device. Its signs are sign(W) of training.
+  static std::shared_ptr<PackedOneBitLinearImpl> from(const nn::OneBitLinearImpl& layer);
+
+  // x [..., in] of any float dtype → [..., out] of x's dtype; sums, h, bias and the
+  // LayerNorm in fp32. No autograd.
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x, CpuKernel kernel);
+
+  // The signs as stored in files, uint8 [out, ⌈in/8⌉], and back (validated: shape, dtype,
+  // zero padding bits).
+  torch::Tensor file_signs() const;
+  void set_file_signs(const torch::Tensor& file_rows, const std::string& where);
+
+  // Parameters are fixed buffers: a dtype change leaves them as they are (uint8 signs, fp32
+  // scales; activations of any float dtype are accepted), a device change moves them.
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
+
+  void pretty_print(std::ostream& stream) const override;
+
+  PackedOneBitLinearOptions options;
+  torch::Tensor signs;  // uint8 [out, 16·blocks_per_row(in)]: runtime rows (kernels/packed_sign.h)
   torch::Tensor g, h;   // fp32 [in], [out]
   torch::Tensor bias;   // fp32 [out] or undefined
-  bool post_layernorm = true;
-  double ln_eps = 1e-5;
-
-  static PackedLinear from(const nn::OneBitLinearImpl& layer);  // on the layer's device
-  // x [..., in] fp32 (CPU or CUDA, the signs' device) → [..., out] fp32; no autograd.
-  torch::Tensor forward(const torch::Tensor& x) const;
 };
+TORCH_MODULE(PackedOneBitLinear);
 
 }  // namespace onebit::packed

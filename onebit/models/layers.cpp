@@ -4,6 +4,7 @@
 
 #include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
+#include "onebit/export/packed_linear.h"
 #include "onebit/nn/onebit_linear.h"
 
 namespace onebit::models::detail {
@@ -20,7 +21,11 @@ void Proj::bind(torch::nn::Module& owner, const std::string& name) {
     fn_ = [ob](const torch::Tensor& x) { return ob->forward(x); };
     return;
   }
-  fail("projection '", name, "' is a ", mod_->name(), ", expected Linear or OneBitLinear");
+  if (auto pk = std::dynamic_pointer_cast<packed::PackedOneBitLinearImpl>(mod_)) {
+    fn_ = [pk](const torch::Tensor& x) { return pk->forward(x); };
+    return;
+  }
+  fail("projection '", name, "' is a ", mod_->name(), ", expected Linear, OneBitLinear or PackedOneBitLinear");
 }
 
 namespace {

@@ -16,7 +16,8 @@
 
 namespace onebit::models::detail {
 
-// A projection child held by name: replace_linears swaps the child (Linear -> OneBitLinear)
+// A projection child held by name: replace_linears swaps the child (Linear -> OneBitLinear or
+// PackedOneBitLinear)
 // and the owner's rebind_slots() calls bind() again so the call reaches the new module.
 class Proj {
  public:

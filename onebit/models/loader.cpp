@@ -3,15 +3,19 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "onebit/core/error.h"
+#include "onebit/export/format.h"
+#include "onebit/export/packed_linear.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/layers.h"
 #include "onebit/models/llama.h"
 #include "onebit/models/opt.h"
 #include "onebit/models/to_onebit.h"
+#include "onebit/nn/replace.h"
 
 namespace onebit::models {
 
@@ -31,20 +35,76 @@ bool ignorable(const std::string& name, const ModelConfig& cfg) {
   return cfg.tie_word_embeddings && name == "lm_head.weight";
 }
 
-std::string dtype_name(torch::Dtype d) {
-  switch (d) {
-    case torch::kFloat32: return "float32";
-    case torch::kFloat16: return "float16";
-    case torch::kBFloat16: return "bfloat16";
-    case torch::kFloat64: return "float64";
-    default: return std::string(c10::toString(d));
-  }
-}
+using packed::dtype_name;
 
 CausalLM build_uninitialised(const ModelConfig& cfg) {
   CausalLM m = cfg.is_llama_family() ? make_llama(cfg) : make_opt(cfg);
   if (cfg.onebit) apply_student_layout(*m);
   return m;
+}
+
+// An onebit-export folder (docs/deployment.md): PackedOneBitLinear in place of the packed
+// linears, every tensor checked (names, shapes, dtypes, packed row length and padding).
+CausalLM load_export(const fs::path& root, const ModelConfig& cfg, const packed::QuantConfig& q,
+                     const LoadOptions& opts) {
+  const std::string dir = root.string();
+  OB_CHECK(!cfg.onebit, "load_pretrained: ", dir, "/config.json has both 'onebit' and 'quantization_config'");
+  CausalLM model = cfg.is_llama_family() ? make_llama(cfg) : make_opt(cfg);
+  std::map<std::string, std::shared_ptr<packed::PackedOneBitLinearImpl>> layers;
+  const auto replaced = nn::replace_linears(
+      *model, q.modules_pattern,
+      [&](const std::string& name, torch::nn::LinearImpl& lin) -> std::shared_ptr<torch::nn::Module> {
+        auto m = std::make_shared<packed::PackedOneBitLinearImpl>(
+            packed::PackedOneBitLinearOptions(lin.options.in_features(), lin.options.out_features())
+                .bias(q.biased.count(name) > 0)
+                .post_layernorm(q.post_layernorm)
+                .ln_eps(q.ln_eps));
+        layers[name] = m;
+        return m;
+      });
+  OB_CHECK(replaced == q.modules, "load_pretrained: ", dir, "/config.json quantization_config: modules_pattern '",
+           q.modules_pattern, "' selects ", replaced.size(), " linears of this ", cfg.model_type, " but ",
+           q.modules.size(), " are listed in 'modules'");
+  io::SafetensorsReader reader(dir);
+  auto params = model->named_parameters(/*recurse=*/true);
+  std::set<std::string> expected;
+  for (const auto& p : params) expected.insert(p.key());
+  for (const auto& [name, m] : layers)
+    for (const auto& b : m->named_buffers(false)) expected.insert(name + "." + b.key());
+  for (const auto& name : reader.names())
+    OB_CHECK(expected.count(name) || ignorable(name, cfg), "load_pretrained: unexpected tensor '", name, "' in ", dir,
+             " (not part of this ", cfg.model_type, " export)");
+  auto require = [&](const std::string& name) -> const io::TensorInfo& {
+    OB_CHECK(reader.contains(name), "load_pretrained: missing tensor '", name, "' in ", dir);
+    return reader.info(name);
+  };
+
+  torch::NoGradGuard no_grad;
+  for (auto& p : params) {
+    const auto& info = require(p.key());
+    OB_CHECK(c10::IntArrayRef(info.shape) == p.value().sizes(), "load_pretrained: tensor '", p.key(), "' in ", dir,
+             " has shape ", shape_str(info.shape), ", the config expects ", shape_str(p.value().sizes()));
+    OB_CHECK(c10::isFloatingType(info.dtype), "load_pretrained: tensor '", p.key(), "' in ", dir, " has dtype ",
+             dtype_name(info.dtype), ", expected a floating type");
+    p.value().set_data(reader.load(p.key(), opts.dtype, opts.device));
+  }
+  for (auto& [name, m] : layers) {
+    const std::string signs = name + "." + packed::kPackedSuffix;
+    require(signs);
+    m->set_file_signs(reader.load(signs), "load_pretrained: tensor '" + signs + "' in " + dir);
+    for (const auto& b : m->named_buffers(false)) {
+      if (b.key() == packed::kPackedSuffix) continue;
+      const std::string t = name + "." + b.key();
+      const auto& info = require(t);
+      OB_CHECK(info.dtype == q.scale_dtype, "load_pretrained: tensor '", t, "' in ", dir, " has dtype ",
+               dtype_name(info.dtype), ", quantization_config.scale_dtype says ", dtype_name(q.scale_dtype));
+      OB_CHECK(c10::IntArrayRef(info.shape) == b.value().sizes(), "load_pretrained: tensor '", t, "' in ", dir,
+               " has shape ", shape_str(info.shape), ", expected ", shape_str(b.value().sizes()));
+      b.value().set_data(reader.load(t, torch::kFloat32));
+    }
+    m->to(opts.device);
+  }
+  return model;
 }
 
 }  // namespace
@@ -72,6 +132,8 @@ CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts) {
   const fs::path root(dir);
   OB_CHECK(fs::is_directory(root), "load_pretrained: '", dir, "' is not a directory");
   const auto cfg = load_model_config((root / "config.json").string());
+  if (const auto q = packed::parse_quant_config(cfg.raw_json, (root / "config.json").string()))
+    return load_export(root, cfg, *q, opts);
   auto model = build_uninitialised(cfg);
   io::SafetensorsReader reader(dir);
 
@@ -112,6 +174,9 @@ CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts) {
 }
 
 void save_pretrained(const CausalLM& model, const std::string& dir, std::optional<torch::Dtype> dtype) {
+  for (const auto& m : model->modules())
+    OB_CHECK(!std::dynamic_pointer_cast<packed::PackedOneBitLinearImpl>(m),
+             "save_pretrained: the model holds packed 1-bit layers (an export); write exports with onebit-export");
   fs::create_directories(dir);
   auto cfg = model->config();
   std::vector<std::pair<std::string, torch::Tensor>> tensors;

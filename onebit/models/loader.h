@@ -27,7 +27,9 @@ CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts = {});
 // taken from the embeddings as transformers does; names, shapes and dtypes are checked.
 // Names may lack or carry the "model." prefix of the causal-LM class (a base model's
 // checkpoint), as transformers accepts. OneBit students saved by save_pretrained load back
-// with their latent W, g, h.
+// with their latent W, g, h. A folder written by onebit-export (config.json with a onebit
+// quantization_config) loads with PackedOneBitLinear layers (docs/deployment.md); opts.dtype
+// applies to its other tensors.
 CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts = {});
 
 // Writes config.json and model.safetensors under `dir` (created), atomically, HF names.

@@ -123,4 +123,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   return tok;
 }
 
+std::vector<std::string> copy_tokenizer_files(const std::string& from, const std::string& to) {
+  std::vector<std::string> copied;
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "tokenizer_config.json",
+                        "special_tokens_map.json", "added_tokens.json", "chat_template.jinja"}) {
+    const fs::path src = fs::path(from) / f;
+    if (!fs::exists(src)) continue;
+    std::error_code ec;
+    fs::copy_file(src, fs::path(to) / f, fs::copy_options::overwrite_existing, ec);
+    OB_CHECK(!ec, "cannot copy ", src.string(), " to ", to, ": ", ec.message());
+    copied.emplace_back(f);
+  }
+  return copied;
+}
+
 }  // namespace onebit::tokenizer

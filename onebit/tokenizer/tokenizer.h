@@ -37,4 +37,9 @@ class Tokenizer {
 // Throws onebit::Error naming the folder when none is usable.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
+// Every tokenizer file a Hugging Face folder may hold (tokenizer.json, tokenizer.model,
+// vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json, added_tokens.json,
+// chat_template.jinja): copies those present in `from` into `to`; returns their names.
+std::vector<std::string> copy_tokenizer_files(const std::string& from, const std::string& to);
+
 }  // namespace onebit::tokenizer

@@ -1,0 +1,201 @@
+// CUDA packed 1-bit GEMV (kernels/cuda/packed_gemv.h).
+//
+// Pass 1 (partial sums): a block of 4 warps owns 16 output rows and one split of the input
+// dimension. Per tile of 1024 inputs, x ⊙ g of up to 8 tokens is staged in shared memory as
+// fp32; each row is 128 bytes of the tile, read by 8 lanes with one 128-bit load each (so a
+// warp reads 4 rows); a lane walks its 128 signs with a lane-dependent rotation so that the 8
+// lanes of a row hit 8 different shared-memory banks (the 4 rows of a warp read the same x:
+// broadcasts); two accumulators per token; an 8-lane shuffle reduction; fp32 partials per
+// split in the workspace.
+// Pass 2 (epilogue): one block per token sums the splits, applies h and bias, the post-
+// LayerNorm (block reduction of mean and variance over the row) and the cast to x's dtype.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/packed_gemv.h"
+
+namespace onebit::kernels::cuda {
+
+namespace {
+constexpr int kWarps = 4;
+constexpr int kRowsPerWarp = 4;
+constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;  // 16
+constexpr int kTile = 1024;                           // inputs per shared-memory tile
+constexpr int kLanesPerRow = 8;                       // 8 × 16 bytes = 128 bytes = 1024 signs
+
+template <typename T>
+__device__ __forceinline__ float to_f(T v);
+template <>
+__device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <>
+__device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+
+template <typename T, int N>
+__global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restrict__ x, const float* __restrict__ g,
+                                                              const uint4* __restrict__ signs, int64_t row_vec,
+                                                              float* __restrict__ ws, int64_t n0, int64_t n,
+                                                              int64_t in, int64_t out, int64_t tiles_per_split) {
+  __shared__ float xs[N][kTile];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int sub = lane % kLanesPerRow;  // which 16 bytes of the row's tile
+  const int64_t o = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp + lane / kLanesPerRow;
+  const int64_t tiles = (in + kTile - 1) / kTile;
+  const int64_t t_begin = int64_t(blockIdx.y) * tiles_per_split;
+  const int64_t t_end = t_begin + tiles_per_split < tiles ? t_begin + tiles_per_split : tiles;
+  const int rot = 4 * sub;  // lane-dependent start bit: 8 lanes, 8 banks
+  float acc[N][2];
+#pragma unroll
+  for (int t = 0; t < N; ++t) acc[t][0] = acc[t][1] = 0.f;
+
+  for (int64_t tile = t_begin; tile < t_end; ++tile) {
+    const int64_t base = tile * kTile;
+    __syncthreads();
+    for (int i = threadIdx.x; i < N * kTile; i += kWarps * 32) {
+      const int t = i / kTile, k = i % kTile;
+      const int64_t col = base + k;
+      xs[t][k] = (t < n - n0 && col < in) ? to_f(x[(n0 + t) * in + col]) * g[col] : 0.f;
+    }
+    __syncthreads();
+    if (o < out && base + sub * 128 < in) {
+      const uint4 w = signs[o * row_vec + tile * kLanesPerRow + sub];  // 128-bit load
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const uint32_t bits = words[q];
+        const int off = sub * 128 + q * 32;
+#pragma unroll 8
+        for (int p = 0; p < 32; ++p) {
+          const int b = (p + rot) & 31;
+          const uint32_t neg = ((bits >> b) & 1u) << 31;
+#pragma unroll
+          for (int t = 0; t < N; ++t) {
+            const float v = __uint_as_float(__float_as_uint(xs[t][off + b]) ^ neg);
+            acc[t][p & 1] += v;
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < N; ++t) {
+    float s = acc[t][0] + acc[t][1];
+    for (int m = kLanesPerRow / 2; m > 0; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);
+    acc[t][0] = s;
+  }
+  if (sub == 0 && o < out) {
+#pragma unroll
+    for (int t = 0; t < N; ++t)
+      if (t < n - n0) ws[(int64_t(blockIdx.y) * n + n0 + t) * out + o] = acc[t][0];
+  }
+}
+
+__device__ float block_sum(float v, float* red) {
+  for (int m = 16; m > 0; m /= 2) v += __shfl_xor_sync(0xffffffffu, v, m);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float s = 0.f;
+  for (int i = 0; i < warps; ++i) s += red[i];
+  return s;
+}
+
+template <typename T>
+__global__ void epilogue_kernel(float* __restrict__ ws, int splits, const float* __restrict__ h,
+                                const float* __restrict__ bias, bool post_ln, float eps, T* __restrict__ y,
+                                int64_t n, int64_t out) {
+  __shared__ float red[32];
+  const int64_t t = blockIdx.x;
+  float sum = 0.f;
+  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) {
+    float v = 0.f;
+    for (int s = 0; s < splits; ++s) v += ws[(int64_t(s) * n + t) * out + o];
+    v = v * h[o] + (bias ? bias[o] : 0.f);
+    if (post_ln) {
+      sum += v;
+      ws[t * out + o] = v;  // split 0's slot now holds the pre-norm value
+    } else {
+      y[t * out + o] = from_f<T>(v);
+    }
+  }
+  if (!post_ln) return;
+  const float mean = block_sum(sum, red) / float(out);
+  float sq = 0.f;
+  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) {
+    const float d = ws[t * out + o] - mean;
+    sq += d * d;
+  }
+  const float rstd = rsqrtf(block_sum(sq, red) / float(out) + eps);
+  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) y[t * out + o] = from_f<T>((ws[t * out + o] - mean) * rstd);
+}
+
+template <typename T>
+const char* launch(const GemvArgs& a, int splits, cudaStream_t st) {
+  const T* x = static_cast<const T*>(a.x);
+  const auto* s = static_cast<const uint4*>(a.signs);
+  const int64_t row_vec = a.row_bytes / 16, tiles = (a.in + kTile - 1) / kTile;
+  const int64_t per_split = (tiles + splits - 1) / splits;
+  const dim3 grid(unsigned((a.out + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(splits));
+  for (int64_t n0 = 0; n0 < a.n; n0 += kMaxTokensPerPass) {
+    const int64_t m = a.n - n0 < kMaxTokensPerPass ? a.n - n0 : kMaxTokensPerPass;
+#define ONEBIT_GEMV_CASE(NT) \
+  case NT: partial_kernel<T, NT><<<grid, kWarps * 32, 0, st>>>(x, a.g, s, row_vec, a.workspace, n0, a.n, a.in, a.out, per_split); break;
+    switch (m) {
+      ONEBIT_GEMV_CASE(1) ONEBIT_GEMV_CASE(2) ONEBIT_GEMV_CASE(3) ONEBIT_GEMV_CASE(4)
+      ONEBIT_GEMV_CASE(5) ONEBIT_GEMV_CASE(6) ONEBIT_GEMV_CASE(7) ONEBIT_GEMV_CASE(8)
+      default: break;
+    }
+#undef ONEBIT_GEMV_CASE
+  }
+  epilogue_kernel<T><<<unsigned(a.n), 256, 0, st>>>(a.workspace, splits, a.h, a.bias, a.post_layernorm, a.ln_eps,
+                                                     static_cast<T*>(a.y), a.n, a.out);
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+}  // namespace
+
+int choose_splits(int64_t in, int64_t out, int sms) {
+  const int64_t blocks = (out + kRowsPerBlock - 1) / kRowsPerBlock, tiles = (in + kTile - 1) / kTile;
+  int64_t s = (4 * int64_t(sms) + blocks - 1) / blocks;  // about 4 blocks per multiprocessor
+  if (s > tiles) s = tiles;
+  return s < 1 ? 1 : int(s);
+}
+
+int multiprocessors(int device) {
+  static int cached[64] = {};
+  if (device < 0 || device >= 64) return 1;
+  if (cached[device] == 0) {
+    int v = 0;
+    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device);
+    cached[device] = v > 0 ? v : 1;
+  }
+  return cached[device];
+}
+
+int64_t workspace_floats(int64_t n, int64_t out, int splits) { return int64_t(splits) * n * out; }
+
+const char* packed_gemv(const GemvArgs& a, int splits, void* stream) {
+  if (a.n == 0 || a.out == 0) return nullptr;
+  if (a.row_bytes % 16 != 0) return "packed_gemv: row_bytes must be a multiple of 16";
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.act) {
+    case Act::F32: return launch<float>(a, splits, st);
+    case Act::BF16: return launch<__nv_bfloat16>(a, splits, st);
+    case Act::F16: return launch<__half>(a, splits, st);
+  }
+  return "packed_gemv: unknown activation dtype";
+}
+
+}  // namespace onebit::kernels::cuda
