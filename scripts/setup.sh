@@ -6,7 +6,9 @@
 # LibTorch, first match wins:
 #   1. TORCH_DIR=/path/to/share/cmake/Torch or CMAKE_PREFIX_PATH=...   (your own LibTorch)
 #   2. ONEBIT_PYTHON (or python3) that already imports torch >= 2.4     (GPU nodes)
-#   3. a venv at ~/.cache/onebit/venv-torch-2.11.0 with torch==2.11.0 + transformers (made once)
+#   3. a venv at ~/.cache/onebit/venv-torch-2.11.0 with torch==2.11.0 (made once)
+# The tests' Python references (REF_PKGS, pinned) go into that Python on every path; with
+# TORCH_DIR/CMAKE_PREFIX_PATH into a python3 with torch, else into the venv.
 # Other knobs: BUILD_DIR (default build), BUILD_TYPE (Release), JOBS (nproc),
 # ONEBIT_SKIP_APT=1 (no apt-get), ONEBIT_CACHE (default ~/.cache/onebit).
 # Offline (no root, no network): ONEBIT_DEPS=DIR, a folder made by scripts/deps-bundle.sh,
@@ -80,6 +82,30 @@ assert (major, minor) >= (2, 4), torch.__version__
 print(torch.utils.cmake_prefix_path)
 PY
 }
+# Python packages the tests use as references (transformers models, tokenizers, lm-eval,
+# the SmolLM2 GGUF conversion), pinned and installed on every path below.
+REF_PKGS=(transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6 sentencepiece==0.2.3 protobuf==7.36.2
+          tokenizers==0.23.3 gguf==0.19.0 accelerate==1.15.0 pyarrow==26.0.1 lm_eval==0.4.13
+          pyyaml==6.0.4 matplotlib==3.11.2)  # the last two: onebit-sweep / onebit-report
+refs_ok() {  # $1 = python; true when every pinned reference package is installed
+  "$1" - "${REF_PKGS[@]}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    assert version(name) == want, spec
+PY
+}
+make_venv() {  # the torch venv, made once per machine
+  if ! torch_ok "$VENV/bin/python" >/dev/null; then
+    say "creating $VENV with torch==$TORCH_VERSION (about 1 minute, 4.6 GB, once per machine)"
+    mkdir -p "$CACHE"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+    torch_ok "$VENV/bin/python" >/dev/null || die "torch install in $VENV failed"
+  fi
+}
 PYTHON=""
 PREFIX=""
 if [[ -n "${TORCH_DIR:-}" ]]; then
@@ -92,25 +118,25 @@ else
     if PREFIX=$(torch_ok "$cand"); then PYTHON=$(command -v "$cand"); break; fi
   done
   if [[ -z "$PREFIX" ]]; then
-    if ! PREFIX=$(torch_ok "$VENV/bin/python"); then
-      say "creating $VENV with torch==$TORCH_VERSION (about 1 minute, 4.6 GB, once per machine)"
-      mkdir -p "$CACHE"
-      python3 -m venv "$VENV"
-      "$VENV/bin/pip" install -q --upgrade pip
-      "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
-      PREFIX=$(torch_ok "$VENV/bin/python") || die "torch install in $VENV failed"
-    fi
+    make_venv
+    PREFIX=$(torch_ok "$VENV/bin/python")
     PYTHON=$VENV/bin/python
-    # transformers: reference implementation for the conformance tests (they skip without it).
-    "$PYTHON" -c "import transformers, safetensors, google.protobuf" 2>/dev/null ||
-      "$PYTHON" -m pip install -q transformers safetensors numpy sentencepiece protobuf tokenizers ||
-      say "warning: could not install transformers; conformance tests will skip"
-    # onebit-sweep / onebit-report (docs/experiments.md): YAML and plots.
-    "$PYTHON" -c "import yaml, matplotlib" 2>/dev/null ||
-      "$PYTHON" -m pip install -q "pyyaml==6.0.4" "matplotlib==3.11.2" ||
-      say "warning: could not install pyyaml/matplotlib; onebit-sweep/onebit-report tests will skip"
   fi
   say "using torch from $PYTHON"
+fi
+# The references need a Python with torch also when LibTorch comes from TORCH_DIR.
+REF_PYTHON=$PYTHON
+if [[ -z "$REF_PYTHON" ]]; then
+  for cand in "${ONEBIT_PYTHON:-}" python3; do
+    [[ -n "$cand" ]] && command -v "$cand" >/dev/null && torch_ok "$cand" >/dev/null &&
+      { REF_PYTHON=$(command -v "$cand"); break; }
+  done
+  [[ -n "$REF_PYTHON" ]] || { make_venv; REF_PYTHON=$VENV/bin/python; }
+fi
+if ! refs_ok "$REF_PYTHON"; then
+  say "installing the test references into $REF_PYTHON: ${REF_PKGS[*]}"
+  "$REF_PYTHON" -m pip install -q "${REF_PKGS[@]}" ||
+    say "warning: could not install the references; their tests skip (fail under ONEBIT_REQUIRE_REFERENCES=1)"
 fi
 
 # The PyPI wheel's Torch config is CUDA-enabled and needs a CUDA toolkit at configure time.
@@ -130,7 +156,7 @@ command -v ninja >/dev/null && [[ ! -f "$BUILD_DIR/CMakeCache.txt" || -f "$BUILD
 [[ -n "$PREFIX" ]] && CMAKE_ARGS+=(-DCMAKE_PREFIX_PATH="$PREFIX")
 CMAKE_ARGS+=("${DEPS_CMAKE_ARGS[@]}")
 [[ -n "${TORCH_DIR:-}" ]] && CMAKE_ARGS+=(-DTorch_DIR="$TORCH_DIR")
-[[ -n "$PYTHON" ]] && CMAKE_ARGS+=(-DONEBIT_PYTHON="$PYTHON")
+[[ -n "$REF_PYTHON" ]] && CMAKE_ARGS+=(-DONEBIT_PYTHON="$REF_PYTHON")
 if command -v ccache >/dev/null; then
   CMAKE_ARGS+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
   export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime

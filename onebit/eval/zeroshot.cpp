@@ -2,14 +2,12 @@
 
 #include <torch/torch.h>
 
-#include <nlohmann/json.hpp>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
+#include <limits>
 #include <memory>
-#include <sstream>
+#include <numeric>
 
 #include "onebit/core/error.h"
 #include "onebit/eval/scoring.h"
@@ -21,20 +19,8 @@ namespace onebit::eval {
 
 namespace {
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  OB_CHECK(in.good(), "cannot open task file '", path, "'");
-  std::ostringstream os;
-  os << in.rdbuf();
-  OB_CHECK(!in.bad(), "cannot read task file '", path, "'");
-  return os.str();
-}
-
-bool ascii_blank(const std::string& s) {
-  for (char c : s)
-    if (c != ' ' && c != '\t' && c != '\r' && c != '\n' && c != '\v' && c != '\f') return false;
-  return true;
-}
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr int64_t kHeadRows = 512;  // lm_head rows per matmul: bounds the [rows, V] logits
 
 // Decodes the UTF-8 code point starting at s[i] (invalid bytes decode as themselves).
 char32_t decode_at(const std::string& s, size_t i, size_t* len) {
@@ -47,62 +33,45 @@ char32_t decode_at(const std::string& s, size_t i, size_t* len) {
   return c;
 }
 
-// " " + text unless text already starts with whitespace (MosaicML/lm-eval target delimiter).
-std::string with_delimiter(const std::string& text) {
-  if (!text.empty()) {
-    size_t len = 0;
-    if (is_py_space(decode_at(text, 0, &len))) return text;
+// numpy.argmax: the first NaN if any, else the first maximum.
+int64_t np_argmax(const std::vector<double>& v) {
+  int64_t best = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (std::isnan(v[i])) return int64_t(i);
+    if (v[i] > v[size_t(best)]) best = int64_t(i);
   }
-  return " " + text;
+  return best;
 }
 
-std::string keys_of(const nlohmann::json& j) {
-  std::string out;
-  for (auto it = j.begin(); it != j.end(); ++it) out += (out.empty() ? "" : ", ") + it.key();
-  return out.empty() ? "none" : out;
-}
-
-const nlohmann::json& field(const nlohmann::json& j, const char* key, const std::string& where) {
-  auto it = j.find(key);
-  OB_CHECK(it != j.end(), where, ": missing key \"", key, "\"");
-  return *it;
-}
-
-std::string string_field(const nlohmann::json& j, const char* key, const std::string& where) {
-  const auto& v = field(j, key, where);
-  OB_CHECK(v.is_string(), where, ": \"", key, "\" must be a string");
-  return v.get<std::string>();
-}
-
-std::vector<std::string> string_list(const nlohmann::json& j, const char* key, const std::string& where) {
-  const auto& v = field(j, key, where);
-  OB_CHECK(v.is_array(), where, ": \"", key, "\" must be a list of strings");
-  std::vector<std::string> out;
-  for (const auto& e : v) {
-    OB_CHECK(e.is_string(), where, ": \"", key, "\" must be a list of strings");
-    out.push_back(e.get<std::string>());
-  }
-  OB_CHECK(out.size() >= 2, where, ": \"", key, "\" needs at least 2 entries (has ", out.size(), ")");
-  return out;
-}
-
-int64_t gold_field(const nlohmann::json& j, size_t n_choices, const std::string& where) {
-  const auto& v = field(j, "gold", where);
-  OB_CHECK(v.is_number_integer(), where, ": \"gold\" must be an integer");
-  const auto g = v.get<int64_t>();
-  OB_CHECK(g >= 0 && g < int64_t(n_choices), where, ": gold ", g, " out of range for ", n_choices,
-           " choices");
-  return g;
-}
-
+// lm-eval's mean_stderr of 0/1 items with mean p: sample std / sqrt(n).
 double stderr_of(double p, int64_t n) {
-  return n > 1 ? std::sqrt(p * (1 - p) / double(n - 1)) : 0.0;
+  return n > 1 ? std::sqrt(p * (1 - p) / double(n - 1)) : kNaN;
 }
+
+// One request as the model sees it: input x, targets y, first scored row.
+struct Prepared {
+  std::vector<int64_t> x, y;
+  int64_t start = 0;
+};
+
+// One row of hidden states to score: where it is in the batch output, and its target.
+struct ScoredRow {
+  int64_t flat_row;  // row of the [B*T, H] hidden states
+  int64_t target;
+  size_t q, r;       // question, request
+};
 
 }  // namespace
 
-std::string task_format_name(TaskFormat f) {
-  return f == TaskFormat::MultipleChoice ? "multiple_choice" : "schema";
+AddBos parse_add_bos(const std::string& s) {
+  if (s == "auto") return AddBos::Auto;
+  if (s == "yes") return AddBos::Yes;
+  if (s == "no") return AddBos::No;
+  fail("unknown --add-bos value '", s, "' (expected yes, no or auto)");
+}
+
+std::string add_bos_name(AddBos b) {
+  return b == AddBos::Auto ? "auto" : b == AddBos::Yes ? "yes" : "no";
 }
 
 bool is_py_space(char32_t c) {
@@ -129,193 +98,296 @@ size_t trailing_space_bytes(const std::string& s) {
   return in_run ? s.size() - run_start : 0;
 }
 
-Task load_task(const std::string& path, int64_t limit) {
-  const std::string text = slurp(path);
-  OB_CHECK(!ascii_blank(text), path, ": empty task file");
-  Task task;
-  task.path = path;
-  task.name = std::filesystem::path(path).stem().string();
-  bool detected = false;
-  size_t pos = 0;
-  for (int64_t line_no = 1; pos <= text.size(); ++line_no) {
-    if (limit > 0 && int64_t(task.examples.size()) >= limit) break;
-    const size_t nl = text.find('\n', pos);
-    const std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    pos = nl == std::string::npos ? text.size() + 1 : nl + 1;
-    if (ascii_blank(line)) continue;
-    const std::string where = path + ":" + std::to_string(line_no);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail(where, ": malformed JSON line (", e.what(), ")");
+size_t leading_space_bytes(const std::string& s) {
+  size_t i = 0, len = 1;
+  while (i < s.size() && is_py_space(decode_at(s, i, &len))) i += len;
+  return i;
+}
+
+int64_t py_len(const std::string& s) {
+  int64_t n = 0;
+  for (size_t i = 0, len = 1; i < s.size(); i += len, ++n) decode_at(s, i, &len);
+  return n;
+}
+
+std::vector<int64_t> encode_text(const tokenizer::Tokenizer& tok, const std::string& text, AddBos bos) {
+  switch (bos) {
+    case AddBos::Auto: return tok.encode_with_special(text);
+    case AddBos::No: return tok.encode(text);
+    case AddBos::Yes: {
+      OB_CHECK(tok.bos_id() >= 0, "--add-bos yes: the tokenizer has no BOS token");
+      auto ids = tok.encode(text);
+      ids.insert(ids.begin(), tok.bos_id());
+      return ids;
     }
-    OB_CHECK(j.is_object(), where, ": expected a JSON object");
-    if (!detected) {
-      if (j.contains("query") && j.contains("choices")) {
-        task.format = TaskFormat::MultipleChoice;
-      } else if (j.contains("context_options") && j.contains("continuation")) {
-        task.format = TaskFormat::Schema;
-      } else {
-        fail(where, ": unknown task format (keys: ", keys_of(j),
-             "); expected {query, choices, gold} (multiple_choice) or "
-             "{context_options, continuation, gold} (schema)");
-      }
-      detected = true;
-    }
-    TaskExample ex;
-    ex.line = line_no;
-    if (task.format == TaskFormat::MultipleChoice) {
-      const std::string query = string_field(j, "query", where);
-      for (auto& c : string_list(j, "choices", where)) {
-        ex.contexts.push_back(query);
-        ex.continuations.push_back(with_delimiter(c));
-      }
-    } else {
-      const std::string cont = with_delimiter(string_field(j, "continuation", where));
-      for (auto& c : string_list(j, "context_options", where)) {
-        ex.contexts.push_back(std::move(c));
-        ex.continuations.push_back(cont);
-      }
-    }
-    ex.gold = gold_field(j, ex.contexts.size(), where);
-    task.examples.push_back(std::move(ex));
   }
-  OB_CHECK(!task.examples.empty(), path, ": no examples");
-  return task;
+  return {};
+}
+
+int64_t prefix_token_id(const tokenizer::Tokenizer& tok) {
+  return tok.bos_id() >= 0 ? tok.bos_id() : tok.eos_id();
 }
 
 EncodedPair encode_pair(const tokenizer::Tokenizer& tok, const std::string& context,
-                        const std::string& continuation) {
-  const size_t n_space = trailing_space_bytes(context);
-  const std::string ctx = context.substr(0, context.size() - n_space);
-  const std::string cont = context.substr(context.size() - n_space) + continuation;
+                        const std::string& continuation, AddBos bos) {
   EncodedPair out;
-  out.context = tok.encode_with_special(ctx);
-  auto whole = tok.encode_with_special(ctx + cont);
-  if (out.context.empty()) {
-    // lm-eval scores a continuation without context after the end-of-text token.
-    OB_CHECK(tok.eos_id() >= 0, "encode_pair: empty context and the tokenizer has no BOS/EOS");
-    out.context = {tok.eos_id()};
-    out.continuation = std::move(whole);
+  if (context.empty()) {
+    auto cont = tok.encode(continuation);
+    OB_CHECK(!cont.empty(), "encode_pair: continuation '", continuation, "' encodes to no tokens");
+    const int64_t prefix = prefix_token_id(tok);
+    OB_CHECK(prefix >= 0, "encode_pair: empty context and the tokenizer has no BOS/EOS token");
+    if (cont[0] != prefix) {
+      out.context = {prefix};
+      out.continuation = std::move(cont);
+    } else {
+      out.context = {cont[0]};
+      out.continuation.assign(cont.begin() + 1, cont.end());
+    }
   } else {
+    const size_t n_space = trailing_space_bytes(context);
+    const std::string ctx = context.substr(0, context.size() - n_space);
+    const std::string cont = context.substr(context.size() - n_space) + continuation;
+    out.context = encode_text(tok, ctx, bos);
+    auto whole = encode_text(tok, ctx + cont, bos);
     OB_CHECK(whole.size() > out.context.size(), "encode_pair: continuation '", continuation,
              "' adds no tokens to its context");
     out.continuation.assign(whole.begin() + int64_t(out.context.size()), whole.end());
   }
+  OB_CHECK(!out.context.empty(), "encode_pair: context '", context,
+           "' encodes to no tokens (a whitespace-only context without BOS)");
+  OB_CHECK(!out.continuation.empty(), "encode_pair: continuation '", continuation, "' encodes to no tokens");
   return out;
 }
 
-ExampleResult score_example(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok,
-                            const TaskExample& ex, const ZeroShotOptions& opts,
-                            int64_t* forward_tokens) {
-  const size_t C = ex.contexts.size();
-  OB_CHECK(C >= 1 && ex.continuations.size() == C, "score_example: ", C, " contexts but ",
-           ex.continuations.size(), " continuations");
-  const int64_t max_len = model.config().max_position_embeddings;
+std::vector<std::vector<RequestScore>> score_requests(models::CausalLMImpl& model,
+                                                      const std::vector<std::vector<EncodedPair>>& questions,
+                                                      const ZeroShotOptions& opts, ScoreStats* stats) {
+  OB_CHECK(opts.batch_tokens >= 1, "score_requests: batch_tokens must be >= 1 (got ", opts.batch_tokens, ")");
+  const int64_t max_len = opts.max_length > 0 ? opts.max_length : model.config().max_position_embeddings;
   const int64_t vocab = model.config().vocab_size;
   const torch::Device device = model_device(model);
+  ScoreStats local;
+  ScoreStats& st = stats ? *stats : local;
 
-  // Per choice: input x (full[:-1], left-truncated) and the first scored row `start`.
-  std::vector<std::vector<int64_t>> x(C), y(C);
-  std::vector<int64_t> start(C);
-  ExampleResult res;
-  res.gold = ex.gold;
-  for (size_t i = 0; i < C; ++i) {
-    auto enc = encode_pair(tok, ex.contexts[i], ex.continuations[i]);
-    const int64_t k = int64_t(enc.continuation.size());
-    OB_CHECK(max_len <= 0 || k <= max_len, "task line ", ex.line, ": continuation of ", k,
-             " tokens exceeds the model's context of ", max_len);
-    std::vector<int64_t> full = std::move(enc.context);
-    full.insert(full.end(), enc.continuation.begin(), enc.continuation.end());
-    for (int64_t id : full)
-      OB_CHECK(id >= 0 && (vocab <= 0 || id < vocab), "task line ", ex.line, ": token id ", id,
-               " outside the model's vocabulary of ", vocab);
-    int64_t drop = max_len > 0 ? std::max<int64_t>(0, int64_t(full.size()) - (max_len + 1)) : 0;
-    x[i].assign(full.begin() + drop, full.end() - 1);
-    y[i].assign(full.begin() + drop + 1, full.end());
-    start[i] = int64_t(x[i].size()) - k;
-    res.bytes.push_back(int64_t(ex.continuations[i].size()));
-    res.tokens.push_back(k);
-  }
-
-  // Longest common prefix of the inputs: run once, then the suffixes as one right-padded
-  // batch on the shared cache (causal attention: padding after a row never reaches it).
-  int64_t P = 0;
-  if (opts.reuse_prefix && C > 1) {
-    P = int64_t(x[0].size());
-    for (size_t i = 1; i < C; ++i) {
-      int64_t p = 0;
-      while (p < P && p < int64_t(x[i].size()) && x[i][size_t(p)] == x[0][size_t(p)]) ++p;
-      P = p;
+  // ---- prepare: inputs, shared prefix length, total length per question ----
+  const size_t Q = questions.size();
+  std::vector<std::vector<Prepared>> prep(Q);
+  std::vector<int64_t> plen(Q, 0), longest(Q, 0);
+  for (size_t q = 0; q < Q; ++q) {
+    OB_CHECK(!questions[q].empty(), "score_requests: question ", q, " has no requests");
+    for (const auto& pair : questions[q]) {
+      const int64_t k = int64_t(pair.continuation.size());
+      OB_CHECK(k >= 1 && !pair.context.empty(), "score_requests: empty context or continuation encoding");
+      OB_CHECK(max_len <= 0 || k <= max_len, "continuation of ", k, " tokens exceeds the model's context of ",
+               max_len);
+      std::vector<int64_t> full = pair.context;
+      full.insert(full.end(), pair.continuation.begin(), pair.continuation.end());
+      for (int64_t id : full)
+        OB_CHECK(id >= 0 && (vocab <= 0 || id < vocab), "token id ", id, " outside the model's vocabulary of ",
+                 vocab, " (tokenizer/model mismatch?)");
+      const int64_t drop = max_len > 0 ? std::max<int64_t>(0, int64_t(full.size()) - (max_len + 1)) : 0;
+      st.truncated += drop > 0;
+      Prepared p;
+      p.x.assign(full.begin() + drop, full.end() - 1);
+      p.y.assign(full.begin() + drop + 1, full.end());
+      p.start = int64_t(p.x.size()) - k;
+      longest[q] = std::max<int64_t>(longest[q], int64_t(p.x.size()));
+      prep[q].push_back(std::move(p));
+    }
+    auto& rs = prep[q];
+    if (opts.reuse_prefix && rs.size() > 1) {
+      int64_t P = int64_t(rs[0].x.size());
+      for (size_t i = 1; i < rs.size(); ++i) {
+        int64_t p = 0;
+        while (p < P && p < int64_t(rs[i].x.size()) && rs[i].x[size_t(p)] == rs[0].x[size_t(p)]) ++p;
+        P = p;
+      }
+      plen[q] = P;
     }
   }
-  int64_t S = 0, n_forward = P;
-  for (size_t i = 0; i < C; ++i) {
-    S = std::max<int64_t>(S, int64_t(x[i].size()) - P);
-    n_forward += int64_t(x[i].size()) - P;
-  }
-  if (forward_tokens) *forward_tokens += n_forward;
+
+  // ---- order (longest first, as lm-eval's Collator) and batches under the token budget ----
+  std::vector<size_t> order(Q);
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return longest[a] > longest[b]; });
+
+  std::vector<std::vector<RequestScore>> out(Q);
+  for (size_t q = 0; q < Q; ++q) out[q].resize(questions[q].size());
 
   EvalModeGuard eval_mode(model);
   torch::NoGradGuard no_grad;
-  models::KVCache cache;
-  torch::Tensor prefix_lp;  // fp32 log-softmax of prefix rows [r0, P)
-  int64_t r0 = P;
-  for (size_t i = 0; i < C; ++i) r0 = std::min(r0, start[i]);
-  if (P > 0) {
-    models::ForwardArgs args;
-    args.cache = &cache;
-    std::vector<int64_t> prefix(x[0].begin(), x[0].begin() + P);
-    auto logits = model.forward(ids_tensor(prefix, device), args).logits;
-    if (r0 < P) prefix_lp = torch::log_softmax(logits[0].slice(0, r0, P).to(torch::kFloat32), -1);
-    for (auto* kv : {&cache.k, &cache.v})
-      for (auto& t : *kv)
-        if (t.defined()) t = t.expand({int64_t(C), -1, -1, -1}).contiguous();
-  }
-  torch::Tensor suffix_logits;
-  if (S > 0) {
-    std::vector<int64_t> flat;
-    flat.reserve(C * size_t(S));
-    for (size_t i = 0; i < C; ++i) {
-      const int64_t s_i = int64_t(x[i].size()) - P;
-      flat.insert(flat.end(), x[i].begin() + P, x[i].end());
-      flat.insert(flat.end(), size_t(S - s_i), x[i].back());  // any valid id pads
+  const torch::Tensor W = model.lm_head_weight();
+  size_t b0 = 0;
+  while (b0 < Q) {
+    // Grow the batch while rows × (Pmax + Smax) stays within the budget.
+    int64_t Pmax = 0, Smax = 0, R = 0;
+    size_t b1 = b0;
+    while (b1 < Q) {
+      const size_t q = order[b1];
+      int64_t P = std::max(Pmax, plen[q]), S = Smax;
+      for (const auto& p : prep[q]) S = std::max<int64_t>(S, int64_t(p.x.size()) - plen[q]);
+      const int64_t rows = R + int64_t(prep[q].size());
+      if (b1 > b0 && rows * (P + S) > opts.batch_tokens) break;
+      Pmax = P, Smax = S, R = rows;
+      ++b1;
     }
-    auto ids = torch::tensor(flat, torch::kInt64).view({int64_t(C), S}).to(device);
-    models::ForwardArgs args;
-    if (P > 0) args.cache = &cache;
-    suffix_logits = model.forward(ids, args).logits;
-    OB_CHECK(suffix_logits.dim() == 3 && suffix_logits.size(0) == int64_t(C) &&
-                 suffix_logits.size(1) == S,
-             "score_example: model returned logits of shape ", suffix_logits.sizes(), " for input ",
-             ids.sizes());
-  }
+    const size_t nq = b1 - b0;
+    std::vector<ScoredRow> rows_a, rows_b;  // scored rows in the prefix pass / the suffix pass
 
-  for (size_t i = 0; i < C; ++i) {
-    const int64_t n = int64_t(x[i].size());
-    double ll = 0;
-    if (start[i] < P) {  // continuation rows inside the shared prefix
-      const int64_t e = std::min(n, P);
-      auto rows = torch::arange(start[i] - r0, e - r0, torch::kInt64).to(prefix_lp.device());
-      auto tgt = torch::tensor(std::vector<int64_t>(y[i].begin() + start[i], y[i].begin() + e),
-                               torch::kInt64).to(prefix_lp.device());
-      ll += prefix_lp.index({rows, tgt}).to(torch::kFloat64).sum().item<double>();
+    // Prefix pass: one row per question, right-padded to Pmax, into the KV cache.
+    models::KVCache cache;
+    torch::Tensor hidden_a;
+    if (Pmax > 0) {
+      std::vector<int64_t> flat(nq * size_t(Pmax), 0);
+      for (size_t j = 0; j < nq; ++j) {
+        const size_t q = order[b0 + j];
+        const auto& x0 = prep[q][0].x;
+        std::copy(x0.begin(), x0.begin() + plen[q], flat.begin() + int64_t(j) * Pmax);
+        st.forward_tokens += plen[q];
+        st.padded_tokens += Pmax - plen[q];
+        for (size_t r = 0; r < prep[q].size(); ++r) {
+          const auto& p = prep[q][r];
+          const int64_t e = std::min<int64_t>(int64_t(p.x.size()), plen[q]);
+          for (int64_t t = p.start; t < e; ++t)
+            rows_a.push_back({int64_t(j) * Pmax + t, p.y[size_t(t)], q, r});
+        }
+      }
+      models::ForwardArgs args;
+      args.cache = &cache;
+      args.compute_logits = false;
+      auto ids = torch::tensor(flat, torch::kInt64).view({int64_t(nq), Pmax}).to(device);
+      hidden_a = model.forward(ids, args).last_hidden;
+      ++st.forwards;
+      OB_CHECK(hidden_a.defined() && hidden_a.dim() == 3 && hidden_a.size(0) == int64_t(nq) &&
+                   hidden_a.size(1) == Pmax,
+               "score_requests: model returned hidden states of shape ",
+               hidden_a.defined() ? hidden_a.sizes() : torch::IntArrayRef{}, " for input ", ids.sizes());
+      hidden_a = hidden_a.reshape({int64_t(nq) * Pmax, -1});
     }
-    const int64_t a = std::max(start[i], P);
-    if (a < n) {
-      auto tgt = torch::tensor(std::vector<int64_t>(y[i].begin() + a, y[i].end()), torch::kInt64);
-      ll += target_logprobs(suffix_logits[int64_t(i)].slice(0, a - P, n - P), tgt).sum().item<double>();
+
+    // Suffix pass: one row per request on its question's prefix cache.
+    torch::Tensor hidden_b;
+    if (Smax > 0) {
+      std::vector<int64_t> flat(size_t(R * Smax), 0), row_q, pos, mask;
+      const bool ragged = [&] {
+        for (size_t j = 0; j < nq; ++j)
+          if (plen[order[b0 + j]] != Pmax) return true;
+        return false;
+      }();
+      int64_t row = 0;
+      for (size_t j = 0; j < nq; ++j) {
+        const size_t q = order[b0 + j];
+        const int64_t P = plen[q];
+        for (size_t r = 0; r < prep[q].size(); ++r, ++row) {
+          const auto& p = prep[q][r];
+          const int64_t s = int64_t(p.x.size()) - P;
+          std::copy(p.x.begin() + P, p.x.end(), flat.begin() + row * Smax);
+          st.forward_tokens += s;
+          st.padded_tokens += Smax - s;
+          row_q.push_back(int64_t(j));
+          if (ragged) {
+            for (int64_t c = 0; c < Pmax; ++c) mask.push_back(c < P);
+            for (int64_t c = 0; c < Smax; ++c) mask.push_back(c < s);
+            for (int64_t c = 0; c < Smax; ++c) pos.push_back(P + c);
+          }
+          for (int64_t t = std::max(p.start, P); t < int64_t(p.x.size()); ++t)
+            rows_b.push_back({row * Smax + (t - P), p.y[size_t(t)], q, r});
+        }
+      }
+      models::ForwardArgs args;
+      args.compute_logits = false;
+      if (Pmax > 0) {
+        auto idx = torch::tensor(row_q, torch::kInt64).to(device);
+        for (auto* kv : {&cache.k, &cache.v})
+          for (auto& t : *kv)
+            if (t.defined()) t = t.index_select(0, idx);
+        args.cache = &cache;
+      }
+      if (ragged) {
+        args.attention_mask = torch::tensor(mask, torch::kInt64).view({R, Pmax + Smax}).to(device);
+        args.position_ids = torch::tensor(pos, torch::kInt64).view({R, Smax}).to(device);
+      }
+      auto ids = torch::tensor(flat, torch::kInt64).view({R, Smax}).to(device);
+      hidden_b = model.forward(ids, args).last_hidden;
+      ++st.forwards;
+      OB_CHECK(hidden_b.defined() && hidden_b.dim() == 3 && hidden_b.size(0) == R && hidden_b.size(1) == Smax,
+               "score_requests: model returned hidden states of shape ",
+               hidden_b.defined() ? hidden_b.sizes() : torch::IntArrayRef{}, " for input ", ids.sizes());
+      hidden_b = hidden_b.reshape({R * Smax, -1});
     }
-    res.loglik.push_back(ll);
+
+    // Scored rows through the output projection: fp32 log-softmax, fp64 sums, greedy check.
+    for (size_t q = 0; q < nq; ++q)
+      for (auto& s : out[order[b0 + q]]) s = RequestScore{0.0, true};
+    for (auto [hidden, rows] : {std::pair{hidden_a, &rows_a}, std::pair{hidden_b, &rows_b}}) {
+      for (size_t c0 = 0; c0 < rows->size(); c0 += size_t(kHeadRows)) {
+        const size_t c1 = std::min(rows->size(), c0 + size_t(kHeadRows));
+        std::vector<int64_t> idx, tgt;
+        for (size_t i = c0; i < c1; ++i) {
+          idx.push_back((*rows)[i].flat_row);
+          tgt.push_back((*rows)[i].target);
+        }
+        auto h = hidden.index_select(0, torch::tensor(idx, torch::kInt64).to(hidden.device()));
+        auto logits = torch::nn::functional::linear(h, W);
+        auto lp = target_logprobs(logits, torch::tensor(tgt, torch::kInt64)).cpu();
+        auto greedy = logits.argmax(-1).cpu();
+        auto lp_a = lp.accessor<double, 1>();
+        auto g_a = greedy.accessor<int64_t, 1>();
+        for (size_t i = c0; i < c1; ++i) {
+          auto& s = out[(*rows)[i].q][(*rows)[i].r];
+          s.loglik += lp_a[int64_t(i - c0)];
+          s.greedy = s.greedy && g_a[int64_t(i - c0)] == (*rows)[i].target;
+        }
+      }
+    }
+    b0 = b1;
   }
-  for (size_t i = 1; i < C; ++i) {
-    if (res.loglik[i] > res.loglik[size_t(res.pred)]) res.pred = int64_t(i);
-    const double norm_i = res.loglik[i] / double(res.bytes[i]);
-    const size_t b = size_t(res.pred_norm);
-    if (norm_i > res.loglik[b] / double(res.bytes[b])) res.pred_norm = int64_t(i);
+  return out;
+}
+
+namespace {
+
+ExampleResult make_result(const TaskExample& ex, const std::vector<RequestScore>& scores,
+                          const std::vector<EncodedPair>& pairs) {
+  ExampleResult res;
+  res.gold = ex.gold;
+  std::vector<double> norm, per_byte;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    res.loglik.push_back(scores[i].loglik);
+    res.greedy.push_back(scores[i].greedy);
+    res.tokens.push_back(int64_t(pairs[i].continuation.size()));
+    const std::string& choice = i < ex.choices.size() ? ex.choices[i] : ex.continuations[i];
+    res.chars.push_back(py_len(choice));
+    res.bytes.push_back(int64_t(choice.size()));
+    norm.push_back(scores[i].loglik / double(res.chars.back()));
+    per_byte.push_back(scores[i].loglik / double(res.bytes.back()));
   }
+  res.pred = np_argmax(res.loglik);
+  res.pred_norm = np_argmax(norm);
+  res.pred_bytes = np_argmax(per_byte);
   return res;
+}
+
+std::vector<EncodedPair> encode_example(const tokenizer::Tokenizer& tok, const TaskExample& ex, AddBos bos) {
+  OB_CHECK(!ex.contexts.empty() && ex.continuations.size() == ex.contexts.size(), "task record ", ex.line, ": ",
+           ex.contexts.size(), " contexts but ", ex.continuations.size(), " continuations");
+  std::vector<EncodedPair> pairs;
+  try {
+    for (size_t i = 0; i < ex.contexts.size(); ++i)
+      pairs.push_back(encode_pair(tok, ex.contexts[i], ex.continuations[i], bos));
+  } catch (const Error& e) {
+    fail("task record ", ex.line, ": ", e.what());
+  }
+  return pairs;
+}
+
+}  // namespace
+
+ExampleResult score_example(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok,
+                            const TaskExample& ex, const ZeroShotOptions& opts, ScoreStats* stats) {
+  auto pairs = encode_example(tok, ex, opts.add_bos);
+  auto scores = score_requests(model, {pairs}, opts, stats);
+  return make_result(ex, scores[0], pairs);
 }
 
 TaskResult evaluate_task(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok,
@@ -324,30 +396,56 @@ TaskResult evaluate_task(models::CausalLMImpl& model, const tokenizer::Tokenizer
   out.name = task.name;
   out.path = task.path;
   out.format = task.format;
+  out.kind = task.kind;
   out.n = int64_t(task.examples.size());
   OB_CHECK(out.n > 0, task.path, ": no examples");
+  std::vector<std::vector<EncodedPair>> pairs;
+  for (const auto& ex : task.examples) pairs.push_back(encode_example(tok, ex, opts.add_bos));
+
+  // Score in slices of questions so that the progress bar moves; each slice is batched.
   std::unique_ptr<util::ProgressBar> bar;
   if (opts.progress) bar = std::make_unique<util::ProgressBar>("task " + task.name, out.n, "examples");
-  int64_t hits = 0, hits_norm = 0;
-  for (const auto& ex : task.examples) {
-    auto r = score_example(model, tok, ex, opts, &out.forward_tokens);
-    hits += r.pred == r.gold;
-    hits_norm += r.pred_norm == r.gold;
+  const int64_t slice = 256;
+  for (int64_t e0 = 0; e0 < out.n; e0 += slice) {
+    const int64_t e1 = std::min(out.n, e0 + slice);
+    std::vector<std::vector<EncodedPair>> part(pairs.begin() + e0, pairs.begin() + e1);
+    auto scores = score_requests(model, part, opts, &out.stats);
+    for (int64_t e = e0; e < e1; ++e)
+      out.examples.push_back(make_result(task.examples[size_t(e)], scores[size_t(e - e0)], pairs[size_t(e)]));
+    if (bar) bar->update(e1);
+  }
+
+  double hits = 0, hits_norm = 0, hits_bytes = 0, ll_sum = 0;
+  for (const auto& r : out.examples) {
     for (int64_t k : r.tokens) out.scored_tokens += k;
-    out.examples.push_back(std::move(r));
-    if (bar) {
-      char extra[64];
-      std::snprintf(extra, sizeof extra, "acc %.4f", double(hits) / double(out.examples.size()));
-      bar->update(int64_t(out.examples.size()), extra);
+    if (task.kind == TaskKind::Loglikelihood) {
+      hits += r.greedy[0];
+      ll_sum += r.loglik[0];
+    } else {
+      hits += r.pred == r.gold;
+      hits_norm += r.pred_norm == r.gold;
+      hits_bytes += r.pred_bytes == r.gold;
     }
   }
-  out.acc = double(hits) / double(out.n);
-  out.acc_norm = double(hits_norm) / double(out.n);
+  const double n = double(out.n);
+  out.acc = hits / n;
   out.acc_stderr = stderr_of(out.acc, out.n);
-  out.acc_norm_stderr = stderr_of(out.acc_norm, out.n);
+  if (task.kind == TaskKind::Loglikelihood) {
+    out.ppl = std::exp(-ll_sum / n);
+    out.acc_norm = out.acc_bytes = out.acc_norm_stderr = out.acc_bytes_stderr = kNaN;
+  } else {
+    out.ppl = kNaN;
+    out.acc_norm = hits_norm / n;
+    out.acc_bytes = hits_bytes / n;
+    out.acc_norm_stderr = stderr_of(out.acc_norm, out.n);
+    out.acc_bytes_stderr = stderr_of(out.acc_bytes, out.n);
+  }
   if (bar) {
-    char extra[64];
-    std::snprintf(extra, sizeof extra, "acc %.4f acc_norm %.4f", out.acc, out.acc_norm);
+    char extra[96];
+    if (task.kind == TaskKind::Loglikelihood)
+      std::snprintf(extra, sizeof extra, "acc %.4f ppl %.4f", out.acc, out.ppl);
+    else
+      std::snprintf(extra, sizeof extra, "acc %.4f acc_norm %.4f", out.acc, out.acc_norm);
     bar->finish(extra);
   }
   return out;

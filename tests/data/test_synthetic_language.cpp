@@ -11,6 +11,7 @@
 #include "onebit/tokenizer/tokenizer.h"
 #include "tests/data/tmpdir.h"
 #include "tests/support.h"
+#include "tests/references.h"
 
 namespace syn = onebit::data::synthetic;
 using onebit::test::TempDir;
@@ -173,7 +174,7 @@ TEST_CASE("synthetic language: HF tokenizer files (WordLevel + WhitespaceSplit)"
 
   // The Python `tokenizers` library loads it and encodes like syn::encode.
   const std::string py = onebit::test::python();
-  OB_REQUIRE_OR_SKIP(!py.empty() && run(py + " -c 'import tokenizers' 2>/dev/null").first == 0,
+  OB_REFERENCE_OR_SKIP(!py.empty() && run(py + " -c 'import tokenizers' 2>/dev/null").first == 0,
                      "needs Python with the tokenizers package (ONEBIT_PYTHON)");
   const auto docs = syn::generate_documents(5, 2);
   std::ofstream(tmp.path / "docs.txt") << docs[0] << "\n" << docs[1] << "\n" << docs[2] << " zebra\n";

@@ -12,6 +12,7 @@
 #include "tests/data/tmpdir.h"
 #include "tests/dist/spawn.h"
 #include "tests/support.h"
+#include "tests/references.h"
 
 namespace fs = std::filesystem;
 using onebit::test::Child;
@@ -245,7 +246,7 @@ TEST_CASE("onebit-train: a rank that hangs stops the others after dist.timeout_s
 TEST_CASE("onebit-train under torchrun: the ranks use its agent's store", "[dist]") {
   OB_REQUIRE_OR_SKIP(ready(), kNotReady);
   const std::string py = onebit::test::python();
-  OB_REQUIRE_OR_SKIP(!py.empty() && std::system((py + " -c 'import torch.distributed.run' 2>/dev/null").c_str()) == 0,
+  OB_REFERENCE_OR_SKIP(!py.empty() && std::system((py + " -c 'import torch.distributed.run' 2>/dev/null").c_str()) == 0,
                      "needs a Python with torch (torchrun); set ONEBIT_PYTHON");
   onebit::test::TempDir dir("train_torchrun");
   const std::string cfg = write_config(dir, "run", 1, 2);

@@ -1,5 +1,6 @@
 """Independent transformers implementation of the onebit-eval protocols (docs/evaluation.md),
-used by tests/eval/test_eval_reference.cpp.
+used by tests/eval/test_eval_reference.cpp. Perplexity follows the GPTQ scripts' protocols;
+the zero-shot scoring follows lm-evaluation-harness 0.4's source (HFLM), not onebit's code.
 
 usage: eval_reference.py MODEL_DIR TEXT_FILE SEQ_LEN WINDOWS C4_SEED OUT_JSON TASK_FILE... --limit N
 Prints nothing; writes {"ppl": {protocol: {...}}, "tasks": {file: {...}}} to OUT_JSON.
@@ -9,6 +10,7 @@ import math
 import random
 import sys
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -66,30 +68,54 @@ def main():
         wins.append(ids[s:s + L])
     res["ppl"]["c4"] = nll_of(wins)
 
+    # Zero-shot: MosaicML records -> (context, continuation) requests and doc_to_choice
+    # strings (docs/evaluation.md), then scored as lm-evaluation-harness 0.4's HFLM does:
+    # TemplateLM.loglikelihood / _encode_pair, _loglikelihood_tokens' left truncation, and
+    # ConfigurableTask.process_results' argmax metrics.
+    max_length = model.config.max_position_embeddings
+    prefix_token_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def encode_pair(context, continuation):
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole_enc = tok.encode(context + continuation)
+        context_enc = tok.encode(context)
+        return context_enc, whole_enc[len(context_enc):]
+
+    @torch.no_grad()
+    def loglikelihood(context, continuation):
+        if context == "":
+            cont = tok.encode(continuation, add_special_tokens=False)
+            ctx, cont = ([prefix_token_id], cont) if prefix_token_id != cont[0] else (cont[:1], cont[1:])
+        else:
+            ctx, cont = encode_pair(context, continuation)
+        inp = (ctx + cont)[-(max_length + 1):][:-1]
+        logits = torch.log_softmax(model(torch.tensor([inp])).logits[0].float(), -1)
+        logits = logits[len(inp) - len(cont):]
+        return logits.gather(1, torch.tensor(cont)[:, None]).double().sum().item()
+
     for f in task_files:
-        lls_all, hits, hits_norm = [], 0, 0
+        lls_all, hits, hits_norm, hits_bytes = [], 0, 0, 0
         for line in open(f, encoding="utf-8").read().splitlines()[:limit]:
             d = json.loads(line)
             delim = lambda c: c if c[:1].isspace() else " " + c
             if "query" in d:
-                pairs = [(d["query"], delim(c)) for c in d["choices"]]
+                choices = d["choices"]
+                reqs = [(d["query"], delim(c)) for c in choices]
             else:
-                pairs = [(c, delim(d["continuation"])) for c in d["context_options"]]
-            lls = []
-            for ctx, cont in pairs:
-                n = len(ctx) - len(ctx.rstrip())  # lm-eval _encode_pair
-                c2, k2 = (ctx[:-n], ctx[-n:] + cont) if n else (ctx, cont)
-                c_enc = enc(c2)
-                k_enc = enc(c2 + k2)[len(c_enc):]
-                full = c_enc + k_enc
-                with torch.no_grad():
-                    lp = torch.log_softmax(model(torch.tensor([full[:-1]])).logits[0].float(), -1)
-                lls.append(sum(lp[j, full[j + 1]].item() for j in range(len(full) - 1 - len(k_enc), len(full) - 1)))
-            norm = [ll / len(cont.encode("utf-8")) for ll, (_, cont) in zip(lls, pairs)]
-            hits += max(range(len(lls)), key=lambda i: (lls[i], -i)) == d["gold"]
-            hits_norm += max(range(len(norm)), key=lambda i: (norm[i], -i)) == d["gold"]
-            lls_all.append(lls)
-        res["tasks"][f] = {"n": len(lls_all), "acc": hits / len(lls_all), "acc_norm": hits_norm / len(lls_all),
+                choices = d["context_options"]
+                reqs = [(c, delim(d["continuation"])) for c in choices]
+            lls = np.array([loglikelihood(c, k) for c, k in reqs])
+            completion_len = np.array([float(len(i)) for i in choices])
+            byte_length = np.array([float(len(i.encode("utf-8"))) for i in choices])
+            hits += int(np.argmax(lls)) == d["gold"]
+            hits_norm += int(np.argmax(lls / completion_len)) == d["gold"]
+            hits_bytes += int(np.argmax(lls / byte_length)) == d["gold"]
+            lls_all.append(lls.tolist())
+        n = len(lls_all)
+        res["tasks"][f] = {"n": n, "acc": hits / n, "acc_norm": hits_norm / n, "acc_bytes": hits_bytes / n,
                            "loglik": lls_all}
     json.dump(res, open(out, "w"))
 

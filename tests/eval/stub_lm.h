@@ -17,8 +17,8 @@ namespace onebit::test {
 class StubTokenizer : public tokenizer::Tokenizer {
  public:
   static constexpr int64_t kMerged = 259;
-  explicit StubTokenizer(bool add_bos = true) {
-    bos_id_ = 1;
+  explicit StubTokenizer(bool add_bos = true, bool has_bos = true) {
+    bos_id_ = has_bos ? 1 : -1;
     eos_id_ = 2;
     add_bos_ = add_bos;
   }
@@ -61,23 +61,31 @@ inline double stub_logprob(int64_t a, int64_t p, int64_t v, int64_t vocab = 260)
   return stub_logit(a, p, v) - m - std::log(s);
 }
 
+// logits(token a at position p) = stub_logit(a, p % 7, ·), computed as last_hidden · Wᵀ with a
+// one-hot last_hidden over the (a, p % 7) pairs and W the table of logits, so scorers that
+// apply lm_head_weight() themselves get the same numbers. Positions: position_ids when
+// given, else cache length + arange; attention masks are irrelevant (no attention).
 class StubLMImpl : public models::CausalLMImpl {
  public:
+  static constexpr int64_t kV = 260, kP = 7;
   explicit StubLMImpl(int64_t max_pos = 4096, torch::Dtype dtype = torch::kFloat32) : dtype_(dtype) {
     cfg_.model_type = "llama";
-    cfg_.vocab_size = 260;
+    cfg_.vocab_size = kV;
     cfg_.max_position_embeddings = max_pos;
-    table_ = torch::empty({260, 7, 260}, torch::kFloat64);
-    auto acc = table_.accessor<double, 3>();
-    for (int64_t a = 0; a < 260; ++a)
-      for (int64_t p = 0; p < 7; ++p)
-        for (int64_t v = 0; v < 260; ++v) acc[a][p][v] = stub_logit(a, p, v);
+    auto table = torch::empty({kV, kP, kV}, torch::kFloat64);
+    auto acc = table.accessor<double, 3>();
+    for (int64_t a = 0; a < kV; ++a)
+      for (int64_t p = 0; p < kP; ++p)
+        for (int64_t v = 0; v < kV; ++v) acc[a][p][v] = stub_logit(a, p, v);
+    weight_ = table.view({kV * kP, kV}).t().contiguous().to(dtype_);  // [V, V*P]
   }
   models::ForwardOutput forward(const torch::Tensor& ids, const models::ForwardArgs& args) override {
     ++calls;
     const int64_t past = args.cache ? args.cache->length() : 0;
-    auto pos = (torch::arange(ids.size(1), torch::kInt64) + past).remainder(7);
-    auto logits = table_.index({ids, pos.unsqueeze(0).expand_as(ids)}).to(dtype_);
+    auto pos = args.position_ids.defined()
+                   ? args.position_ids.to(torch::kInt64)
+                   : (torch::arange(ids.size(1), torch::kInt64) + past).unsqueeze(0).expand_as(ids);
+    auto hot = torch::one_hot(ids * kP + pos.remainder(kP), kV * kP).to(dtype_);  // [B, T, V*P]
     if (args.cache) {  // keep one fake layer so that length() advances
       auto kv = ids.to(torch::kFloat32).unsqueeze(1).unsqueeze(-1);  // [B, 1, T, 1]
       if (args.cache->k.empty()) {
@@ -89,17 +97,18 @@ class StubLMImpl : public models::CausalLMImpl {
       }
     }
     models::ForwardOutput out;
-    out.logits = logits;
+    out.last_hidden = hot;
+    if (args.compute_logits) out.logits = torch::matmul(hot, weight_.t());
     return out;
   }
   const models::ModelConfig& config() const override { return cfg_; }
-  torch::Tensor lm_head_weight() const override { return {}; }
+  torch::Tensor lm_head_weight() const override { return weight_; }
   void set_gradient_checkpointing(bool) override {}
   int calls = 0;
 
  private:
   models::ModelConfig cfg_;
-  torch::Tensor table_;
+  torch::Tensor weight_;
   torch::Dtype dtype_;
 };
 

@@ -1,6 +1,7 @@
 // onebit's evaluators against an independent transformers implementation of the same
 // protocols (tests/eval/eval_reference.py) on stories260K and the shared data.
 #include "tests/support.h"
+#include "tests/references.h"
 
 #include <nlohmann/json.hpp>
 
@@ -8,6 +9,7 @@
 #include <fstream>
 
 #include "onebit/eval/perplexity.h"
+#include "onebit/eval/tasks.h"
 #include "onebit/eval/zeroshot.h"
 #include "onebit/models/loader.h"
 #include "onebit/tokenizer/tokenizer.h"
@@ -26,7 +28,7 @@ TEST_CASE("perplexity and task scores match an independent transformers implemen
   OB_SHARED_OR_SKIP(model_dir, "models/stories260K");
   OB_SHARED_OR_SKIP(data, "data");
   const std::string py = test::python();
-  OB_REQUIRE_OR_SKIP(!py.empty() && std::system((py + " -c 'import transformers, sentencepiece' >/dev/null 2>&1").c_str()) == 0,
+  OB_REFERENCE_OR_SKIP(!py.empty() && std::system((py + " -c 'import transformers, sentencepiece' >/dev/null 2>&1").c_str()) == 0,
                      "needs Python with transformers + sentencepiece (" + py + ")");
 
   // The first ~60 paragraphs of the TinyStories text keep both sides fast.
@@ -73,6 +75,7 @@ TEST_CASE("perplexity and task scores match an independent transformers implemen
     REQUIRE(res.n == t["n"].get<int64_t>());
     CHECK(res.acc == Approx(t["acc"].get<double>()));
     CHECK(res.acc_norm == Approx(t["acc_norm"].get<double>()));
+    CHECK(res.acc_bytes == Approx(t["acc_bytes"].get<double>()));
     for (size_t e = 0; e < res.examples.size(); ++e)
       for (size_t i = 0; i < res.examples[e].loglik.size(); ++i)
         CHECK(res.examples[e].loglik[i] == Approx(t["loglik"][e][i].get<double>()).margin(kLoglikTol));

@@ -8,6 +8,7 @@
 #include "onebit/io/safetensors.h"
 #include "tests/io/test_util.h"
 #include "tests/support.h"
+#include "tests/references.h"
 
 using onebit::io::SafetensorsReader;
 using onebit::io::write_safetensors;
@@ -266,7 +267,7 @@ TEST_CASE("safetensors malformed files are errors naming file and problem", "[io
 }
 
 TEST_CASE("safetensors interop with the Python safetensors library", "[io]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("torch, safetensors"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("torch, safetensors"),
                      "needs Python with torch + safetensors (" + onebit::test::python() + ")");
   TempDir dir;
   // Python writes; we read. Values are generated the same way on both sides (arange-based),

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <string>
 
+#include "tests/references.h"
+
 namespace onebit::test {
 
 // Folder holding <family>/{config.json, model.safetensors, reference.safetensors}, or empty
@@ -21,4 +23,4 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b);
 
 #define OB_REFS_OR_SKIP(var)                                    \
   const std::filesystem::path var = ::onebit::test::reference_models(); \
-  OB_REQUIRE_OR_SKIP(!var.empty(), "needs Python with transformers (" + ::onebit::test::python() + ")")
+  OB_REFERENCE_OR_SKIP(!var.empty(), "needs Python with transformers (" + ::onebit::test::python() + ")")

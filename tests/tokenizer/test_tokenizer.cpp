@@ -7,6 +7,7 @@
 #include "onebit/tokenizer/tokenizer.h"
 #include "tests/io/test_util.h"
 #include "tests/support.h"
+#include "tests/references.h"
 
 using nlohmann::json;
 using onebit::test::TempDir;
@@ -74,7 +75,7 @@ void check_against_python(const std::string& kind, bool compare_with_special) {
 }  // namespace
 
 TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("gpt2", /*compare_with_special=*/true);
   TempDir dir;
@@ -92,7 +93,7 @@ TEST_CASE("byte-level BPE (GPT-2 regex, 'a b' merges) matches tokenizers", "[tok
 }
 
 TEST_CASE("one BPE tokenizer shared by threads gives the sequential ids", "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   TempDir dir;
   make_with_python("llama3", dir);
@@ -117,20 +118,20 @@ TEST_CASE("one BPE tokenizer shared by threads gives the sequential ids", "[toke
 }
 
 TEST_CASE("byte-level BPE with add_prefix_space matches tokenizers", "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("gpt2_prefix", /*compare_with_special=*/true);
 }
 
 TEST_CASE("GPT-2 vocab.json + merges.txt matches tokenizers", "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("gpt2_files", /*compare_with_special=*/true);
 }
 
 TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenizers",
           "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("llama3", /*compare_with_special=*/true);
   TempDir dir;
@@ -143,7 +144,7 @@ TEST_CASE("byte-level BPE (LLaMA-3 Split regex, special tokens) matches tokenize
 }
 
 TEST_CASE("byte-level BPE (Qwen2 Split regex, NFC) matches tokenizers", "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("qwen2", /*compare_with_special=*/true);
   TempDir dir;
@@ -157,7 +158,7 @@ TEST_CASE("byte-level BPE (Qwen2 Split regex, NFC) matches tokenizers", "[tokeni
 }
 
 TEST_CASE("WordLevel tokenizer.json matches tokenizers", "[tokenizer]") {
-  OB_REQUIRE_OR_SKIP(onebit::test::python_has("tokenizers"),
+  OB_REFERENCE_OR_SKIP(onebit::test::python_has("tokenizers"),
                      "needs Python with the tokenizers library (" + onebit::test::python() + ")");
   check_against_python("wordlevel", /*compare_with_special=*/false);
   check_against_python("wordlevel_ws", /*compare_with_special=*/false);
@@ -256,7 +257,7 @@ TEST_CASE("SentencePiece stories260K tokenizer", "[tokenizer]") {
 
 TEST_CASE("SentencePiece stories260K matches transformers AutoTokenizer", "[tokenizer]") {
   OB_SHARED_OR_SKIP(dir, "models/stories260K");
-  OB_REQUIRE_OR_SKIP(
+  OB_REFERENCE_OR_SKIP(
       onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
       "needs Python with transformers + sentencepiece + protobuf (" + onebit::test::python() + ")");
   TempDir tmp;
@@ -287,7 +288,7 @@ json.dump(out, open(sys.argv[3], "w", encoding="utf-8"))
 TEST_CASE("SentencePiece stories260K matches transformers on TinyStories text", "[tokenizer]") {
   OB_SHARED_OR_SKIP(dir, "models/stories260K");
   OB_SHARED_OR_SKIP(val, "data/tinystories_val.txt");
-  OB_REQUIRE_OR_SKIP(
+  OB_REFERENCE_OR_SKIP(
       onebit::test::python_has("transformers, sentencepiece, google.protobuf"),
       "needs Python with transformers + sentencepiece + protobuf (" + onebit::test::python() + ")");
   constexpr size_t kBytes = 100000;  // the first ~100 KB: hundreds of stories, a fast test
