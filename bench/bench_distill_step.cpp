@@ -150,13 +150,17 @@ struct OnebitSide {
         parts = distill::kd_loss(t, teacher->lm_head_weight(), s, student->lm_head_weight(), ids, kd);
         mark();
       }
+      auto& ps = trainer->param_sync();
+      ps.begin_backward(true);
       parts.total.backward();
+      ps.finish_backward();
       mark();
     }
-    torch::nn::utils::clip_grad_norm_(params, cfg.optim.grad_clip);
+    auto& ps = trainer->param_sync();
+    ps.clip_grad_norm(cfg.optim.grad_clip);
     mark();
-    trainer->optimizer().step();
-    trainer->optimizer().zero_grad();
+    ps.step(cfg.optim.lr);
+    ps.zero_grad();
     mark();
   }
 

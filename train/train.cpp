@@ -77,8 +77,11 @@ double eval_ppl(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok, co
   return ppl;
 }
 
-// A checkpoint made with another teacher, student or data stream would silently mix two runs.
-void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg) {
+// A checkpoint made with another teacher, student, data stream, world size or sharding would
+// silently mix two runs.
+void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg, int world_size) {
+  const std::string layout = distill::CheckpointManager::layout_mismatch(ckpt, world_size, cfg.dist.sharding);
+  OB_CHECK(layout.empty(), "cannot resume from ", ckpt.string(), ": ", layout);
   const auto st = distill::CheckpointManager::read_state(ckpt);
   if (st.config_yaml.empty()) return;  // written before checkpoints carried their config
   const auto diffs = config::resume_conflicts(config::parse_train_config(st.config_yaml, {}, ckpt.string()), cfg);
@@ -140,8 +143,8 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   if (plan_flags.dry_run) return dry_run(cfg, plan_flags);
   OB_CHECK(plan_flags.latent_dtype == "fp32" && plan_flags.state_dtype == "fp32",
            "--latent-dtype and --state-dtype only plan (with --dry-run); training keeps fp32 latents and state");
-  OB_CHECK(cfg.dist.sharding == "none" && !cfg.dist.shard_teacher, "dist.sharding=", cfg.dist.sharding,
-           " is planned by --dry-run but not implemented in this build; use dist.sharding=none");
+  OB_CHECK(!cfg.dist.shard_teacher,
+           "dist.shard_teacher=true is planned by --dry-run but not implemented in training yet; set it to false");
   const int64_t baseline_rss = plan::device_current_bytes(torch::kCPU);  // before any model exists
   // Processes: one (NoSync), or a c10d group that every rank joins here (dist.timeout_s).
   const dist::LaunchInfo launch = dist::detect_launch();
@@ -163,7 +166,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   std::optional<fs::path> resume_from;
   if (cfg.train.resume == "auto") resume_from = ckpts.latest_valid();
   else if (cfg.train.resume != "never") resume_from = fs::path(cfg.train.resume);
-  if (resume_from) check_resumable(*resume_from, cfg);
+  if (resume_from) check_resumable(*resume_from, cfg, launch.world_size);
 
   if (cfg.model.teacher == "embedded") {
     // Quickstart: pretrain (or reuse) the tiny synthetic-language teacher, evaluate on its held-out text.
@@ -201,9 +204,11 @@ int run(const std::string& config_path, const std::vector<std::string>& override
                             ? cfg.train.max_steps
                             : std::max<int64_t>(1, cfg.train.epochs * batches.batches_per_epoch() / cfg.optim.grad_accum);
 
-  distill::Trainer trainer(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
+  auto trainer_ptr =
+      std::make_unique<distill::Trainer>(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
+  distill::Trainer& trainer = *trainer_ptr;
   if (resume_from) {
-    const auto st = ckpts.load(*resume_from, trainer.trainable(), trainer.optimizer());
+    const auto st = ckpts.load(*resume_from, trainer.param_sync());
     trainer.load_state(st);  // the step and the fp16 loss scaler
     batches.seek({st.counters.at("data_epoch"), st.counters.at("data_index")});
     if (lead) std::cerr << "resumed from " << resume_from->string() << " at step " << st.step << std::endl;
@@ -215,21 +220,21 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     OB_CHECK(m2 - m * m == 0, "dist: the ranks resumed from different steps (rank ", launch.rank, " from step ",
              trainer.steps_done(), ", mean ", m, "); output_dir must be one folder that all ranks share");
     // Start from rank 0's values, as DDP does (a GPU init need not be bitwise reproducible).
+    // dist.sharding=full replicates no trainable value: each shard has its one owner.
     std::vector<torch::Tensor> tensors;
     for (const auto& [name, t] : trainer.trainable()) tensors.push_back(t);
-    group->broadcast(tensors, 0);
+    if (cfg.dist.sharding != "full") group->broadcast(tensors, 0);
   }
-  // Rank 0 writes; the others wait until the checkpoint is complete (no race past it).
+  // Every rank writes its shard; rank 0 commits once all are complete (no rank races past it).
+  int64_t saved_step = -1;
   auto save = [&] {
-    rank0_first("saving a checkpoint", [&] {
-      if (!lead) return;
-      distill::TrainState st;
-      trainer.save_state(st);
-      st.counters["data_epoch"] = batches.position().epoch;
-      st.counters["data_index"] = batches.position().index;
-      st.config_yaml = run_yaml;
-      ckpts.save(trainer.trainable(), trainer.optimizer(), st);
-    });
+    distill::TrainState st;
+    trainer.save_state(st);
+    st.counters["data_epoch"] = batches.position().epoch;
+    st.counters["data_index"] = batches.position().index;
+    st.config_yaml = run_yaml;
+    ckpts.save(trainer.param_sync(), st);
+    saved_step = st.step;
   };
 
   std::unique_ptr<tokenizer::Tokenizer> tok;
@@ -284,7 +289,12 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     if (cfg.train.save_every > 0 && !st.skipped && st.step % cfg.train.save_every == 0) save();
   }
   if (bar) bar->finish();
-  save();
+  if (saved_step != trainer.steps_done()) save();  // the last periodic checkpoint is not rewritten
+  const int64_t steps_done = trainer.steps_done();
+  // Gathers the student (dist.sharding=full) and frees the gradients, the optimizer state and the
+  // communication buffers before the evaluation.
+  trainer.finish();
+  trainer_ptr.reset();
   // No rank may leave (rank 0 takes the store with it) before all saw the checkpoint complete.
   if (group) group->barrier("end of training");
   if (!lead) return 0;  // the student and the final table are rank 0's
@@ -302,7 +312,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     const double t_ppl = eval_ppl(*teacher, *tok, eval_docs, full);
     const double s_ppl = eval_ppl(*student, *tok, eval_docs, full);
     const double n_ppl = eval_ppl(*naive, *tok, eval_docs, full);
-    metrics << nlohmann::json{{"step", trainer.steps_done()}, {"final_ppl", {{"teacher", t_ppl}, {"student", s_ppl},
+    metrics << nlohmann::json{{"step", steps_done}, {"final_ppl", {{"teacher", t_ppl}, {"student", s_ppl},
                                                                             {"naive_sign", n_ppl}}}}.dump()
             << "\n";
     std::printf("perplexity on %s (docs protocol, seq_len %lld)\n", cfg.train.eval_text.c_str(),

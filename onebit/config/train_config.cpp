@@ -114,8 +114,9 @@ std::vector<Field> fields_of(TrainConfig& c) {
 
       {"dist.backend", &c.dist.backend, "multi-process: auto (nccl on CUDA, gloo on CPU) | gloo | nccl"},
       {"dist.timeout_s", &c.dist.timeout_s, "multi-process: seconds to join, per collective and barrier"},
-      {"dist.sharding", &c.dist.sharding, "training state sharded over ranks: none | optimizer | gradients | full"},
+      {"dist.sharding", &c.dist.sharding, "none | optimizer (ZeRO-1) | gradients (ZeRO-2) | full (ZeRO-3): what each rank keeps"},
       {"dist.shard_teacher", &c.dist.shard_teacher, "shard the frozen teacher's decoder layers over ranks too"},
+      {"dist.bucket_mb", &c.dist.bucket_mb, "MiB per flat gradient bucket (one reduction each)"},
 
       {"output_dir", &c.output_dir, "run folder: checkpoints, logs, config.yaml, final model"},
   };
@@ -407,6 +408,7 @@ void TrainConfig::validate() const {
   one_of(dist.backend, "dist.backend", {"auto", "gloo", "nccl"});
   positive(dist.timeout_s, "dist.timeout_s");
   one_of(dist.sharding, "dist.sharding", {"none", "optimizer", "gradients", "full"});
+  positive(dist.bucket_mb, "dist.bucket_mb");
 
   need(!output_dir.empty(), "output_dir", "set", "''");
 }
@@ -442,10 +444,11 @@ std::string value_text(const Field& f) {
 }
 
 // Keys that define what a checkpoint's tensors and data position mean: the teacher, the
-// student's structure and init, the data stream. Optimizer, loss weights, length and
+// student's structure and init, the data stream, the sharded state's layout. Optimizer, loss weights, length and
 // bookkeeping may change on resume (e.g. a lower lr after a divergence).
 bool defines_checkpoint(const std::string& key) {
   if (key == "model.device" || key == "model.gradient_checkpointing") return false;
+  if (key == "dist.sharding" || key == "dist.bucket_mb") return true;  // the layout of the optimizer state
   for (const char* prefix : {"model.", "student.", "embedded.", "data."})
     if (key.rfind(prefix, 0) == 0) return true;
   return false;

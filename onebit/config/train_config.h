@@ -100,8 +100,9 @@ struct TrainCfg {
 struct DistCfg {
   std::string backend = "auto";  // auto (nccl on CUDA, gloo on CPU) | gloo | nccl
   int64_t timeout_s = 300;       // joining, each collective and barrier; then one error line
-  std::string sharding = "none"; // none | optimizer (ZeRO-1) | gradients (ZeRO-2) | full (ZeRO-3)
-  bool shard_teacher = false;    // shard the frozen teacher's decoder layers too
+  std::string sharding = "none"; // none | optimizer | gradients | full (ZeRO-1/2/3); onebit/dist/param_sync.h
+  bool shard_teacher = false;    // shard the frozen teacher's decoder layers too (planned; not yet trained)
+  double bucket_mb = 25;         // gradients are reduced in flat buckets of about this many MiB
 };
 
 struct TrainConfig {
@@ -132,7 +133,7 @@ int64_t grad_accum_for(const TrainConfig& cfg, int64_t world_size);
 
 // Keys that make a checkpoint written under `saved` meaningless for `now`, one
 // "key: was X, now Y" each: model.* (but device, gradient_checkpointing), student.*,
-// embedded.*, data.*. Optimizer, loss weights and train.* may change on resume.
+// embedded.*, data.*, dist.sharding, dist.bucket_mb. Optimizer, loss weights and train.* may change on resume.
 std::vector<std::string> resume_conflicts(const TrainConfig& saved, const TrainConfig& now);
 
 }  // namespace onebit::config

@@ -115,6 +115,19 @@ struct C10dSync::Impl {
 
   void wait(const c10::intrusive_ptr<c10d::Work>& work) { work->wait(to_ms(opts.timeout_s)); }
 
+  // Queues `start`, a collective between a flat tensor of world_size × n values and one of n
+  // values; the returned Wait finishes it (both tensors stay alive until then).
+  template <class F>
+  GradSync::Wait queue_flat(const char* what, const torch::Tensor& whole, const torch::Tensor& part, F start) {
+    for (const auto* t : {&whole, &part})
+      OB_CHECK(t->is_contiguous() && t->device() == comm_device, "dist: ", what, " needs contiguous tensors on ",
+               comm_device.str(), ", got one on ", t->device().str());
+    OB_CHECK(whole.numel() == part.numel() * launch.world_size, "dist: ", what, " of ", whole.numel(),
+             " values in all and ", part.numel(), " per rank on ", launch.world_size, " ranks");
+    auto work = guarded(what, start);
+    return [this, work, whole, part, what] { guarded(what, [&] { wait(work); }); };
+  }
+
   void allreduce_sum(torch::Tensor& t, const std::string& what) {
     guarded(what, [&] {
       std::vector<at::Tensor> v{t};
@@ -339,6 +352,46 @@ void C10dSync::after_backward(const std::vector<torch::Tensor>& params) {
       else p.mutable_grad() = avg.to(p.device()).clone();
     }
   }
+}
+
+namespace {
+
+void check_flat(const torch::Tensor& t, const torch::Device& device, const char* what) {
+  OB_CHECK(t.is_contiguous() && t.device() == device, "dist: ", what, " needs a contiguous tensor on ", device.str(),
+           ", got one on ", t.device().str());
+}
+
+}  // namespace
+
+GradSync::Wait C10dSync::allreduce_sum(torch::Tensor flat) {
+  auto& m = *impl_;
+  check_flat(flat, m.comm_device, "allreduce");
+  const char* what = "allreduce of the gradients";
+  auto work = m.guarded(what, [&] {
+    std::vector<at::Tensor> v{flat};
+    c10d::AllreduceOptions o;
+    o.timeout = to_ms(m.opts.timeout_s);
+    return m.pg->allreduce(v, o);
+  });
+  return [&m, work, flat, what] { m.guarded(what, [&] { m.wait(work); }); };
+}
+
+GradSync::Wait C10dSync::reduce_scatter_sum(torch::Tensor out, torch::Tensor in) {
+  auto& m = *impl_;
+  return m.queue_flat("reduce-scatter of the gradients", in, out, [&] {
+    c10d::ReduceScatterOptions o;
+    o.timeout = to_ms(m.opts.timeout_s);
+    return m.pg->_reduce_scatter_base(out, in, o);
+  });
+}
+
+GradSync::Wait C10dSync::all_gather(torch::Tensor out, torch::Tensor in) {
+  auto& m = *impl_;
+  return m.queue_flat("all-gather of the parameters", out, in, [&] {
+    c10d::AllgatherOptions o;
+    o.timeout = to_ms(m.opts.timeout_s);
+    return m.pg->_allgather_base(out, in, o);
+  });
 }
 
 double C10dSync::mean(double x) {

@@ -1,7 +1,7 @@
 // C10dSync: data-parallel GradSync over LibTorch's c10d. Rank 0 serves a TCPStore at
 // MASTER_ADDR:MASTER_PORT (LaunchInfo), every rank joins it, then a ProcessGroupGloo (CPU) or
 // ProcessGroupNCCL (CUDA) is built on it. Gradients are averaged in flat buckets (one allreduce
-// per bucket); every failure (a rank that never joined, died or hangs) is one onebit::Error line
+// per bucket) by after_backward, or by ParamSync through the flat collectives; every failure (a rank that never joined, died or hangs) is one onebit::Error line
 // within dist.timeout_s, never a hang or an abort trace. c10d and gloo stay in the .cpp.
 #pragma once
 #include <torch/types.h>
@@ -38,6 +38,12 @@ class C10dSync final : public GradSync {
   // it gets one when any rank has one, and stays without one when no rank has one.
   void after_backward(const std::vector<torch::Tensor>& params) override;
   double mean(double x) override;
+  // Flat collectives for ParamSync, queued on the backend (its own threads for Gloo, the NCCL
+  // stream for NCCL); each waits at most dist.timeout_s. Gloo has no native reduce-scatter:
+  // its _reduce_scatter_base allreduces a copy of the whole input and keeps this rank's chunk.
+  Wait allreduce_sum(torch::Tensor flat) override;
+  Wait reduce_scatter_sum(torch::Tensor out, torch::Tensor in) override;
+  Wait all_gather(torch::Tensor out, torch::Tensor in) override;
   int rank() const override;
   int world_size() const override;
 

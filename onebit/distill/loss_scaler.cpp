@@ -23,6 +23,10 @@ bool LossScaler::unscale_(const std::vector<torch::Tensor>& params) const {
   std::vector<torch::Tensor> grads;
   for (const auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
+  return unscale_grads_(grads);
+}
+
+bool LossScaler::unscale_grads_(const std::vector<torch::Tensor>& grads) const {
   if (grads.empty()) return false;
   // One fused pass: multiply by 1/scale (exact for powers of two) and flag non-finite values.
   const auto opts = grads.front().options().dtype(torch::kFloat32);

@@ -34,6 +34,8 @@ class LossScaler {
   // Divides every defined gradient of `params` by scale() in place; true when any of them
   // holds inf or NaN (this process only: combine across ranks before deciding).
   bool unscale_(const std::vector<torch::Tensor>& params) const;
+  // The same on gradient tensors themselves (e.g. ParamSync::grads()).
+  bool unscale_grads_(const std::vector<torch::Tensor>& grads) const;
 
   // After the (rank-agreed) overflow decision of one optimizer step.
   void update(bool overflow);

@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <regex>
 
 #include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
@@ -14,6 +16,12 @@ namespace {
 // Checkpoint keys of the fp16 scaler state (TrainState::scalars / counters).
 constexpr const char* kLossScale = "loss_scale";
 constexpr const char* kLossScaleGrowth = "loss_scale_growth";
+
+bool all_finite(const std::vector<torch::Tensor>& ts) {
+  for (const auto& t : ts)
+    if (!torch::isfinite(t).all().item<bool>()) return false;
+  return true;
+}
 
 }  // namespace
 
@@ -41,10 +49,24 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   for (size_t i = 0; i < params_.size(); ++i)
     OB_CHECK(params_[i].scalar_type() == torch::kFloat32, "trainer: trainable parameter '", names_[i], "' is ",
              params_[i].scalar_type(), "; the student must be loaded in fp32 (train.precision sets the compute dtype)");
-  student_->set_gradient_checkpointing(cfg.model.gradient_checkpointing);
-  const auto& o = cfg.optim;
-  opt_ = std::make_unique<torch::optim::AdamW>(
-      params_, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+  dist::ParamSyncOptions po;
+  po.sharding = dist::parse_sharding(cfg.dist.sharding);
+  po.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * (1 << 20)));
+  po.beta1 = cfg.optim.beta1;
+  po.beta2 = cfg.optim.beta2;
+  po.eps = cfg.optim.eps;
+  po.weight_decay = cfg.optim.weight_decay;
+  // The decoder layer of each tensor ("...layers.<i>...."): full sharding gathers layer by layer.
+  std::vector<int64_t> layer_of;
+  const std::regex layer_re(R"((^|\.)layers\.(\d+)\.)");
+  for (const auto& name : names_) {
+    std::smatch mt;
+    layer_of.push_back(std::regex_search(name, mt, layer_re) ? std::stoll(mt[2].str()) : -1);
+  }
+  opt_ = std::make_unique<dist::ParamSync>(params_, sync_, po, layer_of);
+  // full: the layers' tensors exist only while their layer runs, so backward recomputes them.
+  student_->set_gradient_checkpointing(cfg.model.gradient_checkpointing || po.sharding == dist::Sharding::Full);
+  student_->set_layer_hooks(opt_->layer_hooks());
   if (cfg.train.precision == "bf16") autocast_ = torch::kBFloat16;
   if (cfg.train.precision == "fp16") {
     autocast_ = torch::kHalf;
@@ -55,9 +77,21 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   }
 }
 
-Trainer::~Trainer() = default;
+Trainer::~Trainer() {
+  if (student_) student_->set_layer_hooks(nullptr);
+}
 
-torch::optim::AdamW& Trainer::optimizer() { return *opt_; }
+dist::ParamSync& Trainer::param_sync() {
+  OB_CHECK(opt_, "trainer: finish() ended training");
+  return *opt_;
+}
+
+void Trainer::finish() {
+  if (!opt_) return;
+  opt_->materialize();
+  student_->set_layer_hooks(nullptr);
+  opt_.reset();
+}
 
 std::map<std::string, torch::Tensor> Trainer::trainable() const {
   std::map<std::string, torch::Tensor> out;
@@ -82,6 +116,7 @@ void Trainer::load_state(const TrainState& state) {
 }
 
 StepStats Trainer::step() {
+  OB_CHECK(opt_, "trainer: finish() ended training; no more steps");
   StepStats st;
   models::ForwardArgs args;
   args.output_hidden_states = true;
@@ -110,15 +145,19 @@ StepStats Trainer::step() {
       parts = kd_loss(t, teacher_->lm_head_weight(), s, student_->lm_head_weight(), ids, kd_);
     }
     // backward outside autocast, as torch.autocast prescribes (averaged over micro-steps; fp16:
-    // times the loss scale, a power of two, so the fp16 gradients stay above underflow)
+    // times the loss scale, a power of two, so the fp16 gradients stay above underflow). On the
+    // last micro-step the gradients are reduced from hooks while the backward runs.
     auto loss = parts.total / static_cast<double>(accum);
     if (scaler_) loss = loss * st.loss_scale;
+    opt_->begin_backward(micro + 1 == accum);
     loss.backward();
     st.loss += parts.total.item<double>() / accum;
     st.kl += parts.kl.item<double>() / accum;
     st.hidden += parts.hidden.item<double>() / accum;
     st.ce += parts.ce.item<double>() / accum;
   }
+  // sync: wait for the reductions; this rank now holds its share of the averaged gradients
+  opt_->finish_backward();
 
   // NaN/inf loss: skip the update, stop after max_bad_steps in a row.
   if (!std::isfinite(sync_.mean(st.loss))) {
@@ -131,24 +170,27 @@ StepStats Trainer::step() {
              "); lower optim.lr or use train.precision=bf16/fp32");
     return st;
   }
-  bad_streak_ = 0;
 
-  // sync; fp16: unscale, and skip the step on every rank when any rank saw inf/NaN gradients
-  // (an overflow is the scaler's business, not a bad step)
-  sync_.after_backward(params_);
+  // inf/NaN gradients on any rank skip the step on every rank. fp16: unscale first; an overflow
+  // is the scaler's business, not a bad step. fp32/bf16: a bad step like a NaN loss.
+  const auto grads = opt_->grads();
+  const bool local_bad = scaler_ ? scaler_->unscale_grads_(grads) : !all_finite(grads);
+  const bool bad = sync_.any(local_bad);
   if (scaler_) {
-    const bool local_overflow = scaler_->unscale_(params_);
-    st.overflow = sync_.mean(local_overflow ? 1.0 : 0.0) > 0;
-    scaler_->update(st.overflow);
+    st.overflow = bad;
+    scaler_->update(bad);
   }
-
-  if (st.overflow) {
+  bad_streak_ = bad && !scaler_ ? bad_streak_ + 1 : 0;
+  OB_CHECK(bad_streak_ < cfg_.train.max_bad_steps, "training stopped: the gradients were NaN/inf for ", bad_streak_,
+           " steps in a row at step ", step_, " (train.max_bad_steps=", cfg_.train.max_bad_steps,
+           "); lower optim.lr or use train.precision=fp32");
+  if (bad) {
     opt_->zero_grad();
     st.skipped = true;
   } else {
     // clip (on unscaled gradients)
     const double clip = cfg_.optim.grad_clip > 0 ? cfg_.optim.grad_clip : std::numeric_limits<double>::infinity();
-    st.grad_norm = torch::nn::utils::clip_grad_norm_(params_, clip);
+    st.grad_norm = opt_->clip_grad_norm(clip);
 
     // schedule, optimizer step
     ScheduleOptions so;
@@ -157,8 +199,7 @@ StepStats Trainer::step() {
     so.total_steps = total_steps_;
     so.min_lr_ratio = cfg_.optim.min_lr_ratio;
     st.lr = cfg_.optim.lr * lr_factor(step_, so);
-    for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(st.lr);
-    opt_->step();
+    opt_->step(st.lr);
     opt_->zero_grad();
     ++step_;
   }

@@ -1,6 +1,8 @@
 // Trainer: one OneBit distillation step (method.md §3, §5), read top to bottom in step().
-// The caller owns the models, the batch source and the GradSync; the trainer never reduces
-// gradients itself. train.precision: fp32; bf16 (teacher and student forwards under autocast,
+// The caller owns the models, the batch source and the GradSync; gradient reduction and the
+// AdamW update belong to a ParamSync (dist.sharding), so the trainer never reduces gradients
+// nor knows how the state is sharded. Inf/NaN gradients on any rank skip the step on every
+// rank (fp16: a loss-scale overflow; fp32/bf16: a bad step). train.precision: fp32; bf16 (teacher and student forwards under autocast,
 // the KD loss in fp32, fp32 master weights and AdamW state); fp16 (the same in half precision
 // plus a dynamic LossScaler whose overflow decision all ranks take together).
 #pragma once
@@ -15,14 +17,11 @@
 
 #include "onebit/config/train_config.h"
 #include "onebit/dist/grad_sync.h"
+#include "onebit/dist/param_sync.h"
 #include "onebit/distill/checkpoint.h"
 #include "onebit/distill/kd_loss.h"
 #include "onebit/distill/loss_scaler.h"
 #include "onebit/models/causal_lm.h"
-
-namespace torch::optim {
-class AdamW;
-}
 
 namespace onebit::distill {
 
@@ -31,7 +30,7 @@ struct StepStats {
   double loss = 0, kl = 0, hidden = 0, ce = 0;
   double lr = 0, grad_norm = 0;
   int64_t tokens = 0;  // tokens seen by this rank in this step
-  bool skipped = false;  // no update: NaN/inf loss, or (fp16) gradient overflow
+  bool skipped = false;  // no update: NaN/inf loss or inf/NaN gradients on some rank
   bool overflow = false;  // fp16: inf/NaN gradients on some rank; the loss scale was backed off
   double loss_scale = 1;  // fp16: the scale this step's backward used; 1 otherwise
 };
@@ -47,7 +46,12 @@ class Trainer {
 
   // Trainable student tensors by parameter name (latent W, g, h).
   std::map<std::string, torch::Tensor> trainable() const;
-  torch::optim::AdamW& optimizer();
+  // Gradient reduction, AdamW and its (sharded) state: checkpoints save and load through it.
+  dist::ParamSync& param_sync();
+  // Ends training (collective): gathers the whole trainable tensors into the student
+  // (dist.sharding=full), removes the layer hooks, frees the gradients, the optimizer state
+  // and the communication buffers. step() may not be called afterwards.
+  void finish();
   int64_t steps_done() const { return step_; }
   void set_steps_done(int64_t s) { step_ = s; }
   int64_t bad_streak() const { return bad_streak_; }
@@ -67,7 +71,7 @@ class Trainer {
   KdLossOptions kd_;
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_;
-  std::unique_ptr<torch::optim::AdamW> opt_;
+  std::unique_ptr<dist::ParamSync> opt_;
   std::optional<torch::ScalarType> autocast_;  // bf16 | fp16; none for fp32
   std::unique_ptr<LossScaler> scaler_;         // fp16 only
   int64_t step_ = 0, bad_streak_ = 0;

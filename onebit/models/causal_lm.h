@@ -40,6 +40,15 @@ struct ForwardOutput {
   std::vector<torch::Tensor> hidden_states;  // L+1 entries when requested
 };
 
+// Called around every decoder layer of a forward: ZeRO-3 parameter gathering
+// (onebit/dist/param_sync.h) all-gathers a layer's sharded tensors before it runs and frees them
+// after; a backward reaches layer i when `out`'s gradient is computed.
+struct LayerHooks {
+  virtual ~LayerHooks() = default;
+  virtual void before_layer(int64_t i) = 0;
+  virtual void after_layer(int64_t i, const torch::Tensor& out) = 0;
+};
+
 class CausalLMImpl : public torch::nn::Module {
  public:
   ~CausalLMImpl() override = default;
@@ -52,6 +61,12 @@ class CausalLMImpl : public torch::nn::Module {
   virtual torch::Tensor lm_head_weight() const = 0;
   // Recompute each decoder layer in backward instead of storing its activations.
   virtual void set_gradient_checkpointing(bool on) = 0;
+  // Hooks around every decoder layer of every forward (nullptr: none). Not owned.
+  void set_layer_hooks(LayerHooks* hooks) { layer_hooks_ = hooks; }
+  LayerHooks* layer_hooks() const { return layer_hooks_; }
+
+ private:
+  LayerHooks* layer_hooks_ = nullptr;
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 

@@ -214,19 +214,21 @@ torch::Tensor checkpoint(const LayerFn& fn, const torch::Tensor& x, const std::v
 
 torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
                           const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
-                          const ForwardArgs& args, ForwardOutput& out) {
+                          const ForwardArgs& args, ForwardOutput& out, LayerHooks* hooks) {
   if (args.cache) {
     args.cache->k.resize(L);
     args.cache->v.resize(L);
   }
   const bool ckpt = checkpointing && torch::GradMode::is_enabled() && !args.cache;
   for (int64_t i = 0; i < L; ++i) {
+    if (hooks) hooks->before_layer(i);
     if (ckpt) {
       // By value: backward runs this closure after forward has returned.
       h = checkpoint([layer, i](const torch::Tensor& x) { return layer(i, x, nullptr, nullptr); }, h, params(i));
     } else {
       h = layer(i, h, args.cache ? &args.cache->k[i] : nullptr, args.cache ? &args.cache->v[i] : nullptr);
     }
+    if (hooks) hooks->after_layer(i, h);
     if (args.output_hidden_states && i + 1 < L) out.hidden_states.push_back(h);
   }
   return h;

@@ -78,10 +78,11 @@ using DecoderLayerFn =
 
 // Runs the L decoder layers on h, shared by every architecture: sizes args.cache to L slots,
 // checkpoints each layer when `checkpointing` (and grad is on and no cache is used; params(i)
-// gives layer i's parameters), and appends hidden states 1..L-1 to out when requested.
+// gives layer i's parameters), appends hidden states 1..L-1 to out when requested, and calls
+// `hooks` (when set) around each layer.
 torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
                           const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
-                          const ForwardArgs& args, ForwardOutput& out);
+                          const ForwardArgs& args, ForwardOutput& out, LayerHooks* hooks = nullptr);
 
 // HF weight init: normal(0, std) for linears/embeddings, zero biases (norms keep ones).
 void init_weights(torch::nn::Module& root, double std);

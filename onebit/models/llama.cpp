@@ -175,7 +175,8 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
         [layers, ctx](int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v) {
           return layers[i]->forward(x, ctx, k, v);
         },
-        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out);
+        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out,
+        layer_hooks());
     h = model->norm->forward(h);
     if (args.output_hidden_states) out.hidden_states.push_back(h);
     out.last_hidden = h;

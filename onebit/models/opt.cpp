@@ -164,7 +164,8 @@ class OptForCausalLMImpl : public CausalLMImpl {
         [layers, mask](int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v) {
           return layers[i]->forward(x, mask, k, v);
         },
-        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out);
+        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out,
+        layer_hooks());
     if (dec.final_layer_norm) h = dec.final_layer_norm->forward(h);
     if (dec.project_out) h = dec.project_out->forward(h);
     if (args.output_hidden_states) out.hidden_states.push_back(h);

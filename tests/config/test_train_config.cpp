@@ -217,7 +217,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 71);
+  CHECK(lines == 74);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -249,7 +249,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 73);
+  CHECK(keys == 74);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {
@@ -265,4 +265,7 @@ TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's"
   CHECK(diffs[0] == "student.svid: was \"nmf\", now \"svd\"");
   CHECK(diffs[1] == "embedded.hidden_size: was 128, now 64");
   CHECK(diffs[2] == "data.seed: was 0, now 3");
+  // The sharding mode and bucket size define the layout of the checkpointed optimizer state.
+  CHECK(onebit::config::resume_conflicts(saved, parse("", {"dist.sharding=gradients", "dist.timeout_s=9"})) ==
+        std::vector<std::string>{"dist.sharding: was \"none\", now \"gradients\""});
 }

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "onebit/dist/grad_sync.h"
+#include "onebit/dist/param_sync.h"
 #include "onebit/distill/checkpoint.h"
 #include "tests/data/tmpdir.h"
 #include "tests/support.h"
@@ -22,17 +24,27 @@ fs::path fresh_dir(const std::string& name) {
   return d;
 }
 
+onebit::dist::ParamSyncOptions toy_options() {
+  onebit::dist::ParamSyncOptions o;
+  o.weight_decay = 0.01;
+  return o;
+}
+
+// One trainable tensor under a single-process ParamSync (AdamW, lr 0.05).
 struct Toy {
-  torch::Tensor w = torch::zeros({4, 3}).requires_grad_(true);
-  torch::optim::AdamW opt{{w}, torch::optim::AdamWOptions(0.05).weight_decay(0.01)};
-  std::map<std::string, torch::Tensor> named() { return {{"w", w}}; }
+  explicit Toy(int64_t rows = 4) : w(torch::zeros({rows, 3}).requires_grad_(true)), ps({w}, sync, toy_options()) {}
+  torch::Tensor w;
+  onebit::dist::NoSync sync;
+  onebit::dist::ParamSync ps;
   // One step on a random batch drawn from the global CPU generator (so RNG state matters).
   double step() {
     const auto x = torch::randn({8, 3});
     const auto loss = torch::matmul(x, w.t()).sin().pow(2).mean() + (w - 1).pow(2).sum();
-    opt.zero_grad();
+    ps.begin_backward(true);
     loss.backward();
-    opt.step();
+    ps.finish_backward();
+    ps.step(0.05);
+    ps.zero_grad();
     return loss.item<double>();
   }
 };
@@ -53,7 +65,7 @@ TEST_CASE("checkpoint: resume gives exactly the uninterrupted loss sequence", "[
         st.step = s;
         st.counters["data_position"] = 123;
         st.scalars["loss_scale"] = 1024.0;
-        mgr.save(t.named(), t.opt, st);
+        mgr.save(t.ps, st);
       }
     }
   }
@@ -62,7 +74,7 @@ TEST_CASE("checkpoint: resume gives exactly the uninterrupted loss sequence", "[
   CheckpointManager mgr(dir, 2);
   const auto latest = mgr.latest_valid();
   REQUIRE(latest.has_value());
-  const TrainState st = mgr.load(*latest, t.named(), t.opt);
+  const TrainState st = mgr.load(*latest, t.ps);
   CHECK(st.step == 3);
   CHECK(st.counters.at("data_position") == 123);
   CHECK(st.scalars.at("loss_scale") == 1024.0);
@@ -78,7 +90,7 @@ TEST_CASE("checkpoint: keeps the last K", "[distill]") {
   for (int s = 1; s <= 4; ++s) {
     TrainState st;
     st.step = s;
-    mgr.save(t.named(), t.opt, st);
+    mgr.save(t.ps, st);
   }
   CHECK(!fs::exists(dir / "step-00000001"));
   CHECK(!fs::exists(dir / "step-00000002"));
@@ -94,19 +106,31 @@ TEST_CASE("checkpoint: partial or corrupt checkpoints are skipped (auto) or refu
   for (int s = 1; s <= 3; ++s) {
     TrainState st;
     st.step = s;
-    mgr.save(t.named(), t.opt, st);
+    mgr.save(t.ps, st);
   }
   fs::remove(dir / "step-00000003" / "manifest.json");  // as if killed before the manifest
   {
-    std::ofstream f(dir / "step-00000002" / "tensors.pt", std::ios::binary | std::ios::trunc);
+    std::ofstream f(dir / "step-00000002" / "shard-00000-of-00001.pt", std::ios::binary | std::ios::trunc);
     f << "garbage";
   }
   const auto latest = mgr.latest_valid();
   REQUIRE(latest.has_value());
   CHECK(latest->filename() == "step-00000001");
-  CHECK_THROWS_WITH(mgr.load(dir / "step-00000003", t.named(), t.opt), OB_CONTAINS("no manifest.json"));
-  CHECK_THROWS_WITH(mgr.load(dir / "step-00000002", t.named(), t.opt), OB_CONTAINS("tensors.pt has 7 bytes"));
-  std::map<std::string, torch::Tensor> wrong = {{"v", torch::zeros({4, 3})}};
-  CHECK_THROWS_WITH(mgr.load(dir / "step-00000001", wrong, t.opt), OB_CONTAINS("has no tensor 'v'"));
+  CHECK_THROWS_WITH(mgr.load(dir / "step-00000003", t.ps), OB_CONTAINS("no manifest.json"));
+  CHECK_THROWS_WITH(mgr.load(dir / "step-00000002", t.ps), OB_CONTAINS("shard-00000-of-00001.pt has 7 bytes"));
+  Toy wrong(5);
+  CHECK_THROWS_WITH(mgr.load(dir / "step-00000001", wrong.ps), OB_CONTAINS("has shape [12], this run has [15]"));
+  // A shard deleted: the checkpoint is rejected and the previous complete one is used.
+  TrainState st;
+  st.step = 4;
+  mgr.save(t.ps, st);
+  REQUIRE(mgr.latest_valid()->filename() == "step-00000004");
+  fs::remove(dir / "step-00000004" / "shard-00000-of-00001.pt");
+  CHECK(mgr.latest_valid()->filename() == "step-00000001");
+  CHECK(CheckpointManager::check(dir / "step-00000004") == "missing shard-00000-of-00001.pt");
+  // Another world size or sharding is refused in one line.
+  CHECK(CheckpointManager::layout_mismatch(dir / "step-00000001", 1, "none").empty());
+  CHECK_THAT(CheckpointManager::layout_mismatch(dir / "step-00000001", 2, "optimizer"),
+             OB_CONTAINS("written by 1 rank(s) with dist.sharding=none, this run has 2 with dist.sharding=optimizer"));
   onebit::test::remove_tree(dir);
 }

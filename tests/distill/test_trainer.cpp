@@ -14,77 +14,44 @@
 #include "onebit/models/model_config.h"
 #include "onebit/models/to_onebit.h"
 #include "tests/data/tmpdir.h"
+#include "tests/distill/tiny_trainer.h"
 #include "tests/models/tiny.h"
 #include "tests/support.h"
 
 namespace {
 
-onebit::models::ModelConfig tiny() {
-  return onebit::models::parse_model_config(R"({"model_type": "llama", "vocab_size": 64, "hidden_size": 32,
-      "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-      "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": false})");
-}
+using onebit::test::TrainerSetup;
+using Setup = TrainerSetup;
 
-struct Setup {
-  onebit::models::CausalLM teacher, student;
-  onebit::config::TrainConfig cfg;
-  torch::Tensor batch;
-};
+onebit::models::ModelConfig tiny() { return onebit::test::tiny_llama_config(); }
 
-Setup make_setup(const onebit::models::ModelConfig& mc = tiny()) {
-  Setup s;
-  torch::manual_seed(3);
-  s.teacher = onebit::models::build_model(mc);
-  s.student = onebit::models::build_model(mc);
-  {
-    torch::NoGradGuard g;
-    auto src = s.teacher->named_parameters();
-    for (auto& item : s.student->named_parameters()) item.value().copy_(src[item.key()]);
-  }
-  onebit::models::StudentOptions so;
-  so.svid = "svd";
-  onebit::models::to_onebit(*s.student, so);
-  s.cfg.model.dtype = "fp32";
-  s.cfg.train.precision = "fp32";
-  s.cfg.optim.lr = 1e-2;
-  s.cfg.optim.warmup_steps = 0;
-  s.cfg.optim.schedule = "constant";
-  s.cfg.kd.chunk_tokens = 16;
-  s.batch = torch::randint(64, {2, 12}, torch::kLong);
-  return s;
-}
+Setup make_setup(const onebit::models::ModelConfig& mc = tiny()) { return onebit::test::make_trainer_setup(mc); }
 
 // Mixed precision vs fp32 on the same weights and batch.
 constexpr double kLossRel = 2e-2;       // relative difference of the first-step loss
 constexpr double kMinGradCosine = 0.99; // all trainable gradients as one vector
 constexpr double kGradNormRel = 2e-2;   // relative difference of the gradient norm
 
-// One process whose hooks let a test see or change what the trainer hands to GradSync.
+// One process whose hooks let a test see or change the gradient buckets as ParamSync reduces
+// them (dist.sharding=none: one allreduce per bucket; the tiny model fits one bucket).
 struct ProbeSync final : onebit::dist::GradSync {
-  std::function<void(const std::vector<torch::Tensor>&)> on_after_backward;
-  // Plays a second rank that saw inf/NaN gradients: the first mean() after after_backward
-  // (the overflow vote) gets averaged with its 1.
+  std::function<void(const torch::Tensor&)> on_reduce;
+  // Plays a second rank that saw inf/NaN gradients: the vote on them says yes.
   bool remote_overflow = false;
-  bool voting = false;
-  void after_backward(const std::vector<torch::Tensor>& params) override {
-    if (on_after_backward) on_after_backward(params);
-    voting = true;
-  }
-  double mean(double x) override {
-    const bool vote = voting;
-    voting = false;
-    return vote && remote_overflow ? (x + 1.0) / 2.0 : x;
+  void after_backward(const std::vector<torch::Tensor>&) override {}
+  double mean(double x) override { return x; }
+  bool any(bool local) override { return local || remote_overflow; }
+  Wait allreduce_sum(torch::Tensor flat) override {
+    if (on_reduce) on_reduce(flat);
+    return [] {};
   }
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
 };
 
-// Copies of the gradients as after_backward sees them (before any unscaling).
-std::function<void(const std::vector<torch::Tensor>&)> capture(std::vector<torch::Tensor>& into) {
-  return [&into](const std::vector<torch::Tensor>& params) {
-    into.clear();
-    for (const auto& p : params) into.push_back(p.grad().detach().clone());
-  };
+// A copy of the gradients as they are reduced (before any unscaling), one flat bucket.
+std::function<void(const torch::Tensor&)> capture(std::vector<torch::Tensor>& into) {
+  return [&into](const torch::Tensor& bucket) { into = {bucket.detach().clone()}; };
 }
 
 torch::Tensor flat(const std::vector<torch::Tensor>& ts) {
@@ -117,7 +84,7 @@ std::pair<onebit::distill::StepStats, std::vector<torch::Tensor>> fp32_first_ste
   Setup s = make_setup(mc);
   ProbeSync sync;
   std::vector<torch::Tensor> grads;
-  sync.on_after_backward = capture(grads);
+  sync.on_reduce = capture(grads);
   onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
   const auto st = tr.step();
   return {st, grads};
@@ -163,7 +130,7 @@ TEST_CASE("trainer: bf16 autocast is close to fp32, keeps fp32 masters, and lear
   s.cfg.train.precision = "bf16";
   ProbeSync sync;
   std::vector<torch::Tensor> grads;
-  sync.on_after_backward = capture(grads);
+  sync.on_reduce = capture(grads);
   onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
   CHECK(tr.loss_scaler() == nullptr);
   const auto first = tr.step();
@@ -184,11 +151,10 @@ TEST_CASE("trainer: bf16 autocast is close to fp32, keeps fp32 masters, and lear
     INFO(name);
     CHECK(t.scalar_type() == torch::kFloat32);
   }
-  REQUIRE(!tr.optimizer().state().empty());
-  for (const auto& [key, state] : tr.optimizer().state()) {
-    const auto& a = static_cast<const torch::optim::AdamWParamState&>(*state);
-    CHECK(a.exp_avg().scalar_type() == torch::kFloat32);
-    CHECK(a.exp_avg_sq().scalar_type() == torch::kFloat32);
+  REQUIRE(!tr.param_sync().state().empty());
+  for (const auto& [key, t] : tr.param_sync().state()) {
+    INFO(key);
+    CHECK(t.scalar_type() == torch::kFloat32);  // master shard, exp_avg, exp_avg_sq, step
   }
   onebit::distill::StepStats last;
   for (int i = 0; i < 19; ++i) last = tr.step();
@@ -209,7 +175,7 @@ TEST_CASE("trainer: bf16 and fp16 steps of an OPT student and of a bf16 teacher 
       if (!opt) s.teacher->to(torch::kBFloat16);
       ProbeSync sync;
       std::vector<torch::Tensor> grads;
-      sync.on_after_backward = capture(grads);
+      sync.on_reduce = capture(grads);
       onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
       onebit::distill::StepStats st;
       for (int i = 0; i < 20 && (i == 0 || st.overflow); ++i) st = tr.step();
@@ -230,7 +196,7 @@ TEST_CASE("trainer: fp16 with loss scaling gives the fp32 gradients once unscale
   s.cfg.train.precision = "fp16";  // default initial scale 2^16
   ProbeSync sync;
   std::vector<torch::Tensor> grads;
-  sync.on_after_backward = capture(grads);
+  sync.on_reduce = capture(grads);
   onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
   REQUIRE(tr.loss_scaler() != nullptr);
   CHECK(tr.loss_scaler()->scale() == 65536.0);
@@ -242,7 +208,7 @@ TEST_CASE("trainer: fp16 with loss scaling gives the fp32 gradients once unscale
   CAPTURE(st.loss_scale, st.loss, ref.loss);
   CHECK(rel(st.loss, ref.loss) < kLossRel);
   CHECK(st.loss != ref.loss);  // the forwards really ran in fp16
-  // after_backward saw scaled gradients; divided by the scale they are the fp32 ones.
+  // The reduction saw scaled gradients; divided by the scale they are the fp32 ones.
   std::vector<torch::Tensor> unscaled;
   for (const auto& g : grads) unscaled.push_back(g / st.loss_scale);
   const auto u = flat(unscaled), r = flat(ref_grads);
@@ -263,10 +229,10 @@ TEST_CASE("trainer: fp16 overflow backs off and skips without counting as a bad 
   s.cfg.train.max_bad_steps = 2;
   ProbeSync sync;
   int inject = 0;  // steps that get an inf gradient after backward
-  sync.on_after_backward = [&](const std::vector<torch::Tensor>& params) {
+  sync.on_reduce = [&](const torch::Tensor& bucket) {
     if (inject > 0) {
       --inject;
-      params.front().grad().view(-1)[0] = std::numeric_limits<float>::infinity();
+      bucket[0] = std::numeric_limits<float>::infinity();
     }
   };
   onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
@@ -382,7 +348,7 @@ TEST_CASE("trainer: fp16 resume restores the loss scaler exactly", "[distill]") 
     onebit::distill::TrainState state;
     tr.save_state(state);
     CHECK(state.scalars.at("loss_scale") == tr.loss_scaler()->scale());
-    ckpts.save(tr.trainable(), tr.optimizer(), state);
+    ckpts.save(tr.param_sync(), state);
   }
   {
     Setup s = make_setup();  // fresh weights and scaler: everything must come from the checkpoint
@@ -391,7 +357,7 @@ TEST_CASE("trainer: fp16 resume restores the loss scaler exactly", "[distill]") 
     onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
     const auto latest = ckpts.latest_valid();
     REQUIRE(latest.has_value());
-    tr.load_state(ckpts.load(*latest, tr.trainable(), tr.optimizer()));
+    tr.load_state(ckpts.load(*latest, tr.param_sync()));
     for (int i = kCut; i < kCalls; ++i) {
       const auto st = tr.step();
       resumed.push_back({st.loss, st.loss_scale, st.skipped});
@@ -552,5 +518,52 @@ TEST_CASE("trainer: lr schedule, betas, eps and weight decay on W, g and h follo
     REQUIRE(worst.count(kind));
     CHECK(worst[kind] <= kTol);
     CHECK(decay_effect[kind] > 20 * kTol);  // the decay is visible at this tolerance
+  }
+}
+
+TEST_CASE("trainer: inf/NaN gradients in fp32 and bf16 skip the step on every rank and count as bad steps",
+          "[distill]") {
+  for (const std::string precision : {"fp32", "bf16"}) {
+    CAPTURE(precision);
+    Setup s = make_setup();
+    s.cfg.train.precision = precision;
+    s.cfg.train.max_bad_steps = 3;
+    ProbeSync sync;
+    int inject = 0;  // steps whose gradient bucket gets a NaN as it is reduced (loss stays finite)
+    sync.on_reduce = [&](const torch::Tensor& bucket) {
+      if (inject > 0) {
+        --inject;
+        bucket[0] = std::numeric_limits<float>::quiet_NaN();
+      }
+    };
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    REQUIRE(!tr.step().skipped);
+    const auto before = snapshot(tr);
+    inject = 1;
+    const auto a = tr.step();
+    CHECK(a.skipped);
+    CHECK(!a.overflow);
+    CHECK(std::isfinite(a.loss));
+    CHECK(tr.bad_streak() == 1);
+    CHECK(tr.steps_done() == 1);
+    CHECK(same(before, snapshot(tr)));
+    // Another rank's NaN gradient skips this rank's step too (finite gradients here).
+    sync.remote_overflow = true;
+    CHECK(tr.step().skipped);
+    sync.remote_overflow = false;
+    CHECK(tr.bad_streak() == 2);
+    CHECK(same(before, snapshot(tr)));
+    // A finite step clears the gradients of the skipped ones and resets the streak.
+    const auto c = tr.step();
+    CHECK(!c.skipped);
+    CHECK(std::isfinite(c.grad_norm));
+    CHECK(tr.bad_streak() == 0);
+    CHECK(tr.steps_done() == 2);
+    CHECK(!same(before, snapshot(tr)));
+    // max_bad_steps in a row stop the run.
+    sync.remote_overflow = true;
+    tr.step();
+    tr.step();
+    CHECK_THROWS_WITH(tr.step(), OB_CONTAINS("the gradients were NaN/inf for 3 steps in a row"));
   }
 }

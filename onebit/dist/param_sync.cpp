@@ -1,0 +1,459 @@
+#include "onebit/dist/param_sync.h"
+
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <deque>
+#include <map>
+
+#include "onebit/core/error.h"
+
+namespace onebit::dist {
+
+Sharding parse_sharding(const std::string& name) {
+  if (name == "none") return Sharding::None;
+  if (name == "optimizer") return Sharding::Optimizer;
+  if (name == "gradients") return Sharding::Gradients;
+  if (name == "full") return Sharding::Full;
+  fail("dist.sharding must be none, optimizer, gradients or full, got '", name, "'");
+}
+
+const char* sharding_name(Sharding s) {
+  switch (s) {
+    case Sharding::None: return "none";
+    case Sharding::Optimizer: return "optimizer";
+    case Sharding::Gradients: return "gradients";
+    case Sharding::Full: return "full";
+  }
+  return "?";
+}
+
+namespace {
+
+// Calls back with the tensor's index once autograd has accumulated its gradient.
+struct GradReadyHook final : torch::autograd::PostAccumulateGradHook {
+  GradReadyHook(std::function<void(size_t)> fn, size_t index) : fn(std::move(fn)), index(index) {}
+  void operator()(const torch::autograd::Variable&) override { fn(index); }
+  std::function<void(size_t)> fn;
+  size_t index;
+};
+
+// At most this many ZeRO-2 buckets are in flight: each holds a transient full bucket.
+constexpr size_t kMaxInFlight = 2;
+
+}  // namespace
+
+struct ParamSync::Impl final : models::LayerHooks {
+  GradSync* sync = nullptr;
+  ParamSyncOptions o;
+  std::vector<torch::Tensor> params;
+  int64_t world = 1, shards = 1, rank = 0;
+  double comm_bytes = 0;
+
+  struct Bucket {
+    std::vector<size_t> params;
+    std::vector<int64_t> offsets;
+    int64_t layer = -1;
+    int64_t padded = 0, shard = 0;  // elements: whole bucket (a multiple of shards), one shard
+    torch::Tensor param;            // [padded]; the tensors are views of it
+    torch::Tensor grad;             // [padded] gradient buffer (none, optimizer)
+    torch::Tensor grad_shard;       // [shard] this rank's averaged gradient (optimizer, gradients)
+    torch::Tensor exp_avg, exp_avg_sq, step;  // AdamW state of the owned elements
+    // backward bookkeeping
+    int64_t pending = 0;
+    bool launched = false;
+    GradSync::Wait wait;
+    torch::Tensor staging, recv;  // gradients: the transient bucket and its reduced shard
+    // full, decoder layers: the owned shard lives apart; param is defined only while gathered
+    torch::Tensor shard_param;
+    bool gathered = true;
+    GradSync::Wait gather_wait;
+  };
+  std::vector<Bucket> buckets;
+  std::vector<size_t> bucket_of;
+  std::vector<char> ready;
+  std::deque<size_t> in_flight;
+  bool reducing = false;
+  std::vector<int64_t> numel_of;
+  std::vector<std::vector<int64_t>> shape_of;
+  std::map<int64_t, std::vector<size_t>> layer_buckets;  // full: decoder layer -> its buckets
+  bool materialized = false;
+
+  bool per_micro() const { return o.sharding == Sharding::Gradients || o.sharding == Sharding::Full; }
+  // A bucket that lives sharded and is gathered around its layer.
+  bool layered(const Bucket& b) const { return o.sharding == Sharding::Full && b.layer >= 0; }
+  bool hooks_active() const { return o.sharding == Sharding::Full && !materialized; }
+
+  torch::Tensor owned_param(const Bucket& b) const {
+    if (layered(b)) return b.shard_param;
+    return shards == 1 ? b.param : b.param.narrow(0, rank * b.shard, b.shard);
+  }
+
+  // Points the bucket's tensors at views of b.param (gathered) or at empty placeholders.
+  void repoint(Bucket& b, bool on) {
+    for (size_t j = 0; j < b.params.size(); ++j) {
+      auto& p = params[b.params[j]];
+      const size_t i = b.params[j];
+      if (on) p.set_data(b.param.narrow(0, b.offsets[j], numel_of[i]).view(shape_of[i]));
+      else p.set_data(torch::empty({0}, b.shard_param.options()));
+    }
+  }
+  void start_gather(size_t bi) {
+    auto& b = buckets[bi];
+    if (b.gathered || b.gather_wait) return;
+    b.param = torch::empty({b.padded}, b.shard_param.options());
+    b.gather_wait = sync->all_gather(b.param, b.shard_param);
+    count(double(b.padded) * double(b.param.element_size()), 1);
+  }
+  void finish_gather(size_t bi) {
+    auto& b = buckets[bi];
+    if (b.gathered) return;
+    start_gather(bi);
+    auto wait = std::move(b.gather_wait);
+    b.gather_wait = nullptr;
+    wait();
+    repoint(b, true);
+    b.gathered = true;
+  }
+  void release(size_t bi) {
+    auto& b = buckets[bi];
+    if (!layered(b)) return;
+    if (b.gather_wait) finish_gather(bi);  // a prefetch still in flight
+    if (!b.gathered) return;
+    repoint(b, false);
+    b.param = torch::Tensor();
+    b.gathered = false;
+  }
+  void gather_layer(int64_t layer, int64_t prefetch) {
+    torch::NoGradGuard no_grad;
+    if (auto it = layer_buckets.find(layer); it != layer_buckets.end())
+      for (size_t bi : it->second) finish_gather(bi);
+    if (auto it = layer_buckets.find(prefetch); it != layer_buckets.end())
+      for (size_t bi : it->second) start_gather(bi);
+  }
+
+  // models::LayerHooks
+  void before_layer(int64_t i) override {
+    if (hooks_active()) gather_layer(i, i + 1);
+  }
+  void after_layer(int64_t i, const torch::Tensor& out) override {
+    if (!hooks_active()) return;
+    if (auto it = layer_buckets.find(i); it != layer_buckets.end())
+      for (size_t bi : it->second) release(bi);
+    // The backward reaches layer i when out's gradient is ready: gather it again then.
+    if (out.requires_grad()) out.register_hook([this, i](const torch::Tensor&) {
+      if (hooks_active()) gather_layer(i, i - 1);
+    });
+  }
+  torch::Tensor owned_grad(const Bucket& b) const { return o.sharding == Sharding::None ? b.grad : b.grad_shard; }
+
+  void count(double bytes, double factor) {
+    if (world > 1) comm_bytes += bytes * factor * double(world - 1) / double(world);
+  }
+
+  void launch(size_t bi) {
+    torch::NoGradGuard no_grad;
+    auto& b = buckets[bi];
+    b.launched = true;
+    const double bytes = double(b.padded) * double(b.exp_avg.element_size());
+    if (o.sharding == Sharding::None) {
+      b.wait = sync->allreduce_sum(b.grad);
+      count(bytes, 2);
+    } else if (o.sharding == Sharding::Optimizer) {
+      b.wait = sync->reduce_scatter_sum(b.grad_shard, b.grad);
+      count(bytes, 1);
+    } else {
+      // Copy this micro-batch's gradients out of the tensors and free them (full: and the
+      // gathered layer, whose backward is done).
+      const auto opts = b.grad_shard.options();
+      b.staging = torch::zeros({b.padded}, opts);
+      for (size_t j = 0; j < b.params.size(); ++j) {
+        auto& p = params[b.params[j]];
+        if (!p.grad().defined()) continue;
+        b.staging.narrow(0, b.offsets[j], numel_of[b.params[j]]).copy_(p.grad().reshape({-1}));
+        p.mutable_grad().reset();
+      }
+      release(bi);
+      b.recv = torch::empty({b.shard}, opts);
+      b.wait = sync->reduce_scatter_sum(b.recv, b.staging);
+      count(bytes, 1);
+      in_flight.push_back(bi);
+      while (in_flight.size() > kMaxInFlight) {
+        const size_t oldest = in_flight.front();
+        in_flight.pop_front();
+        complete(oldest);
+      }
+    }
+  }
+
+  void complete(size_t bi) {
+    auto& b = buckets[bi];
+    if (!b.wait) return;
+    auto wait = std::move(b.wait);
+    b.wait = nullptr;
+    wait();
+    if (per_micro()) {
+      torch::NoGradGuard no_grad;
+      b.grad_shard.add_(b.recv);
+      b.staging = torch::Tensor();
+      b.recv = torch::Tensor();
+    }
+  }
+
+  void on_ready(size_t i) {
+    if (!reducing) return;
+    OB_CHECK(!ready[i], "dist: a trainable tensor received two gradients in one backward; ParamSync needs every "
+                        "trainable tensor used once per forward");
+    ready[i] = 1;
+    auto& b = buckets[bucket_of[i]];
+    if (--b.pending == 0) launch(bucket_of[i]);
+  }
+
+  // Starts a micro-batch: the previous one's reductions are complete, hooks re-armed.
+  void arm(bool reduce) {
+    for (size_t bi = 0; bi < buckets.size(); ++bi) complete(bi);
+    in_flight.clear();
+    reducing = reduce;
+    std::fill(ready.begin(), ready.end(), 0);
+    for (auto& b : buckets) {
+      b.pending = static_cast<int64_t>(b.params.size());
+      b.launched = false;
+    }
+  }
+
+  // Every rank must pack the same tensors: compare (count, elements) across ranks.
+  void check_same_layout() {
+    int64_t total = 0;
+    for (const auto& p : params) total += p.numel();
+    const double n = double(params.size()), t = double(total);
+    const double m1 = sync->mean(n), m2 = sync->mean(n * n), m3 = sync->mean(t), m4 = sync->mean(t * t);
+    OB_CHECK(m2 - m1 * m1 == 0 && m4 - m3 * m3 == 0, "dist: rank ", rank, " trains ", params.size(),
+             " tensors with ", total, " values, but another rank trains a different set; every rank must build the "
+             "same model");
+  }
+};
+
+ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const ParamSyncOptions& options,
+                     const std::vector<int64_t>& layer_of)
+    : impl_(std::make_unique<Impl>()) {
+  auto& m = *impl_;
+  m.sync = &sync;
+  m.o = options;
+  m.params = std::move(params);
+  m.world = sync.world_size();
+  m.rank = sync.rank();
+  m.shards = options.sharding == Sharding::None ? 1 : m.world;
+  OB_CHECK(!m.params.empty(), "dist: ParamSync has no trainable tensors");
+  OB_CHECK(options.bucket_bytes > 0, "dist.bucket_mb must be > 0");
+  OB_CHECK(layer_of.empty() || layer_of.size() == m.params.size(), "dist: ParamSync got ", layer_of.size(),
+           " layer indices for ", m.params.size(), " tensors");
+  auto layer = [&](size_t i) { return layer_of.empty() ? int64_t(-1) : layer_of[i]; };
+  for (const auto& p : m.params) {
+    m.numel_of.push_back(p.numel());
+    m.shape_of.push_back(p.sizes().vec());
+  }
+  if (m.world > 1) m.check_same_layout();
+  torch::NoGradGuard no_grad;
+
+  // Buckets: consecutive tensors of one dtype and device, about bucket_bytes each.
+  int64_t bytes = 0;
+  m.bucket_of.resize(m.params.size());
+  std::vector<int64_t> numel;
+  for (size_t i = 0; i < m.params.size(); ++i) {
+    const auto& p = m.params[i];
+    OB_CHECK(p.is_leaf() && p.requires_grad(), "dist: ParamSync tensor ", i, " is not a trainable leaf");
+    const int64_t b = p.numel() * int64_t(p.element_size());
+    const bool fresh = m.buckets.empty() || bytes + b > options.bucket_bytes || m.buckets.back().layer != layer(i) ||
+                       m.params[m.buckets.back().params.front()].options().dtype() != p.options().dtype() ||
+                       m.params[m.buckets.back().params.front()].device() != p.device();
+    if (fresh) {
+      m.buckets.emplace_back();
+      m.buckets.back().layer = layer(i);
+      numel.push_back(0);
+      bytes = 0;
+    }
+    m.buckets.back().params.push_back(i);
+    m.buckets.back().offsets.push_back(numel.back());
+    m.bucket_of[i] = m.buckets.size() - 1;
+    numel.back() += p.numel();
+    bytes += b;
+  }
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) {
+    auto& b = m.buckets[bi];
+    const auto opts = m.params[b.params.front()].options().requires_grad(false);
+    b.padded = (numel[bi] + m.shards - 1) / m.shards * m.shards;
+    b.shard = b.padded / m.shards;
+    b.param = torch::zeros({b.padded}, opts);
+    if (!m.per_micro()) b.grad = torch::zeros({b.padded}, opts);
+    if (options.sharding != Sharding::None) b.grad_shard = torch::zeros({b.shard}, opts);
+    b.exp_avg = torch::zeros({b.shard}, opts);
+    b.exp_avg_sq = torch::zeros({b.shard}, opts);
+    b.step = torch::zeros({}, opts.dtype(torch::kFloat32));
+    for (size_t j = 0; j < b.params.size(); ++j) {
+      auto& p = m.params[b.params[j]];
+      auto view = b.param.narrow(0, b.offsets[j], p.numel());
+      view.copy_(p.detach().reshape({-1}));
+      p.set_data(view.view(p.sizes()));
+      if (b.grad.defined()) p.mutable_grad() = b.grad.narrow(0, b.offsets[j], p.numel()).view(p.sizes());
+      else p.mutable_grad().reset();
+    }
+    if (m.layered(b)) {
+      // Keep only this rank's shard; the layer is gathered when it runs.
+      b.shard_param = b.param.narrow(0, m.rank * b.shard, b.shard).clone();
+      m.layer_buckets[b.layer].push_back(bi);
+      m.release(bi);
+    }
+  }
+  m.ready.assign(m.params.size(), 0);
+  Impl* self = impl_.get();
+  for (size_t i = 0; i < m.params.size(); ++i)
+    torch::autograd::impl::set_post_acc_grad_hooks(
+        m.params[i], std::make_unique<GradReadyHook>([self](size_t k) { self->on_ready(k); }, i));
+  m.arm(false);
+}
+
+ParamSync::~ParamSync() {
+  if (!impl_) return;
+  for (auto& p : impl_->params) {
+    torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+    p.mutable_grad().reset();  // the views of the gradient buffers: free them with the rest
+  }
+  // Unwaited work (an exception mid-backward) is left to the group; nothing waits here.
+}
+
+void ParamSync::begin_backward(bool last) {
+  auto& m = *impl_;
+  OB_CHECK(!m.materialized, "dist: ParamSync::materialize() ended training; no more backwards");
+  m.arm(last || m.per_micro());
+}
+
+void ParamSync::finish_backward() {
+  auto& m = *impl_;
+  torch::NoGradGuard no_grad;
+  // Buckets whose hooks did not all fire (a tensor without a gradient) go now, in order.
+  if (m.reducing)
+    for (size_t bi = 0; bi < m.buckets.size(); ++bi)
+      if (!m.buckets[bi].launched) m.launch(bi);
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) {
+    m.complete(bi);
+    m.release(bi);  // full: a layer whose tensors got no gradient
+  }
+  m.in_flight.clear();
+  m.reducing = false;
+  if (m.world > 1)
+    for (auto& b : m.buckets) m.owned_grad(b).mul_(1.0 / double(m.world));
+}
+
+std::vector<torch::Tensor> ParamSync::grads() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& b : impl_->buckets) out.push_back(impl_->owned_grad(b));
+  return out;
+}
+
+double ParamSync::clip_grad_norm(double max_norm) {
+  auto& m = *impl_;
+  torch::NoGradGuard no_grad;
+  const auto gs = grads();
+  auto sq = torch::zeros({1}, gs.front().options().dtype(torch::kFloat64));
+  for (const auto& g : gs) sq += g.norm(2).to(torch::kFloat64).pow(2);
+  if (m.shards > 1) m.sync->allreduce_sum(sq)();
+  const double norm = std::sqrt(sq.item<double>());
+  if (!std::isfinite(norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1)
+    for (const auto& g : gs) g.mul_(coef);
+  return norm;
+}
+
+void ParamSync::step(double lr) {
+  auto& m = *impl_;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> ps, gs, avg, avg_sq, steps;
+  for (const auto& b : m.buckets) {
+    ps.push_back(m.owned_param(b));
+    gs.push_back(m.owned_grad(b));
+    avg.push_back(b.exp_avg);
+    avg_sq.push_back(b.exp_avg_sq);
+    steps.push_back(b.step);
+  }
+  OB_CHECK(!m.materialized, "dist: ParamSync::materialize() ended training; no more steps");
+  for (auto& s : steps) s.add_(1);  // the kernel reads the step count; torch.optim counts first
+  at::_fused_adamw_(ps, gs, avg, avg_sq, {}, steps, lr, m.o.beta1, m.o.beta2, m.o.weight_decay, m.o.eps,
+                    /*amsgrad=*/false, /*maximize=*/false);
+  gather_params();
+}
+
+void ParamSync::gather_params() {
+  auto& m = *impl_;
+  if (m.shards == 1) return;
+  torch::NoGradGuard no_grad;
+  std::vector<GradSync::Wait> waits;
+  std::vector<torch::Tensor> sent;
+  for (auto& b : m.buckets) {
+    if (m.layered(b)) continue;  // gathered when its layer runs
+    sent.push_back(m.owned_param(b).clone());  // the input must not alias the output
+    waits.push_back(m.sync->all_gather(b.param, sent.back()));
+    m.count(double(b.padded) * double(b.param.element_size()), 1);
+  }
+  for (auto& w : waits) w();
+}
+
+void ParamSync::zero_grad() {
+  auto& m = *impl_;
+  torch::NoGradGuard no_grad;
+  for (auto& b : m.buckets) {
+    if (b.grad.defined()) b.grad.zero_();
+    if (b.grad_shard.defined()) b.grad_shard.zero_();
+  }
+  if (m.per_micro())
+    for (auto& p : m.params) p.mutable_grad().reset();
+}
+
+std::map<std::string, torch::Tensor> ParamSync::state() const {
+  const auto& m = *impl_;
+  std::map<std::string, torch::Tensor> out;
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) {
+    const auto& b = m.buckets[bi];
+    char key[32];
+    std::snprintf(key, sizeof key, "bucket%04zu.", bi);
+    const std::string k = key;
+    out.emplace(k + "param", m.owned_param(b));
+    out.emplace(k + "exp_avg", b.exp_avg);
+    out.emplace(k + "exp_avg_sq", b.exp_avg_sq);
+    out.emplace(k + "step", b.step);
+  }
+  return out;
+}
+
+models::LayerHooks* ParamSync::layer_hooks() {
+  return impl_->o.sharding == Sharding::Full ? impl_.get() : nullptr;
+}
+
+void ParamSync::materialize() {
+  auto& m = *impl_;
+  if (m.o.sharding != Sharding::Full || m.materialized) return;
+  torch::NoGradGuard no_grad;
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) m.start_gather(bi);
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) m.finish_gather(bi);
+  m.materialized = true;
+}
+
+int64_t ParamSync::num_shards() const { return impl_->shards; }
+Sharding ParamSync::sharding() const { return impl_->o.sharding; }
+GradSync& ParamSync::sync() const { return *impl_->sync; }
+double ParamSync::comm_bytes() const { return impl_->comm_bytes; }
+
+int64_t ParamSync::state_bytes() const {
+  int64_t n = 0;
+  auto add = [&n](const torch::Tensor& t) {
+    if (t.defined()) n += t.numel() * int64_t(t.element_size());
+  };
+  for (const auto& b : impl_->buckets)
+    for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.step, &b.shard_param})
+      add(*t);
+  return n;
+}
+
+}  // namespace onebit::dist
