@@ -1,6 +1,7 @@
 // Run-time choice among the CPU packed kernels (kernels/packed_sign.h).
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #include "kernels/packed_sign.h"
 

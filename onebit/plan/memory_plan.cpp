@@ -119,7 +119,7 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   // ---- run length ----
   const int64_t B = cfg.data.batch_size, T = cfg.data.seq_len, accum = cfg.optim.grad_accum;
   p.tokens_per_step = B * T * accum * W;
-  if (cfg.data.source == "sample") p.blocks = cfg.data.num_samples * cfg.data.sample_length / T;
+  if (cfg.data.source == "sample") p.blocks = cfg.data.sample.num_samples * cfg.data.sample.max_length / T;
   const int64_t per_epoch = p.blocks >= 0 ? p.blocks / (B * W) : -1;  // batches per epoch
   if (cfg.train.max_steps > 0) {
     p.steps = cfg.train.max_steps;
