@@ -116,8 +116,8 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   p.params_trainable = inv.trainable;
   p.replaced_linears = inv.replaced_linears;
 
-  // ---- run length ----
-  const int64_t B = cfg.data.batch_size, T = cfg.data.seq_len, accum = cfg.optim.grad_accum;
+  // ---- run length (optim.grad_accum 0: derived from train.global_batch for this world) ----
+  const int64_t B = cfg.data.batch_size, T = cfg.data.seq_len, accum = cfg.optim.grad_accum > 0 ? cfg.optim.grad_accum : config::grad_accum_for(cfg, W);
   p.tokens_per_step = B * T * accum * W;
   if (cfg.data.source == "sample") p.blocks = cfg.data.sample.num_samples * cfg.data.sample.max_length / T;
   const int64_t per_epoch = p.blocks >= 0 ? p.blocks / (B * W) : -1;  // batches per epoch

@@ -356,27 +356,27 @@ class Failure(unittest.TestCase):
     def test_failed_point_is_listed_and_others_complete(self):
         need_build(self)
         with tempfile.TemporaryDirectory(prefix="onebit-fail-") as tmp:
-            _, grid = tiny_setup(tmp, "data.batch_size: [100000, 4]\n")
+            _, grid = tiny_setup(tmp, "data.batch_size: [2000, 4]\n")
             sweep = os.path.join(tmp, "sw")
             r = run([SWEEP, "run", grid, "--out", sweep, "--bin", BUILD], check=False)
             self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
             self.assertIn("1 of 2 points done, 1 failed", r.stdout)
-            self.assertRegex(r.stdout, r"batch_size=100000: FAILED distil: onebit-train: error: .*fewer than one "
-                                       r"batch .*\(log: .*/points/batch_size=100000/logs/distil.log\)")
-            self.assertRegex(r.stdout, r"\n  FAILED batch_size=100000: distil: onebit-train: error: .*fewer than one "
+            self.assertRegex(r.stdout, r"batch_size=2000: FAILED distil: onebit-train: error: .*fewer than one "
+                                       r"batch .*\(log: .*/points/batch_size=2000/logs/distil.log\)")
+            self.assertRegex(r.stdout, r"\n  FAILED batch_size=2000: distil: onebit-train: error: .*fewer than one "
                                        r"batch")
             self.assertTrue(os.path.isfile(os.path.join(sweep, "points", "batch_size=4", "eval.json")))
             st = run([SWEEP, "status", sweep], check=False)
             self.assertEqual(st.returncode, 1)
-            self.assertIn("FAILED batch_size=100000: distil: onebit-train: error:", st.stdout)
+            self.assertIn("FAILED batch_size=2000: distil: onebit-train: error:", st.stdout)
             out = os.path.join(tmp, "report")
             run([REPORT, sweep, "--out", out])
             with open(os.path.join(out, "results.md")) as f:
                 md = f.read()
-            self.assertIn("- `batch_size=100000`: failed: distil: onebit-train: error: ", md)
+            self.assertIn("- `batch_size=2000`: failed: distil: onebit-train: error: ", md)
             with open(os.path.join(out, "results.csv")) as f:
                 rows = {r["point"]: r for r in csv.DictReader(f)}
-            self.assertEqual(rows["batch_size=100000"]["state"], "failed")
+            self.assertEqual(rows["batch_size=2000"]["state"], "failed")
             self.assertTrue(math.isfinite(float(rows["batch_size=4"]["student ppl"])))
 
 

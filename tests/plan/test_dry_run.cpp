@@ -19,7 +19,8 @@ std::pair<int, std::string> dry_run(const std::string& args) {
 // Paper recipes (teacher placeholder /path/to/<name>) and the configs/models folder of each.
 const std::map<std::string, std::string> kRecipeModel = {
     {"llama7b.yaml", "llama-7b"},      {"llama13b.yaml", "llama-13b"}, {"llama2-7b.yaml", "llama-2-7b"},
-    {"llama2-13b.yaml", "llama-2-13b"}, {"opt-1.3b.yaml", "opt-1.3b"},  {"opt-2.7b.yaml", "opt-2.7b"}};
+    {"llama2-13b.yaml", "llama-2-13b"}, {"opt-1.3b.yaml", "opt-1.3b"},  {"opt-2.7b.yaml", "opt-2.7b"},
+    {"smollm2-135m.yaml", "smollm2-135m"}};
 }  // namespace
 
 TEST_CASE("onebit-train --dry-run: every paper recipe plans against configs/models", "[plan][program]") {

@@ -55,9 +55,10 @@ TEST_CASE("plan: state components follow the dtypes and the sharding", "[plan]")
   CHECK(p.component("student_frozen").bytes == 4 * (total - replaced));
   CHECK(p.component("optimizer").bytes == 8 * trainable);
   CHECK(p.component("comm_buffers").bytes == 0);
-  CHECK(p.tokens_per_step == 4 * 2048 * 4);
+  // The recipe's train.global_batch (128 sequences, method.md §5) on one rank: accumulation 32.
+  CHECK(p.tokens_per_step == 128 * 2048);
   CHECK(p.blocks == 132000);
-  CHECK(p.steps == 50 * (132000 / 4) / 4);
+  CHECK(p.steps == 50 * (132000 / 4) / 32);
 
   o.latent_dtype = "bf16";
   o.state_dtype = "bf16";
