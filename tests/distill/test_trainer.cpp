@@ -368,6 +368,166 @@ TEST_CASE("trainer: fp16 resume restores the loss scaler exactly", "[distill]") 
   }
 }
 
+namespace {
+// The gradient of every trainable tensor by name, summed over a step's backwards (autograd's
+// tensor hooks see each micro-batch's contribution before it is accumulated). The caller moves
+// to the next step with next(); the hooks stay for the trainer's lifetime.
+struct GradCapture {
+  std::vector<std::map<std::string, torch::Tensor>> steps{1};
+  void attach(const onebit::distill::Trainer& tr) {
+    for (const auto& [name, t] : tr.trainable()) {
+      auto p = t;  // the hook is the tensor's own; the name says where it goes
+      p.register_hook([this, name = name](const torch::Tensor& g) {
+        auto& slot = steps.back()[name];
+        slot = slot.defined() ? slot + g.detach() : g.detach().clone();
+      });
+    }
+  }
+  void next() { steps.emplace_back(); }
+  size_t done() const { return steps.size() - 1; }
+};
+
+double max_abs_diff(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+  double worst = 0;
+  for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+  return worst;
+}
+}  // namespace
+
+// k micro-batches of B and one batch of k·B: the same gradients, losses and weights (fp32).
+TEST_CASE("trainer: gradient accumulation over k micro-batches equals one batch of k*B", "[distill]") {
+  constexpr int64_t k = 3, steps = 3;
+  constexpr double kGradTol = 1e-6;    // relative to the largest gradient
+  constexpr double kWeightTol = 1e-5;  // absolute, after `steps` AdamW steps of lr 1e-2
+  torch::manual_seed(21);
+  std::vector<torch::Tensor> micro;
+  for (int64_t i = 0; i < k * steps; ++i) micro.push_back(torch::randint(64, {2, 12}, torch::kLong));
+
+  struct Run {
+    std::vector<onebit::distill::StepStats> stats;
+    std::vector<std::map<std::string, torch::Tensor>> grads;
+    std::map<std::string, torch::Tensor> weights;
+  };
+  auto run = [&](int64_t accum) {
+    Setup s = make_setup();
+    s.cfg.optim.grad_accum = accum;
+    s.cfg.optim.eps = 1e-6;  // as the multi-process test: no amplified rounding of near-zero gradients
+    size_t next = 0;
+    auto batch = [&] {
+      if (accum > 1) return micro[next++];
+      std::vector<torch::Tensor> parts(micro.begin() + int64_t(next), micro.begin() + int64_t(next) + k);
+      next += k;
+      return torch::cat(parts, 0);
+    };
+    ProbeSync sync;
+    Run r;
+    GradCapture cap;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, batch, sync, steps);
+    cap.attach(tr);
+    for (int64_t i = 0; i < steps; ++i) {
+      r.stats.push_back(tr.step());
+      cap.next();
+    }
+    r.grads.assign(cap.steps.begin(), cap.steps.end() - 1);
+    r.weights = snapshot(tr);
+    return r;
+  };
+  const Run a = run(k), b = run(1);
+  REQUIRE(a.grads.size() == size_t(steps));
+  REQUIRE(b.grads.size() == size_t(steps));
+  for (int64_t i = 0; i < steps; ++i) {
+    INFO("step " << i + 1);
+    CHECK(a.stats[size_t(i)].tokens == b.stats[size_t(i)].tokens);
+    CHECK(a.stats[size_t(i)].loss == Approx(b.stats[size_t(i)].loss).epsilon(1e-5));
+    CHECK(a.stats[size_t(i)].kl == Approx(b.stats[size_t(i)].kl).epsilon(1e-5));
+    CHECK(a.stats[size_t(i)].hidden == Approx(b.stats[size_t(i)].hidden).epsilon(1e-5));
+    double scale = 0;
+    for (const auto& [name, g] : b.grads[size_t(i)]) scale = std::max(scale, g.abs().max().item<double>());
+    CHECK(scale > 0);
+    CHECK(max_abs_diff(a.grads[size_t(i)], b.grads[size_t(i)]) <= kGradTol * scale);
+  }
+  CHECK(a.stats.front().loss != a.stats.back().loss);  // training moved
+  CHECK(max_abs_diff(a.weights, b.weights) <= kWeightTol);
+}
+
+// The optimizer keys reach the update: torch.optim.AdamW's formula (decoupled weight decay,
+// bias correction) by hand, on the gradients the trainer computed, with transformers' cosine
+// schedule with warm-up and a floor (get_cosine_with_min_lr_schedule_with_warmup).
+TEST_CASE("trainer: lr schedule, betas, eps and weight decay on W, g and h follow AdamW by hand", "[distill]") {
+  constexpr int64_t steps = 6, total = 8, warmup = 2;
+  constexpr double lr = 2e-2, b1 = 0.8, b2 = 0.95, eps = 1e-3, wd = 0.3, min_ratio = 0.1;
+  constexpr double kTol = 1e-6;  // absolute, on weights of order 0.01-1
+  Setup s = make_setup();
+  s.cfg.optim.lr = lr;
+  s.cfg.optim.beta1 = b1;
+  s.cfg.optim.beta2 = b2;
+  s.cfg.optim.eps = eps;
+  s.cfg.optim.weight_decay = wd;
+  s.cfg.optim.warmup_steps = warmup;
+  s.cfg.optim.schedule = "cosine";
+  s.cfg.optim.min_lr_ratio = min_ratio;
+  s.cfg.optim.grad_clip = 0;  // off: the update sees the raw gradients
+  ProbeSync sync;
+  GradCapture cap;
+  onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, total);
+  cap.attach(tr);
+  const auto& grads = cap.steps;
+  const auto start = snapshot(tr);
+
+  auto lr_at = [&](int64_t step) {  // 0-based optimizer step
+    if (step < warmup) return lr * double(step) / double(warmup);
+    const double progress = double(step - warmup) / double(total - warmup);
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + std::cos(M_PI * progress)));
+  };
+  // p, m, v in float64; decay = the weight decay used by the reference.
+  auto reference = [&](double decay) {
+    std::map<std::string, torch::Tensor> p, m, v;
+    for (const auto& [name, t] : start) {
+      p[name] = t.to(torch::kFloat64);
+      m[name] = torch::zeros_like(p[name]);
+      v[name] = torch::zeros_like(p[name]);
+    }
+    for (int64_t t = 1; t <= steps; ++t) {
+      const double a = lr_at(t - 1);
+      for (auto& [name, x] : p) {
+        const auto g = grads[size_t(t - 1)].at(name).to(torch::kFloat64);
+        x = x * (1 - a * decay);
+        m[name] = b1 * m[name] + (1 - b1) * g;
+        v[name] = b2 * v[name] + (1 - b2) * g * g;
+        const auto mhat = m[name] / (1 - std::pow(b1, double(t)));
+        const auto vhat = v[name] / (1 - std::pow(b2, double(t)));
+        x = x - a * mhat / (vhat.sqrt() + eps);
+      }
+    }
+    return p;
+  };
+
+  for (int64_t t = 0; t < steps; ++t) {
+    const auto st = tr.step();
+    cap.next();
+    INFO("step " << t + 1);
+    CHECK(st.lr == Approx(lr_at(t)).epsilon(1e-12));
+  }
+  CHECK(lr_at(0) == 0);
+  CHECK(lr_at(warmup) == lr);
+  REQUIRE(cap.done() == size_t(steps));
+  const auto want = reference(wd), without_decay = reference(0);
+  std::map<std::string, double> worst, decay_effect;  // by kind: W (weight), g, h
+  for (const auto& [name, t] : tr.trainable()) {
+    const std::string kind = name.substr(name.rfind('.') + 1);
+    const double d = (t.to(torch::kFloat64) - want.at(name)).abs().max().item<double>();
+    const double e = (want.at(name) - without_decay.at(name)).abs().max().item<double>();
+    worst[kind] = std::max(worst[kind], d);
+    decay_effect[kind] = std::max(decay_effect[kind], e);
+  }
+  for (const char* kind : {"weight", "g", "h"}) {
+    INFO(kind << ": max |trainer - AdamW by hand| " << worst[kind] << ", weight decay moved it by " << decay_effect[kind]);
+    REQUIRE(worst.count(kind));
+    CHECK(worst[kind] <= kTol);
+    CHECK(decay_effect[kind] > 20 * kTol);  // the decay is visible at this tolerance
+  }
+}
+
 TEST_CASE("trainer: inf/NaN gradients in fp32 and bf16 skip the step on every rank and count as bad steps",
           "[distill]") {
   for (const std::string precision : {"fp32", "bf16"}) {
