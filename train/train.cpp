@@ -77,6 +77,12 @@ double eval_ppl(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok, co
   return ppl;
 }
 
+// The final table's evaluation: the whole eval text.
+config::TrainConfig final_eval_cfg(config::TrainConfig cfg) {
+  cfg.train.eval_windows = 0;
+  return cfg;
+}
+
 // A checkpoint made with another teacher, student, data stream, world size or sharding would
 // silently mix two runs.
 void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg, int world_size) {
@@ -143,8 +149,6 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   if (plan_flags.dry_run) return dry_run(cfg, plan_flags);
   OB_CHECK(plan_flags.latent_dtype == "fp32" && plan_flags.state_dtype == "fp32",
            "--latent-dtype and --state-dtype only plan (with --dry-run); training keeps fp32 latents and state");
-  OB_CHECK(!cfg.dist.shard_teacher,
-           "dist.shard_teacher=true is planned by --dry-run but not implemented in training yet; set it to false");
   const int64_t baseline_rss = plan::device_current_bytes(torch::kCPU);  // before any model exists
   // Processes: one (NoSync), or a c10d group that every rank joins here (dist.timeout_s).
   const dist::LaunchInfo launch = dist::detect_launch();
@@ -204,9 +208,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
                             ? cfg.train.max_steps
                             : std::max<int64_t>(1, cfg.train.epochs * batches.batches_per_epoch() / cfg.optim.grad_accum);
 
-  auto trainer_ptr =
-      std::make_unique<distill::Trainer>(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
-  distill::Trainer& trainer = *trainer_ptr;
+  distill::Trainer trainer(cfg, teacher, student, [&] { return batches.next(); }, sync, total);
   if (resume_from) {
     const auto st = ckpts.load(*resume_from, trainer.param_sync());
     trainer.load_state(st);  // the step and the fp16 loss scaler
@@ -291,26 +293,28 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   if (bar) bar->finish();
   if (saved_step != trainer.steps_done()) save();  // the last periodic checkpoint is not rewritten
   const int64_t steps_done = trainer.steps_done();
-  // Gathers the student (dist.sharding=full) and frees the gradients, the optimizer state and the
-  // communication buffers before the evaluation.
+  // Frees the gradients, the optimizer state and the communication buffers before the student
+  // is written and evaluated (dist.sharding=full keeps its layers sharded: every rank takes part).
   trainer.finish();
-  trainer_ptr.reset();
+  const fs::path student_dir = out / "student";
+  trainer.save_student(student_dir.string(), lead);
+  if (lead) {
+    tokenizer::copy_tokenizer_files(teacher_dir.string(), student_dir.string());
+    std::cerr << "student saved to " << student_dir.string() << std::endl;
+  }
+  // Every rank evaluates the student and the teacher (dist.sharding=full, dist.shard_teacher:
+  // their forwards gather the layers together); the naive baseline is rank 0's alone.
+  const double s_ppl = tok ? eval_ppl(*student, *tok, eval_docs, final_eval_cfg(cfg)) : 0;
+  const double t_ppl = tok ? eval_ppl(*teacher, *tok, eval_docs, final_eval_cfg(cfg)) : 0;
   // No rank may leave (rank 0 takes the store with it) before all saw the checkpoint complete.
   if (group) group->barrier("end of training");
-  if (!lead) return 0;  // the student and the final table are rank 0's
+  if (!lead) return 0;  // the final table is rank 0's
 
-  const fs::path student_dir = out / "student";
-  models::save_pretrained(student, student_dir.string());
-  tokenizer::copy_tokenizer_files(teacher_dir.string(), student_dir.string());
-  std::cerr << "student saved to " << student_dir.string() << std::endl;
   if (tok) {
     // Final table on the whole eval text: teacher, OneBit student, naive 1-bit baseline.
-    config::TrainConfig full = cfg;
-    full.train.eval_windows = 0;
+    const config::TrainConfig full = final_eval_cfg(cfg);
     auto naive = models::load_pretrained(teacher_dir.string(), models::LoadOptions{device, torch::kFloat32});
     models::naive_sign_quantize(*naive);
-    const double t_ppl = eval_ppl(*teacher, *tok, eval_docs, full);
-    const double s_ppl = eval_ppl(*student, *tok, eval_docs, full);
     const double n_ppl = eval_ppl(*naive, *tok, eval_docs, full);
     metrics << nlohmann::json{{"step", steps_done}, {"final_ppl", {{"teacher", t_ppl}, {"student", s_ppl},
                                                                             {"naive_sign", n_ppl}}}}.dump()

@@ -57,6 +57,7 @@ struct ParamSync::Impl final : models::LayerHooks {
     std::vector<int64_t> offsets;
     int64_t layer = -1;
     int64_t padded = 0, shard = 0;  // elements: whole bucket (a multiple of shards), one shard
+    int64_t elem = 4;               // bytes per element
     torch::Tensor param;            // [padded]; the tensors are views of it
     torch::Tensor grad;             // [padded] gradient buffer (none, optimizer)
     torch::Tensor grad_shard;       // [shard] this rank's averaged gradient (optimizer, gradients)
@@ -80,6 +81,28 @@ struct ParamSync::Impl final : models::LayerHooks {
   std::vector<std::vector<int64_t>> shape_of;
   std::map<int64_t, std::vector<size_t>> layer_buckets;  // full: decoder layer -> its buckets
   bool materialized = false;
+  bool ended = false;  // end_training(): parameters only
+  int64_t peak_bytes = 0;
+
+  // Bytes of trainable state held right now, every transient tensor included.
+  int64_t held_bytes() const {
+    int64_t n = 0;
+    auto add = [&n](const torch::Tensor& t) {
+      if (t.defined()) n += t.numel() * int64_t(t.element_size());
+    };
+    for (const auto& b : buckets) {
+      for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.step, &b.shard_param,
+                            &b.staging, &b.recv})
+        add(*t);
+      if (per_micro())  // autograd's own gradients, until launch() copies them out
+        for (size_t i : b.params) {
+          const auto& g = params[i].grad();
+          if (g.defined() && !(b.staging.defined() && g.is_alias_of(b.staging))) add(g);
+        }
+    }
+    return n;
+  }
+  void note_peak() { peak_bytes = std::max(peak_bytes, held_bytes()); }
 
   bool per_micro() const { return o.sharding == Sharding::Gradients || o.sharding == Sharding::Full; }
   // A bucket that lives sharded and is gathered around its layer.
@@ -106,6 +129,7 @@ struct ParamSync::Impl final : models::LayerHooks {
     b.param = torch::empty({b.padded}, b.shard_param.options());
     b.gather_wait = sync->all_gather(b.param, b.shard_param);
     count(double(b.padded) * double(b.param.element_size()), 1);
+    note_peak();
   }
   void finish_gather(size_t bi) {
     auto& b = buckets[bi];
@@ -142,10 +166,29 @@ struct ParamSync::Impl final : models::LayerHooks {
     if (!hooks_active()) return;
     if (auto it = layer_buckets.find(i); it != layer_buckets.end())
       for (size_t bi : it->second) release(bi);
-    // The backward reaches layer i when out's gradient is ready: gather it again then.
+    // The backward reaches layer i when out's gradient is ready: gather it again then, and
+    // let autograd accumulate the layer's gradients straight into its reduction buckets.
     if (out.requires_grad()) out.register_hook([this, i](const torch::Tensor&) {
-      if (hooks_active()) gather_layer(i, i - 1);
+      if (!hooks_active()) return;
+      gather_layer(i, i - 1);
+      if (auto it = layer_buckets.find(i); reducing && it != layer_buckets.end())
+        for (size_t bi : it->second) stage_grads(bi);
     });
+  }
+  // Points the bucket's gradients at a zeroed transient bucket, which autograd then
+  // accumulates into (in place: no grad mode in backward), so launch() has nothing to copy.
+  void stage_grads(size_t bi) {
+    auto& b = buckets[bi];
+    if (b.launched || b.staging.defined()) return;
+    torch::NoGradGuard no_grad;
+    b.staging = torch::zeros({b.padded}, b.shard_param.options());
+    for (size_t j = 0; j < b.params.size(); ++j) {
+      const size_t i = b.params[j];
+      auto& p = params[i];
+      auto view = b.staging.narrow(0, b.offsets[j], numel_of[i]).view(shape_of[i]);
+      if (p.grad().defined()) view.copy_(p.grad());
+      p.mutable_grad() = view;
+    }
   }
   torch::Tensor owned_grad(const Bucket& b) const { return o.sharding == Sharding::None ? b.grad : b.grad_shard; }
 
@@ -157,7 +200,8 @@ struct ParamSync::Impl final : models::LayerHooks {
     torch::NoGradGuard no_grad;
     auto& b = buckets[bi];
     b.launched = true;
-    const double bytes = double(b.padded) * double(b.exp_avg.element_size());
+    note_peak();
+    const double bytes = double(b.padded) * double(b.elem);
     if (o.sharding == Sharding::None) {
       b.wait = sync->allreduce_sum(b.grad);
       count(bytes, 2);
@@ -168,15 +212,17 @@ struct ParamSync::Impl final : models::LayerHooks {
       // Copy this micro-batch's gradients out of the tensors and free them (full: and the
       // gathered layer, whose backward is done).
       const auto opts = b.grad_shard.options();
-      b.staging = torch::zeros({b.padded}, opts);
+      const bool staged = b.staging.defined();  // full: autograd accumulated into it already
+      if (!staged) b.staging = torch::zeros({b.padded}, opts);
       for (size_t j = 0; j < b.params.size(); ++j) {
         auto& p = params[b.params[j]];
         if (!p.grad().defined()) continue;
-        b.staging.narrow(0, b.offsets[j], numel_of[b.params[j]]).copy_(p.grad().reshape({-1}));
+        if (!staged) b.staging.narrow(0, b.offsets[j], numel_of[b.params[j]]).copy_(p.grad().reshape({-1}));
         p.mutable_grad().reset();
       }
       release(bi);
       b.recv = torch::empty({b.shard}, opts);
+      note_peak();
       b.wait = sync->reduce_scatter_sum(b.recv, b.staging);
       count(bytes, 1);
       in_flight.push_back(bi);
@@ -263,7 +309,8 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
   std::vector<int64_t> numel;
   for (size_t i = 0; i < m.params.size(); ++i) {
     const auto& p = m.params[i];
-    OB_CHECK(p.is_leaf() && p.requires_grad(), "dist: ParamSync tensor ", i, " is not a trainable leaf");
+    OB_CHECK(p.is_leaf() && (options.frozen || p.requires_grad()), "dist: ParamSync tensor ", i,
+             " is not a trainable leaf");
     const int64_t b = p.numel() * int64_t(p.element_size());
     const bool fresh = m.buckets.empty() || bytes + b > options.bucket_bytes || m.buckets.back().layer != layer(i) ||
                        m.params[m.buckets.back().params.front()].options().dtype() != p.options().dtype() ||
@@ -284,13 +331,16 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
     auto& b = m.buckets[bi];
     const auto opts = m.params[b.params.front()].options().requires_grad(false);
     b.padded = (numel[bi] + m.shards - 1) / m.shards * m.shards;
+    b.elem = int64_t(m.params[b.params.front()].element_size());
     b.shard = b.padded / m.shards;
     b.param = torch::zeros({b.padded}, opts);
-    if (!m.per_micro()) b.grad = torch::zeros({b.padded}, opts);
-    if (options.sharding != Sharding::None) b.grad_shard = torch::zeros({b.shard}, opts);
-    b.exp_avg = torch::zeros({b.shard}, opts);
-    b.exp_avg_sq = torch::zeros({b.shard}, opts);
-    b.step = torch::zeros({}, opts.dtype(torch::kFloat32));
+    if (!options.frozen) {
+      if (!m.per_micro()) b.grad = torch::zeros({b.padded}, opts);
+      if (options.sharding != Sharding::None) b.grad_shard = torch::zeros({b.shard}, opts);
+      b.exp_avg = torch::zeros({b.shard}, opts);
+      b.exp_avg_sq = torch::zeros({b.shard}, opts);
+      b.step = torch::zeros({}, opts.dtype(torch::kFloat32));
+    }
     for (size_t j = 0; j < b.params.size(); ++j) {
       auto& p = m.params[b.params[j]];
       auto view = b.param.narrow(0, b.offsets[j], p.numel());
@@ -307,6 +357,11 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
     }
   }
   m.ready.assign(m.params.size(), 0);
+  if (options.frozen) {
+    OB_CHECK(options.sharding == Sharding::Full, "dist: frozen tensors are only sharded layer by layer (full)");
+    m.ended = true;  // no backward, step or optimizer state
+    return;
+  }
   Impl* self = impl_.get();
   for (size_t i = 0; i < m.params.size(); ++i)
     torch::autograd::impl::set_post_acc_grad_hooks(
@@ -315,7 +370,7 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
 }
 
 ParamSync::~ParamSync() {
-  if (!impl_) return;
+  if (!impl_ || impl_->o.frozen) return;
   for (auto& p : impl_->params) {
     torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
     p.mutable_grad().reset();  // the views of the gradient buffers: free them with the rest
@@ -325,7 +380,7 @@ ParamSync::~ParamSync() {
 
 void ParamSync::begin_backward(bool last) {
   auto& m = *impl_;
-  OB_CHECK(!m.materialized, "dist: ParamSync::materialize() ended training; no more backwards");
+  OB_CHECK(!m.materialized && !m.ended, "dist: ParamSync training has ended; no more backwards");
   m.arm(last || m.per_micro());
 }
 
@@ -378,7 +433,7 @@ void ParamSync::step(double lr) {
     avg_sq.push_back(b.exp_avg_sq);
     steps.push_back(b.step);
   }
-  OB_CHECK(!m.materialized, "dist: ParamSync::materialize() ended training; no more steps");
+  OB_CHECK(!m.materialized && !m.ended, "dist: ParamSync training has ended; no more steps");
   for (auto& s : steps) s.add_(1);  // the kernel reads the step count; torch.optim counts first
   at::_fused_adamw_(ps, gs, avg, avg_sq, {}, steps, lr, m.o.beta1, m.o.beta2, m.o.weight_decay, m.o.eps,
                     /*amsgrad=*/false, /*maximize=*/false);
@@ -413,6 +468,7 @@ void ParamSync::zero_grad() {
 
 std::map<std::string, torch::Tensor> ParamSync::state() const {
   const auto& m = *impl_;
+  OB_CHECK(!m.ended, "dist: ParamSync training has ended; its optimizer state is gone");
   std::map<std::string, torch::Tensor> out;
   for (size_t bi = 0; bi < m.buckets.size(); ++bi) {
     const auto& b = m.buckets[bi];
@@ -440,10 +496,42 @@ void ParamSync::materialize() {
   m.materialized = true;
 }
 
+void ParamSync::hold_layer(int64_t layer) {
+  auto& m = *impl_;
+  if (!m.hooks_active()) return;
+  torch::NoGradGuard no_grad;
+  for (auto& [l, bis] : m.layer_buckets)
+    if (l != layer)
+      for (size_t bi : bis) m.release(bi);
+  m.gather_layer(layer, /*prefetch=*/-1);
+}
+
+const std::vector<int64_t>& ParamSync::shape(size_t i) const {
+  OB_CHECK(i < impl_->shape_of.size(), "dist: ParamSync has no tensor ", i);
+  return impl_->shape_of[i];
+}
+
+void ParamSync::end_training() {
+  auto& m = *impl_;
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) m.complete(bi);
+  m.in_flight.clear();
+  m.reducing = false;
+  for (auto& p : m.params) {
+    torch::autograd::impl::set_post_acc_grad_hooks(p, nullptr);
+    p.mutable_grad().reset();
+  }
+  for (auto& b : m.buckets)
+    for (auto* t : {&b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.staging, &b.recv}) *t = torch::Tensor();
+  m.ended = true;
+}
+
 int64_t ParamSync::num_shards() const { return impl_->shards; }
 Sharding ParamSync::sharding() const { return impl_->o.sharding; }
 GradSync& ParamSync::sync() const { return *impl_->sync; }
 double ParamSync::comm_bytes() const { return impl_->comm_bytes; }
+
+int64_t ParamSync::peak_state_bytes() const { return std::max(impl_->peak_bytes, impl_->held_bytes()); }
+void ParamSync::reset_peak_state_bytes() { impl_->peak_bytes = impl_->held_bytes(); }
 
 int64_t ParamSync::state_bytes() const {
   int64_t n = 0;

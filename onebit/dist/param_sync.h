@@ -51,6 +51,10 @@ struct ParamSyncOptions {
   int64_t bucket_bytes = 25 << 20;
   // AdamW (torch.optim.AdamW's meaning); the learning rate is given to each step().
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+  // Frozen tensors (dist.shard_teacher): with Sharding::Full, only the layer-by-layer
+  // gathering of the decoder layers' tensors (layer_hooks, hold_layer); no gradients, no
+  // optimizer state, no step.
+  bool frozen = false;
 };
 
 class ParamSync {
@@ -90,6 +94,17 @@ class ParamSync {
   // to save and evaluate the final student); the hooks do nothing afterwards, nor may step().
   // Collective. Other modes: nothing to do.
   void materialize();
+  // full: gathers the buckets of decoder layer `layer` and releases every other layer's (-1:
+  // releases them all), so that a caller can visit the layers one at a time, e.g. to write the
+  // student. Collective: every rank calls it with the same layers in the same order. Other
+  // modes: nothing to do.
+  void hold_layer(int64_t layer);
+  // The shape of trainable tensor i as it was given (full: its data is empty while released).
+  const std::vector<int64_t>& shape(size_t i) const;
+  // Ends training: frees the gradients, the AdamW state and the communication buffers, and
+  // keeps the parameters (full: their shards, which the layer hooks still gather for forwards
+  // and hold_layer for a caller). No backward, step or state() afterwards.
+  void end_training();
   int64_t num_shards() const;
   Sharding sharding() const;
   GradSync& sync() const;
@@ -101,6 +116,11 @@ class ParamSync {
   // Bytes of the trainable state this rank keeps between steps: parameter buckets, gradient
   // buffers or shards, AdamW state (not the transient buckets of a reduction in flight).
   int64_t state_bytes() const;
+  // The most bytes of trainable state this rank held at once so far: state_bytes() plus what
+  // lives only during a step (gathered layers, a reduction's transient buckets, the autograd
+  // gradients not yet copied out). Sampled at every gather and reduction launch.
+  int64_t peak_state_bytes() const;
+  void reset_peak_state_bytes();
 
  private:
   struct Impl;

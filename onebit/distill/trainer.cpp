@@ -4,11 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 
 #include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/distill/schedule.h"
+#include "onebit/models/loader.h"
+#include "onebit/models/param_shapes.h"
 
 namespace onebit::distill {
 namespace {
@@ -58,15 +59,12 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   po.weight_decay = cfg.optim.weight_decay;
   // The decoder layer of each tensor ("...layers.<i>...."): full sharding gathers layer by layer.
   std::vector<int64_t> layer_of;
-  const std::regex layer_re(R"((^|\.)layers\.(\d+)\.)");
-  for (const auto& name : names_) {
-    std::smatch mt;
-    layer_of.push_back(std::regex_search(name, mt, layer_re) ? std::stoll(mt[2].str()) : -1);
-  }
+  for (const auto& name : names_) layer_of.push_back(models::decoder_layer_of(name));
   opt_ = std::make_unique<dist::ParamSync>(params_, sync_, po, layer_of);
   // full: the layers' tensors exist only while their layer runs, so backward recomputes them.
   student_->set_gradient_checkpointing(cfg.model.gradient_checkpointing || po.sharding == dist::Sharding::Full);
   student_->set_layer_hooks(opt_->layer_hooks());
+  if (cfg.dist.shard_teacher) shard_teacher(po.bucket_bytes);
   if (cfg.train.precision == "bf16") autocast_ = torch::kBFloat16;
   if (cfg.train.precision == "fp16") {
     autocast_ = torch::kHalf;
@@ -79,18 +77,67 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
 
 Trainer::~Trainer() {
   if (student_) student_->set_layer_hooks(nullptr);
+  if (teacher_) teacher_->set_layer_hooks(nullptr);
+}
+
+void Trainer::shard_teacher(int64_t bucket_bytes) {
+  // The teacher's decoder-layer tensors that the student does not share (the replaced
+  // linears; the shared norms stay whole), sharded over the ranks and gathered layer by layer
+  // for each teacher forward.
+  const auto student_params = student_->parameters();
+  std::vector<torch::Tensor> tensors;
+  std::vector<int64_t> layer_of;
+  for (const auto& item : teacher_->named_parameters()) {
+    const int64_t layer = models::decoder_layer_of(item.key());
+    if (layer < 0) continue;
+    const bool shared = std::any_of(student_params.begin(), student_params.end(),
+                                    [&](const torch::Tensor& p) { return p.is_alias_of(item.value()); });
+    if (shared) continue;
+    tensors.push_back(item.value());
+    layer_of.push_back(layer);
+  }
+  OB_CHECK(!tensors.empty(), "dist.shard_teacher: the teacher has no decoder-layer tensors of its own to shard");
+  dist::ParamSyncOptions o;
+  o.sharding = dist::Sharding::Full;
+  o.frozen = true;
+  o.bucket_bytes = bucket_bytes;
+  teacher_shards_ = std::make_unique<dist::ParamSync>(tensors, sync_, o, layer_of);
+  teacher_->set_layer_hooks(teacher_shards_->layer_hooks());
 }
 
 dist::ParamSync& Trainer::param_sync() {
-  OB_CHECK(opt_, "trainer: finish() ended training");
+  OB_CHECK(!finished_, "trainer: finish() ended training");
   return *opt_;
 }
 
 void Trainer::finish() {
-  if (!opt_) return;
-  opt_->materialize();
+  if (finished_) return;
+  finished_ = true;
+  if (opt_->sharding() == dist::Sharding::Full) {
+    opt_->end_training();  // the shards stay; the layer hooks gather them for every forward
+    return;
+  }
   student_->set_layer_hooks(nullptr);
-  opt_.reset();
+  opt_.reset();  // the tensors keep their (replicated) values
+}
+
+int64_t Trainer::save_student(const std::string& dir, bool write) {
+  if (!opt_) {  // replicated: nothing to gather
+    if (write) models::save_pretrained(student_, dir);
+    return 0;
+  }
+  models::LayerByLayer layers;
+  for (size_t i = 0; i < names_.size(); ++i) layers.shapes[names_[i]] = opt_->shape(i);
+  layers.hold = [this](int64_t layer) { opt_->hold_layer(layer); };
+  opt_->reset_peak_state_bytes();
+  const int64_t kept = opt_->state_bytes();
+  if (write) {
+    models::save_pretrained(student_, dir, std::nullopt, &layers);
+  } else {
+    for (int64_t l = 0; l < student_->config().num_hidden_layers; ++l) layers.hold(l);  // rank 0's sequence
+    layers.hold(-1);
+  }
+  return opt_->peak_state_bytes() - kept;
 }
 
 std::map<std::string, torch::Tensor> Trainer::trainable() const {
@@ -116,7 +163,7 @@ void Trainer::load_state(const TrainState& state) {
 }
 
 StepStats Trainer::step() {
-  OB_CHECK(opt_, "trainer: finish() ended training; no more steps");
+  OB_CHECK(!finished_, "trainer: finish() ended training; no more steps");
   StepStats st;
   models::ForwardArgs args;
   args.output_hidden_states = true;

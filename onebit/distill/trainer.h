@@ -2,7 +2,9 @@
 // The caller owns the models, the batch source and the GradSync; gradient reduction and the
 // AdamW update belong to a ParamSync (dist.sharding), so the trainer never reduces gradients
 // nor knows how the state is sharded. Inf/NaN gradients on any rank skip the step on every
-// rank (fp16: a loss-scale overflow; fp32/bf16: a bad step). train.precision: fp32; bf16 (teacher and student forwards under autocast,
+// rank (fp16: a loss-scale overflow; fp32/bf16: a bad step). dist.shard_teacher shards the
+// teacher's own decoder-layer tensors the same way as dist.sharding=full (frozen, forward only):
+// from construction on, every rank must run the same teacher forwards. train.precision: fp32; bf16 (teacher and student forwards under autocast,
 // the KD loss in fp32, fp32 master weights and AdamW state); fp16 (the same in half precision
 // plus a dynamic LossScaler whose overflow decision all ranks take together).
 #pragma once
@@ -48,10 +50,17 @@ class Trainer {
   std::map<std::string, torch::Tensor> trainable() const;
   // Gradient reduction, AdamW and its (sharded) state: checkpoints save and load through it.
   dist::ParamSync& param_sync();
-  // Ends training (collective): gathers the whole trainable tensors into the student
-  // (dist.sharding=full), removes the layer hooks, frees the gradients, the optimizer state
-  // and the communication buffers. step() may not be called afterwards.
+  // Ends training: frees the gradients, the optimizer state and the communication buffers.
+  // dist.sharding=full keeps the student's decoder layers sharded, gathered one at a time by
+  // each forward (every rank must then run the same forwards) and by save_student. step() and
+  // param_sync() may not be called afterwards.
   void finish();
+  // After finish(): writes the student in Hugging Face layout (config.json, model.safetensors)
+  // to dir where `write` (rank 0). Collective under dist.sharding=full: every rank takes part
+  // in gathering one decoder layer at a time, so no rank holds more than one layer's full
+  // tensors beyond its shard. Returns the most bytes of trainable state this rank held at
+  // once beyond what it kept before (0 when nothing had to be gathered).
+  int64_t save_student(const std::string& dir, bool write);
   int64_t steps_done() const { return step_; }
   void set_steps_done(int64_t s) { step_ = s; }
   int64_t bad_streak() const { return bad_streak_; }
@@ -72,9 +81,13 @@ class Trainer {
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_;
   std::unique_ptr<dist::ParamSync> opt_;
+  std::unique_ptr<dist::ParamSync> teacher_shards_;  // dist.shard_teacher: the teacher's layers, frozen
   std::optional<torch::ScalarType> autocast_;  // bf16 | fp16; none for fp32
   std::unique_ptr<LossScaler> scaler_;         // fp16 only
   int64_t step_ = 0, bad_streak_ = 0;
+  bool finished_ = false;
+
+  void shard_teacher(int64_t bucket_bytes);
 };
 
 }  // namespace onebit::distill

@@ -429,20 +429,54 @@ void atomic_write(const std::string& path, const std::function<void(int)>& body)
 
 }  // namespace
 
+void write_safetensors_streamed(const std::string& path, const std::vector<TensorSpec>& specs,
+                                const std::function<torch::Tensor(size_t)>& tensor_at,
+                                const std::map<std::string, std::string>& metadata) {
+  std::set<std::string> seen;
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& sp : specs) {
+    if (sp.name.empty() || sp.name == "__metadata__") fail(path, ": invalid tensor name '", sp.name, "'");
+    if (!seen.insert(sp.name).second) fail(path, ": tensor name '", sp.name, "' given twice");
+    if (!dtype_name(sp.dtype)) fail(path, ": tensor '", sp.name, "' has unsupported dtype ", sp.dtype);
+    uint64_t numel = 1;
+    for (const int64_t d : sp.shape) {
+      OB_CHECK(d >= 0, path, ": tensor '", sp.name, "' has a negative dimension");
+      numel *= static_cast<uint64_t>(d);
+    }
+    const uint64_t nbytes = numel * c10::elementSize(sp.dtype);
+    header[sp.name] = {{"dtype", dtype_name(sp.dtype)}, {"shape", sp.shape}, {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+  }
+  std::string h = header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
+
+  atomic_write(path, [&](int fd) {
+    write_all(fd, len, 8, path);
+    write_all(fd, h.data(), h.size(), path);
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const torch::Tensor t = tensor_at(i);
+      OB_CHECK(t.defined() && t.scalar_type() == specs[i].dtype && t.sizes() == c10::IntArrayRef(specs[i].shape),
+               path, ": tensor '", specs[i].name, "' is not the ", dtype_name(specs[i].dtype), " ",
+               c10::IntArrayRef(specs[i].shape), " its header entry says");
+      // One tensor at a time on CPU, so GPU checkpoints don't need a full host copy.
+      const torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+      write_all(fd, c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(), path);
+    }
+  });
+}
+
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   // Same order as the Python library: larger dtypes first, then by name, so every tensor
   // starts aligned to its element size.
   std::vector<size_t> order(tensors.size());
-  std::set<std::string> seen;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const auto& [name, t] = tensors[i];
-    if (name.empty() || name == "__metadata__") fail(path, ": invalid tensor name '", name, "'");
-    if (!seen.insert(name).second) fail(path, ": tensor name '", name, "' given twice");
-    if (!t.defined()) fail(path, ": tensor '", name, "' is undefined");
-    if (!dtype_name(t.scalar_type()))
-      fail(path, ": tensor '", name, "' has unsupported dtype ", t.scalar_type());
+    if (!tensors[i].second.defined()) fail(path, ": tensor '", tensors[i].first, "' is undefined");
     order[i] = i;
   }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
@@ -450,33 +484,12 @@ void write_safetensors(const std::string& path,
     if (sa != sb) return sa > sb;
     return tensors[a].first < tensors[b].first;
   });
-
-  json header = json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  uint64_t offset = 0;
+  std::vector<TensorSpec> specs;
   for (size_t i : order) {
     const auto& [name, t] = tensors[i];
-    const uint64_t nbytes = static_cast<uint64_t>(t.numel()) * t.element_size();
-    header[name] = {{"dtype", dtype_name(t.scalar_type())},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
+    specs.push_back({name, t.scalar_type(), t.sizes().vec()});
   }
-  std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');
-  uint8_t len[8];
-  for (int i = 0; i < 8; ++i)
-    len[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
-
-  atomic_write(path, [&](int fd) {
-    write_all(fd, len, 8, path);
-    write_all(fd, h.data(), h.size(), path);
-    for (size_t i : order) {
-      // One tensor at a time on CPU, so GPU checkpoints don't need a full host copy.
-      torch::Tensor c = tensors[i].second.detach().to(torch::kCPU).contiguous();
-      write_all(fd, c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(), path);
-    }
-  });
+  write_safetensors_streamed(path, specs, [&](size_t i) { return tensors[order[i]].second; }, metadata);
 }
 
 void write_file_atomic(const std::string& path, const std::string& contents) {

@@ -9,6 +9,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -53,6 +54,20 @@ class SafetensorsReader {
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// What the header says of a tensor to be written.
+struct TensorSpec {
+  std::string name;
+  torch::Dtype dtype;
+  std::vector<int64_t> shape;
+};
+// Writes tensors one at a time, in the order of `specs`, atomically like write_safetensors:
+// the header comes from specs; then tensor_at(i) is called for i = 0, 1, ... and must return
+// a tensor of spec i's dtype and shape (checked), which is written and may then be freed. No
+// alignment padding: the order chooses the alignment (write_safetensors sorts larger dtypes first).
+void write_safetensors_streamed(const std::string& path, const std::vector<TensorSpec>& specs,
+                                const std::function<torch::Tensor(size_t)>& tensor_at,
+                                const std::map<std::string, std::string>& metadata = {});
 
 // Atomic small-file write (temp + fsync + rename), for config.json and friends.
 void write_file_atomic(const std::string& path, const std::string& contents);

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -14,6 +15,7 @@
 #include "onebit/models/layers.h"
 #include "onebit/models/llama.h"
 #include "onebit/models/opt.h"
+#include "onebit/models/param_shapes.h"
 #include "onebit/models/to_onebit.h"
 #include "onebit/nn/replace.h"
 
@@ -173,22 +175,61 @@ CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts) {
   return model;
 }
 
-void save_pretrained(const CausalLM& model, const std::string& dir, std::optional<torch::Dtype> dtype) {
+void save_pretrained(const CausalLM& model, const std::string& dir, std::optional<torch::Dtype> dtype,
+                     const LayerByLayer* layers) {
   for (const auto& m : model->modules())
     OB_CHECK(!std::dynamic_pointer_cast<packed::PackedOneBitLinearImpl>(m),
              "save_pretrained: the model holds packed 1-bit layers (an export); write exports with onebit-export");
   fs::create_directories(dir);
   auto cfg = model->config();
+  auto stored_dtype = [&](const torch::Tensor& t) {
+    return dtype && t.is_floating_point() ? *dtype : t.scalar_type();
+  };
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  std::optional<torch::Dtype> stored;
-  for (const auto& p : model->named_parameters(/*recurse=*/true)) {
-    auto t = p.value().detach();
-    if (dtype && t.is_floating_point()) t = t.to(*dtype);
-    if (!stored && t.is_floating_point()) stored = t.scalar_type();
-    tensors.emplace_back(p.key(), t);
+  for (const auto& p : model->named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value().detach());
+  for (const auto& [name, t] : tensors)
+    if (t.is_floating_point()) {
+      cfg.torch_dtype = dtype_name(stored_dtype(t));
+      break;
+    }
+  const std::string file = (fs::path(dir) / "model.safetensors").string();
+  const std::map<std::string, std::string> meta = {{"format", "pt"}};
+  if (!layers) {
+    for (auto& [name, t] : tensors) t = t.to(stored_dtype(t));
+    io::write_safetensors(file, tensors, meta);
+  } else {
+    // Tensors outside the decoder layers first, then layer by layer; within a group larger
+    // dtypes first, then by name.
+    auto group = [](const std::string& name) { return decoder_layer_of(name); };
+    std::vector<size_t> order(tensors.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      const auto ga = group(tensors[a].first), gb = group(tensors[b].first);
+      if (ga != gb) return ga < gb;
+      const auto sa = c10::elementSize(stored_dtype(tensors[a].second)),
+                 sb = c10::elementSize(stored_dtype(tensors[b].second));
+      if (sa != sb) return sa > sb;
+      return tensors[a].first < tensors[b].first;
+    });
+    std::vector<io::TensorSpec> specs;
+    for (size_t i : order) {
+      const auto& [name, t] = tensors[i];
+      const auto it = layers->shapes.find(name);
+      specs.push_back({name, stored_dtype(t), it != layers->shapes.end() ? it->second : t.sizes().vec()});
+    }
+    int64_t held = -1;
+    io::write_safetensors_streamed(
+        file, specs,
+        [&](size_t i) {
+          const int64_t g = group(specs[i].name);
+          while (held < g) layers->hold(++held);  // every layer once, ascending, even one without tensors
+          // The parameter's data changes when its layer is gathered: read it through the model.
+          return model->named_parameters(true)[tensors[order[i]].first].detach().to(specs[i].dtype);
+        },
+        meta);
+    while (held + 1 < cfg.num_hidden_layers) layers->hold(++held);
+    layers->hold(-1);
   }
-  if (stored) cfg.torch_dtype = dtype_name(*stored);
-  io::write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   io::write_file_atomic((fs::path(dir) / "config.json").string(), model_config_to_json(cfg));
 }
 

@@ -2,7 +2,10 @@
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
 #include <map>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "onebit/models/causal_lm.h"
@@ -32,9 +35,19 @@ CausalLM build_model(const ModelConfig& cfg, const LoadOptions& opts = {});
 // applies to its other tensors.
 CausalLM load_pretrained(const std::string& dir, const LoadOptions& opts = {});
 
+// A model whose decoder layers' tensors are present one layer at a time (dist.sharding=full):
+// hold(i) makes layer i's tensors present (i ascending over every layer, then hold(-1), which
+// releases the last); `shapes` gives the full shape of every tensor that may be absent.
+struct LayerByLayer {
+  std::function<void(int64_t)> hold;
+  std::map<std::string, std::vector<int64_t>> shapes;
+};
+
 // Writes config.json and model.safetensors under `dir` (created), atomically, HF names.
-// `dtype` converts floating tensors on the way (undefined: keep as they are).
+// `dtype` converts floating tensors on the way (undefined: keep as they are). With `layers`,
+// the file is written layer by layer (tensors outside the decoder layers first), each layer
+// held only while its tensors are written.
 void save_pretrained(const CausalLM& model, const std::string& dir,
-                     std::optional<torch::Dtype> dtype = std::nullopt);
+                     std::optional<torch::Dtype> dtype = std::nullopt, const LayerByLayer* layers = nullptr);
 
 }  // namespace onebit::models

@@ -1,11 +1,19 @@
 #include "onebit/models/param_shapes.h"
 
+#include <regex>
+
 namespace onebit::models {
 
 int64_t ParamShape::numel() const {
   int64_t n = 1;
   for (auto s : shape) n *= s;
   return n;
+}
+
+int64_t decoder_layer_of(const std::string& name) {
+  static const std::regex layer_re(R"((^|\.)layers\.(\d+)\.)");
+  std::smatch m;
+  return std::regex_search(name, m, layer_re) ? std::stoll(m[2].str()) : -1;
 }
 
 namespace {

@@ -18,6 +18,9 @@ struct ParamShape {
   int64_t numel() const;
 };
 
+// The decoder layer of a parameter name ("...layers.<i>....", LLaMA and OPT layouts); -1 when none.
+int64_t decoder_layer_of(const std::string& name);
+
 // In the order of model->named_parameters(); a tied lm_head is not listed (it is the embedding).
 std::vector<ParamShape> param_shapes(const ModelConfig& cfg);
 

@@ -11,6 +11,7 @@
 #include "onebit/data/seed.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "tests/data/tmpdir.h"
+#include "tests/references.h"
 #include "tests/support.h"
 
 using namespace onebit::data;

@@ -17,6 +17,8 @@
 #include "onebit/dist/launch.h"
 #include "onebit/distill/checkpoint.h"
 #include "onebit/distill/trainer.h"
+#include "onebit/io/safetensors.h"
+#include "onebit/models/param_shapes.h"
 #include "tests/data/tmpdir.h"
 #include "tests/dist/spawn.h"
 #include "tests/distill/tiny_trainer.h"
@@ -50,8 +52,9 @@ struct Run {
   onebit::test::TrainerSetup s = onebit::test::make_trainer_setup();
   int64_t next = 0;  // global batches consumed
   std::unique_ptr<onebit::distill::Trainer> tr;
-  Run(onebit::dist::GradSync& sync, const std::string& mode, int64_t accum) {
+  Run(onebit::dist::GradSync& sync, const std::string& mode, int64_t accum, bool shard_teacher = false) {
     s.cfg.dist.sharding = mode;
+    s.cfg.dist.shard_teacher = shard_teacher;
     s.cfg.dist.bucket_mb = kBucketMb;
     s.cfg.optim.grad_accum = accum;
     // eps 1e-6 keeps AdamW's first steps from amplifying float rounding in near-zero
@@ -88,6 +91,15 @@ std::vector<torch::Tensor> train_all(onebit::dist::GradSync& sync, const fs::pat
       out.push_back(r.student());
       out.push_back(torch::tensor({state}, torch::kFloat64));
     }
+  {
+    // dist.shard_teacher: the teacher's own decoder tensors sharded too; the same training.
+    Run r(sync, "full", 2, /*shard_teacher=*/true);
+    out.push_back(r.losses(kSteps));
+    out.push_back(r.student());
+    double released = 0;  // teacher tensors held as nothing between its forwards
+    for (const auto& p : r.s.teacher->parameters()) released += p.numel() == 0 ? 1 : 0;
+    out.push_back(torch::tensor({released}, torch::kFloat64));
+  }
   if (ckpt_root.empty()) return out;
   for (const auto& mode : kResumed) {
     const int64_t accum = 2;
@@ -116,6 +128,29 @@ std::vector<torch::Tensor> train_all(onebit::dist::GradSync& sync, const fs::pat
     out.push_back(torch::cat(losses));
     out.push_back(b.student());
     out.push_back(torch::zeros({1}, torch::kFloat64));
+  }
+  // full, after training: the student written layer by layer (rank 0 writes, every rank
+  // gathers), read back from the file; and how far above its kept state a rank went meanwhile,
+  // against the largest decoder layer's tensors.
+  {
+    Run r(sync, "full", 1);
+    r.losses(kSteps);
+    r.tr->finish();
+    const fs::path dir = ckpt_root / "student_full";
+    const double above = double(r.tr->save_student(dir.string(), sync.rank() == 0));
+    sync.mean(0);  // the file is complete before anyone reads it
+    onebit::io::SafetensorsReader file(dir.string());
+    std::vector<torch::Tensor> parts;
+    std::map<int64_t, double> layer_bytes;  // from the tensors' full shapes
+    for (const auto& [name, t] : r.tr->trainable()) {
+      parts.push_back(file.load(name).reshape({-1}));
+      layer_bytes[onebit::models::decoder_layer_of(name)] += double(parts.back().numel()) * 4;
+    }
+    out.push_back(torch::cat(parts));
+    double largest = 0;
+    for (const auto& [layer, bytes] : layer_bytes)
+      if (layer >= 0) largest = std::max(largest, bytes);
+    out.push_back(torch::tensor({above, largest}, torch::kFloat64));
   }
   return out;
 }
@@ -173,7 +208,7 @@ TEST_CASE("sharding: 1 x batch 4, 2 x batch 2 and 4 x batch 1 train alike in eve
   onebit::dist::NoSync one;
   const auto ref = train_all(one, {});
   const size_t runs = kModes.size() * kAccums.size(), n = kPer * runs;
-  REQUIRE(ref.size() == n);
+  REQUIRE(ref.size() == n + kPer);  // and the shard_teacher run
   // Run k: mode kModes[k / 2], grad_accum kAccums[k % 2].
   auto at = [](size_t k, size_t what) { return kPer * k + what; };
   const auto initial = Run(one, "none", 1).student();
@@ -184,7 +219,7 @@ TEST_CASE("sharding: 1 x batch 4, 2 x batch 2 and 4 x batch 1 train alike in eve
   }
   for (const int world : {2, 4}) {
     const auto got = run_workers(dir, world);
-    REQUIRE(got.size() == n + kPer * kResumed.size());
+    REQUIRE(got.size() == n + kPer + kPer * kResumed.size() + 2);
     for (size_t k = 0; k < runs; ++k) {
       INFO("world " << world << ", mode " << kModes[k / 2] << ", grad_accum " << kAccums[k % 2]);
       const auto& a = ref[at(k, 0)];
@@ -201,13 +236,39 @@ TEST_CASE("sharding: 1 x batch 4, 2 x batch 2 and 4 x batch 1 train alike in eve
       CAPTURE(ratio, want);
       CHECK(std::abs(ratio - want) < 0.05);
     }
+    {
+      // dist.shard_teacher (full, grad_accum 2): the one-process full run's losses and student.
+      INFO("world " << world << ", full with dist.shard_teacher");
+      const size_t full2 = 2 * 3 + 1;
+      const double dl = (got[n] - ref[at(full2, 0)]).abs().div(ref[at(full2, 0)].abs().clamp_min(1.0)).max().item<double>();
+      const double dw = max_abs_diff(got[n + 1], ref[at(full2, 1)]);
+      CAPTURE(dl, dw);
+      CHECK(dl < kLossTol);
+      CHECK(dw < kWeightTol);
+      CHECK(max_abs_diff(ref[n], ref[at(full2, 0)]) < kLossTol);  // one process: the same computation
+      CHECK(got[n + 2].item<double>() >= 7);  // at least one layer's linears were sharded away
+    }
     // Stopped after kCut steps and resumed from the sharded checkpoint: exactly the same run
     // (grad_accum 2).
+    const size_t resumed = n + kPer;
     for (size_t m = 0; m < kResumed.size(); ++m) {
       INFO("world " << world << ", resumed " << kResumed[m]);
       const size_t whole = 2 * (m + 1) + 1;  // the run of that mode with grad_accum 2
-      CHECK(torch::equal(got[n + kPer * m], got[at(whole, 0)]));
-      CHECK(torch::equal(got[n + kPer * m + 1], got[at(whole, 1)]));
+      CHECK(torch::equal(got[resumed + kPer * m], got[at(whole, 0)]));
+      CHECK(torch::equal(got[resumed + kPer * m + 1], got[at(whole, 1)]));
+    }
+    {
+      // full: the student file written layer by layer is the trained student; while writing,
+      // no rank held more than one decoder layer beyond its shard (padding aside).
+      INFO("world " << world << ", full, student written layer by layer");
+      const size_t full1 = 2 * 3;  // the run of mode full with grad_accum 1
+      const auto& file = got[resumed + kPer * kResumed.size()];
+      const auto& held = got[resumed + kPer * kResumed.size() + 1];
+      CHECK(max_abs_diff(file, ref[at(full1, 1)]) < kWeightTol);
+      const double above = held[0].item<double>(), largest = held[1].item<double>();
+      CAPTURE(above, largest);
+      CHECK(above >= 0.9 * largest);          // it did gather a layer
+      CHECK(above <= 1.05 * largest + 1024);  // and never two
     }
     // Each rank wrote its shard; a checkpoint missing one is skipped for the previous one.
     const fs::path ck = dir.path / ("w" + std::to_string(world) + "_ckpt") / "gradients";

@@ -11,6 +11,7 @@
 #include "onebit/models/to_onebit.h"
 #include "tests/data/tmpdir.h"
 #include "tests/models/tiny.h"
+#include "tests/references.h"
 #include "tests/support.h"
 
 using namespace onebit;
@@ -25,7 +26,7 @@ bool have_transformers() {
 }  // namespace
 
 TEST_CASE("transformers loads an export through modeling_onebit.py and matches onebit", "[export][python]") {
-  OB_REQUIRE_OR_SKIP(have_transformers(), "needs Python with transformers (" + test::python() + ")");
+  OB_REFERENCE_OR_SKIP(have_transformers(), "needs Python with transformers (" + test::python() + ")");
   struct Case {
     const char* name;
     models::ModelConfig cfg;

@@ -5,6 +5,7 @@
 #include "onebit/core/error.h"
 #include "onebit/init/svid.h"
 #include "onebit/io/safetensors.h"
+#include "tests/references.h"
 #include "tests/support.h"
 
 namespace init = onebit::init;

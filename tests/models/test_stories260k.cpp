@@ -4,6 +4,7 @@
 #include "onebit/models/generate.h"
 #include "onebit/models/loader.h"
 #include "onebit/tokenizer/tokenizer.h"
+#include "tests/references.h"
 #include "tests/support.h"
 
 using namespace onebit;
