@@ -173,8 +173,10 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   std::string comm_note = "none (one process)";
   if (W > 1) {
     if (mode == "none") {
-      comm = grad_full;
-      comm_note = "flat allreduce buckets: a full gradient copy";
+      comm_note = "none beyond the gradients: they are views of the allreduce buckets";
+    } else if (mode == "optimizer") {
+      comm = ceil_div(grad_full, W) + 2 * std::max(kBucketBytes, layer_trainable_bytes);
+      comm_note = "this rank's gradient shard (reduce-scatter output), 2 buckets";
     } else if (mode == "full") {
       comm = 2 * layer_trainable_bytes + layer_trainable_bytes + 2 * kBucketBytes;
       comm_note = "2 gathered layers (prefetch), 1 layer of gradients to reduce-scatter, 2 buckets";

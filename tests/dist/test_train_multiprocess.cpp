@@ -153,6 +153,17 @@ TEST_CASE("onebit-train: 2 processes x batch 1 = 1 process x batch 2", "[dist]")
   REQUIRE(c.size() == a.size());
   for (size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - c[i]) <= kLossTol * std::max(1.0, std::abs(a[i])));
   CHECK(max_student_diff(dir.path / "one" / "student", dir.path / "three" / "student") <= kWeightTol);
+
+  // dist.sharding=full with dist.shard_teacher: the same run; the student is written layer by
+  // layer and the final table's student and teacher run through the layer hooks on both ranks.
+  const auto [full0, full1] =
+      run_two(dir, write_config(dir, "four", 1, steps), "four", {"dist.sharding=full", "dist.shard_teacher=true"});
+  CHECK_THAT(full0, OB_CONTAINS("OneBit student"));
+  CHECK(full1.empty());
+  const auto d = losses(dir.path / "four" / "metrics.jsonl");
+  REQUIRE(d.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - d[i]) <= kLossTol * std::max(1.0, std::abs(a[i])));
+  CHECK(max_student_diff(dir.path / "one" / "student", dir.path / "four" / "student") <= kWeightTol);
 }
 
 TEST_CASE("onebit-train: a rank that never starts is one clear error within the timeout", "[dist]") {

@@ -21,6 +21,10 @@ const std::map<std::string, std::string> kRecipeModel = {
     {"llama7b.yaml", "llama-7b"},      {"llama13b.yaml", "llama-13b"}, {"llama2-7b.yaml", "llama-2-7b"},
     {"llama2-13b.yaml", "llama-2-13b"}, {"opt-1.3b.yaml", "opt-1.3b"},  {"opt-2.7b.yaml", "opt-2.7b"},
     {"smollm2-135m.yaml", "smollm2-135m"}};
+// The GPUs each recipe is written for.
+const std::map<std::string, int> kRecipeGpus = {{"llama7b.yaml", 8},   {"llama13b.yaml", 16}, {"llama2-7b.yaml", 8},
+                                                {"llama2-13b.yaml", 16}, {"opt-1.3b.yaml", 8},  {"opt-2.7b.yaml", 8},
+                                                {"smollm2-135m.yaml", 1}};
 }  // namespace
 
 TEST_CASE("onebit-train --dry-run: every paper recipe plans against configs/models", "[plan][program]") {
@@ -46,6 +50,14 @@ TEST_CASE("onebit-train --dry-run: every paper recipe plans against configs/mode
     const auto j = nlohmann::json::parse(onebit::test::run_shell("cat " + json).second);
     CHECK(j["fit"]["fits"] == true);
     CHECK(j["run"]["steps"].get<int64_t>() > 0);
+    // As shipped, on the GPUs its comment names (the paper's: 8, 16 for 13B), each 80 GB.
+    const auto gpus = kRecipeGpus.at(name);
+    const auto [rc80, out80] = dry_run("--config " + e.path().string() + " model.teacher=" +
+                                       (src / "configs/models" / kRecipeModel.at(name)).string() +
+                                       " --gpu-memory 80GB --world-size " + std::to_string(gpus));
+    INFO(out80);
+    CHECK(rc80 == 0);
+    CHECK_THAT(out80, OB_CONTAINS("world size " + std::to_string(gpus)));
     ++recipes;
   }
   CHECK(recipes == static_cast<int>(kRecipeModel.size()));

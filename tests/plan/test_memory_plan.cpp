@@ -68,15 +68,19 @@ TEST_CASE("plan: state components follow the dtypes and the sharding", "[plan]")
   CHECK(p.component("optimizer").bytes == 4 * trainable);
   CHECK(p.component("student_frozen").bytes == 0);
 
-  // 8 ranks: the DP replica needs a bucket copy of the gradients; ZeRO-1 divides the state.
+  // 8 ranks: the DP replica's gradients are views of its allreduce buckets (no copy); ZeRO-1
+  // divides the state and adds this rank's gradient shard.
   o = {};
   o.world_size = 8;
+  cfg.dist.sharding = "none";
   p = plan::plan_memory(cfg, m, o);
-  CHECK(p.component("comm_buffers").bytes == 4 * trainable);
+  CHECK(p.component("comm_buffers").bytes == 0);
+  CHECK(p.component("gradients").bytes == 4 * trainable);
   CHECK(p.tokens_per_step == 4 * 2048 * 4 * 8);
   cfg.dist.sharding = "optimizer";
   p = plan::plan_memory(cfg, m, o);
   CHECK(p.component("optimizer").bytes == (8 * trainable + 7) / 8);
+  CHECK(p.component("comm_buffers").bytes >= (4 * trainable + 7) / 8);
   cfg.dist.sharding = "full";
   p = plan::plan_memory(cfg, m, o);
   CHECK(p.component("student_trainable").bytes == (4 * trainable + 7) / 8);
@@ -95,19 +99,21 @@ TEST_CASE("plan: checkpointing, batch and chunk size move the activations", "[pl
   CHECK(half.component("activations").bytes * 2 == p.component("activations").bytes);
 }
 
-TEST_CASE("plan: LLaMA-7B fits 8 x 80 GB with sharding full, not on one GPU as a replica", "[plan]") {
+TEST_CASE("plan: the shipped LLaMA-7B recipe fits 8 x 80 GB, not one GPU, nor 8 as replicas", "[plan]") {
   const auto m = published("llama-7b");
   auto cfg = recipe("llama7b.yaml");
+  CHECK(cfg.dist.sharding == "full");  // as shipped
   plan::PlanOptions o;
   o.budget_bytes = plan::parse_bytes("80GB");
   auto one = plan::plan_memory(cfg, m, o);
   CHECK_FALSE(one.fits);
   REQUIRE_FALSE(one.suggestions.empty());
   o.world_size = 8;
-  cfg.dist.sharding = "full";
   const auto eight = plan::plan_memory(cfg, m, o);
   CHECK(eight.fits);
   CHECK(eight.total_bytes < 80'000'000'000LL);
+  cfg.dist.sharding = "none";
+  CHECK_FALSE(plan::plan_memory(cfg, m, o).fits);
 }
 
 TEST_CASE("plan: JSON carries every component and the verdict", "[plan]") {
