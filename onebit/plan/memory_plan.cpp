@@ -213,7 +213,9 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   const int64_t optim_ws = 2 * inv.max_param * 4;
 
   const int64_t static_bytes = teacher + trainable + frozen + optim + comm;
-  const int64_t grads_in_fwd = accum > 1 ? grads : 0;  // accumulated gradients live from micro-step 2
+  // ParamSync keeps its gradient buffers (none, optimizer) or shards (gradients, full) from one
+  // step to the next: they are live at every moment, not only from the backward on.
+  const int64_t grads_in_fwd = grads;
   const int64_t fwd = static_bytes + grads_in_fwd + activations + kd_chunks;
   const int64_t bwd = static_bytes + grads_in_fwd + activations + backward_ws;
   const int64_t upd = static_bytes + grads + optim_ws;
@@ -228,7 +230,7 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   add("student_frozen", "student frozen tensors", frozen, frozen_note);
   add("gradients", "gradients", at_update ? grads : grads_in_fwd,
       std::string(shard_grad && W > 1 ? "1/" + std::to_string(W) + ", " : "") +
-          (at_update || accum > 1 ? "live at the peak" : "allocated as backward frees activations"));
+          "kept between steps (ParamSync's flat buffers)");
   add("optimizer", "optimizer state (AdamW m, v)", optim,
       o.state_dtype + (shard_opt && W > 1 ? ", 1/" + std::to_string(W) : ""));
   add("activations", "activations", at_update ? 0 : activations,
