@@ -101,7 +101,7 @@ void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg, int w
 // The memory planner's settings from the command line (docs/training.md, "Will it fit?").
 struct PlanFlags {
   bool dry_run = false, force = false;
-  std::string json_out, gpu_memory, latent_dtype = "fp32", state_dtype = "fp32";
+  std::string json_out, gpu_memory;
   int world_size = 0;  // 0: from the launcher's environment
 };
 
@@ -112,8 +112,6 @@ int dry_run(config::TrainConfig cfg, const PlanFlags& f) {
   cfg.optim.grad_accum = config::grad_accum_for(cfg, static_cast<int>(world));  // checks train.global_batch
   const bool cuda = cfg.model.device != "cpu";
   auto o = plan::run_options(cfg, world, cuda);
-  o.latent_dtype = f.latent_dtype;
-  o.state_dtype = f.state_dtype;
   if (!f.gpu_memory.empty()) o.budget_bytes = plan::parse_bytes(f.gpu_memory);
   else if (cuda && torch::cuda::is_available()) o.budget_bytes = plan::device_total_bytes(torch::Device("cuda:0"));
   const auto p = plan::plan_memory(cfg, plan::teacher_model_config(cfg), o);
@@ -147,8 +145,6 @@ int run(const std::string& config_path, const std::vector<std::string>& override
     return 0;
   }
   if (plan_flags.dry_run) return dry_run(cfg, plan_flags);
-  OB_CHECK(plan_flags.latent_dtype == "fp32" && plan_flags.state_dtype == "fp32",
-           "--latent-dtype and --state-dtype only plan (with --dry-run); training keeps fp32 latents and state");
   const int64_t baseline_rss = plan::device_current_bytes(torch::kCPU);  // before any model exists
   // Processes: one (NoSync), or a c10d group that every rank joins here (dist.timeout_s).
   const dist::LaunchInfo launch = dist::detect_launch();
@@ -191,7 +187,7 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   torch::manual_seed(cfg.train.seed);
   if (cfg.train.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
-  // Teacher (frozen) and student (OneBit, fp32 latent weights: train.precision sets the compute).
+  // Teacher (frozen) and student (OneBit; latent W in student.latent_dtype, train.precision sets the compute).
   distill::TrainModels tm = distill::load_train_models(cfg, device);
   models::CausalLM teacher = tm.teacher, student = tm.student;
   const auto& replaced = tm.replaced;
@@ -348,10 +344,6 @@ int main(int argc, char** argv) {
     app.add_flag("--force", pf.force, "train even when the plan does not fit the device");
     app.add_option("--world-size", pf.world_size, "--dry-run: ranks to plan for (default: the launcher's)")
         ->check(CLI::PositiveNumber);
-    app.add_option("--latent-dtype", pf.latent_dtype, "--dry-run: plan the latent W in fp32 or bf16")
-        ->check(CLI::IsMember({"fp32", "bf16"}));
-    app.add_option("--state-dtype", pf.state_dtype, "--dry-run: plan the AdamW moments in fp32 or bf16")
-        ->check(CLI::IsMember({"fp32", "bf16"}));
     try {
       app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -45,6 +45,8 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"student.post_layernorm", &c.student.post_layernorm, "LayerNorm after each 1-bit linear"},
       {"student.keep_bias", &c.student.keep_bias, "OPT: keep the original bias (before the norm)"},
       {"student.layers", &c.student.layers, "regex of linears to replace; empty = all decoder linears"},
+      {"student.latent_dtype", &c.student.latent_dtype,
+       "latent W storage: fp32 | bf16 (updated in fp32, stored by stochastic rounding)"},
 
       {"embedded.hidden_size", &c.embedded.hidden_size, "embedded teacher: hidden size"},
       {"embedded.intermediate_size", &c.embedded.intermediate_size, "embedded teacher: MLP size"},
@@ -90,6 +92,7 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, "final lr = lr * min_lr_ratio"},
       {"optim.grad_clip", &c.optim.grad_clip, "global gradient-norm clip; <= 0 = off"},
       {"optim.grad_accum", &c.optim.grad_accum, "micro-steps per optimizer step; 0 = from train.global_batch"},
+      {"optim.state_dtype", &c.optim.state_dtype, "AdamW moments storage: fp32 | bf16 (stochastic rounding)"},
 
       {"train.epochs", &c.train.epochs, "passes over the packed blocks"},
       {"train.max_steps", &c.train.max_steps, "> 0: stop after this many optimizer steps (overrides epochs)"},
@@ -332,6 +335,7 @@ void TrainConfig::validate() const {
   one_of(student.latent_init, "student.latent_init", {"scaled", "keep"});
   positive(student.latent_scale, "student.latent_scale");
   one_of(student.ste, "student.ste", {"tanh", "identity", "clipped"});
+  one_of(student.latent_dtype, "student.latent_dtype", {"fp32", "bf16"});
   try {
     std::regex re(student.layers);
   } catch (const std::regex_error& e) {
@@ -389,6 +393,7 @@ void TrainConfig::validate() const {
   need(std::isfinite(optim.grad_clip), "optim.grad_clip", "finite", show(optim.grad_clip));
   non_negative(optim.grad_accum, "optim.grad_accum");
   need(optim.grad_accum > 0 || train.global_batch > 0, "optim.grad_accum", "> 0 unless train.global_batch is set", "0");
+  one_of(optim.state_dtype, "optim.state_dtype", {"fp32", "bf16"});
 
   positive(train.epochs, "train.epochs");
   non_negative(train.max_steps, "train.max_steps");
@@ -448,7 +453,8 @@ std::string value_text(const Field& f) {
 // bookkeeping may change on resume (e.g. a lower lr after a divergence).
 bool defines_checkpoint(const std::string& key) {
   if (key == "model.device" || key == "model.gradient_checkpointing") return false;
-  if (key == "dist.sharding" || key == "dist.bucket_mb") return true;  // the layout of the optimizer state
+  // The layout and dtypes of the optimizer state.
+  if (key == "dist.sharding" || key == "dist.bucket_mb" || key == "optim.state_dtype") return true;
   for (const char* prefix : {"model.", "student.", "embedded.", "data."})
     if (key.rfind(prefix, 0) == 0) return true;
   return false;

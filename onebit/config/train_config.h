@@ -23,6 +23,7 @@ struct StudentCfg {
   bool post_layernorm = true;
   bool keep_bias = true;              // OPT: keep the original bias (before the norm)
   std::string layers = "";            // regex of linears to replace; "" = all decoder linears
+  std::string latent_dtype = "fp32";  // latent W: fp32 | bf16 (AdamW writes it back by stochastic rounding)
 };
 
 // Pretraining of the embedded teacher (quickstart only: model.teacher = embedded).
@@ -74,6 +75,7 @@ struct OptimCfg {
   double min_lr_ratio = 0.0;        // final lr = lr · min_lr_ratio
   double grad_clip = 1.0;           // <= 0: off
   int64_t grad_accum = 1;           // 0 = derived from train.global_batch (see grad_accum_for)
+  std::string state_dtype = "fp32"; // AdamW moments: fp32 | bf16 (stochastic rounding)
 };
 
 struct TrainCfg {
@@ -133,7 +135,7 @@ int64_t grad_accum_for(const TrainConfig& cfg, int64_t world_size);
 
 // Keys that make a checkpoint written under `saved` meaningless for `now`, one
 // "key: was X, now Y" each: model.* (but device, gradient_checkpointing), student.*,
-// embedded.*, data.*, dist.sharding, dist.bucket_mb. Optimizer, loss weights and train.* may change on resume.
+// embedded.*, data.*, optim.state_dtype, dist.sharding, dist.bucket_mb. Optimizer, loss weights and train.* may change on resume.
 std::vector<std::string> resume_conflicts(const TrainConfig& saved, const TrainConfig& now);
 
 }  // namespace onebit::config

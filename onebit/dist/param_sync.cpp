@@ -4,11 +4,13 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <deque>
 #include <map>
 
 #include "onebit/core/error.h"
+#include "onebit/optim/stochastic_round.h"
 
 namespace onebit::dist {
 
@@ -106,6 +108,10 @@ struct ParamSync::Impl final : models::LayerHooks {
   }
   void note_peak() { peak_bytes = std::max(peak_bytes, held_bytes()); }
 
+  // A bucket updated through fp32 copies and stochastic rounding (bf16 tensors or bf16 moments).
+  bool lean(const Bucket& b) const {
+    return b.exp_avg.scalar_type() == torch::kBFloat16 || params[b.params.front()].scalar_type() == torch::kBFloat16;
+  }
   bool per_micro() const { return o.sharding == Sharding::Gradients || o.sharding == Sharding::Full; }
   // A bucket that lives sharded and is gathered around its layer.
   bool layered(const Bucket& b) const { return o.sharding == Sharding::Full && b.layer >= 0; }
@@ -305,29 +311,33 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
   if (m.world > 1) m.check_same_layout();
   torch::NoGradGuard no_grad;
 
-  // Buckets: consecutive tensors of one dtype and device, about bucket_bytes each.
-  int64_t bytes = 0;
+  // Buckets: tensors of one dtype and device in order, about bucket_bytes each, never spanning
+  // two layers. Each dtype and device has its own open bucket, so interleaved dtypes (a bf16
+  // latent W between fp32 g and h) make one bucket series per dtype, not one bucket per tensor.
+  std::map<std::pair<int, std::string>, size_t> open;  // (dtype, device) -> its open bucket
   m.bucket_of.resize(m.params.size());
-  std::vector<int64_t> numel;
+  std::vector<int64_t> numel, bytes;
   for (size_t i = 0; i < m.params.size(); ++i) {
     const auto& p = m.params[i];
     OB_CHECK(p.is_leaf() && (options.frozen || p.requires_grad()), "dist: ParamSync tensor ", i,
              " is not a trainable leaf");
     const int64_t b = p.numel() * int64_t(p.element_size());
-    const bool fresh = m.buckets.empty() || bytes + b > options.bucket_bytes || m.buckets.back().layer != layer(i) ||
-                       m.params[m.buckets.back().params.front()].options().dtype() != p.options().dtype() ||
-                       m.params[m.buckets.back().params.front()].device() != p.device();
-    if (fresh) {
+    if (!m.buckets.empty() && m.buckets.back().layer != layer(i)) open.clear();
+    const auto key = std::make_pair(int(p.scalar_type()), p.device().str());
+    auto it = open.find(key);
+    if (it == open.end() || bytes[it->second] + b > options.bucket_bytes) {
       m.buckets.emplace_back();
       m.buckets.back().layer = layer(i);
       numel.push_back(0);
-      bytes = 0;
+      bytes.push_back(0);
+      it = open.insert_or_assign(key, m.buckets.size() - 1).first;
     }
-    m.buckets.back().params.push_back(i);
-    m.buckets.back().offsets.push_back(numel.back());
-    m.bucket_of[i] = m.buckets.size() - 1;
-    numel.back() += p.numel();
-    bytes += b;
+    const size_t bi = it->second;
+    m.buckets[bi].params.push_back(i);
+    m.buckets[bi].offsets.push_back(numel[bi]);
+    m.bucket_of[i] = bi;
+    numel[bi] += p.numel();
+    bytes[bi] += b;
   }
   for (size_t bi = 0; bi < m.buckets.size(); ++bi) {
     auto& b = m.buckets[bi];
@@ -339,8 +349,8 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
     if (!options.frozen) {
       if (!m.per_micro()) b.grad = torch::zeros({b.padded}, opts);
       if (options.sharding != Sharding::None) b.grad_shard = torch::zeros({b.shard}, opts);
-      b.exp_avg = torch::zeros({b.shard}, opts);
-      b.exp_avg_sq = torch::zeros({b.shard}, opts);
+      b.exp_avg = torch::zeros({b.shard}, opts.dtype(options.state_dtype));
+      b.exp_avg_sq = torch::zeros({b.shard}, opts.dtype(options.state_dtype));
       b.step = torch::zeros({}, opts.dtype(torch::kFloat32));
     }
     for (size_t j = 0; j < b.params.size(); ++j) {
@@ -414,7 +424,10 @@ double ParamSync::clip_grad_norm(double max_norm) {
   torch::NoGradGuard no_grad;
   const auto gs = grads();
   auto sq = torch::zeros({1}, gs.front().options().dtype(torch::kFloat64));
-  for (const auto& g : gs) sq += g.norm(2).to(torch::kFloat64).pow(2);
+  for (const auto& g : gs)  // bf16 gradients: the norm accumulated and returned in fp32
+    sq += (g.scalar_type() == torch::kBFloat16 ? at::linalg_vector_norm(g, 2, {}, false, torch::kFloat32) : g.norm(2))
+              .to(torch::kFloat64)
+              .pow(2);
   if (m.shards > 1) m.sync->allreduce_sum(sq)();
   const double norm = std::sqrt(sq.item<double>());
   if (!std::isfinite(norm)) return norm;
@@ -427,18 +440,48 @@ double ParamSync::clip_grad_norm(double max_norm) {
 void ParamSync::step(double lr) {
   auto& m = *impl_;
   torch::NoGradGuard no_grad;
+  OB_CHECK(!m.materialized && !m.ended, "dist: ParamSync training has ended; no more steps");
+  auto adamw = [&](at::TensorList ps, at::TensorList gs, at::TensorList avg, at::TensorList avg_sq,
+                   at::TensorList steps) {
+    at::_fused_adamw_(ps, gs, avg, avg_sq, {}, steps, lr, m.o.beta1, m.o.beta2, m.o.weight_decay, m.o.eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
+  };
+  // fp32 buckets with fp32 state: one fused call over all of them.
   std::vector<torch::Tensor> ps, gs, avg, avg_sq, steps;
-  for (const auto& b : m.buckets) {
+  for (auto& b : m.buckets) {
+    b.step.add_(1);  // the kernel reads the step count; torch.optim counts first
+    if (m.lean(b)) continue;
     ps.push_back(m.owned_param(b));
     gs.push_back(m.owned_grad(b));
     avg.push_back(b.exp_avg);
     avg_sq.push_back(b.exp_avg_sq);
     steps.push_back(b.step);
   }
-  OB_CHECK(!m.materialized && !m.ended, "dist: ParamSync training has ended; no more steps");
-  for (auto& s : steps) s.add_(1);  // the kernel reads the step count; torch.optim counts first
-  at::_fused_adamw_(ps, gs, avg, avg_sq, {}, steps, lr, m.o.beta1, m.o.beta2, m.o.weight_decay, m.o.eps,
-                    /*amsgrad=*/false, /*maximize=*/false);
+  if (!ps.empty()) adamw(ps, gs, avg, avg_sq, steps);
+  // Lean buckets, one at a time: AdamW in fp32 copies, then each bf16 tensor gets its new value
+  // back by stochastic rounding (an update below bf16's spacing still moves it, on average).
+  // Every bucket has taken the same steps: one step count seeds them all.
+  const uint64_t s = std::any_of(m.buckets.begin(), m.buckets.end(), [&](const auto& b) { return m.lean(b); })
+                         ? static_cast<uint64_t>(m.buckets.front().step.item<double>())
+                         : 0;
+  for (size_t bi = 0; bi < m.buckets.size(); ++bi) {
+    auto& b = m.buckets[bi];
+    if (!m.lean(b)) continue;
+    const torch::Tensor p = m.owned_param(b), g = m.owned_grad(b);
+    auto fp32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };  // t itself when fp32
+    const torch::Tensor p32 = fp32(p), m32 = fp32(b.exp_avg), v32 = fp32(b.exp_avg_sq);
+    adamw({p32}, {fp32(g)}, {m32}, {v32}, {b.step});
+    // Back into the stored dtypes; bf16 by stochastic rounding, one random stream per tensor.
+    const int64_t offset = m.shards == 1 ? 0 : m.rank * b.shard;  // the shard's place in its bucket
+    auto store = [&](torch::Tensor dst, const torch::Tensor& src, uint64_t stream) {
+      if (dst.scalar_type() == torch::kFloat32) return;  // updated in place
+      if (dst.scalar_type() != torch::kBFloat16) return void(dst.copy_(src));
+      optim::stochastic_round_(dst, src, optim::mix_seed({m.o.seed, s, uint64_t(bi), stream}), offset);
+    };
+    store(p, p32, 0);
+    store(b.exp_avg, m32, 1);
+    store(b.exp_avg_sq, v32, 2);
+  }
   gather_params();
 }
 

@@ -4,7 +4,7 @@
 // learns how the state is laid out (docs/training.md, "Sharding").
 //
 // Layout: the trainable tensors are packed, in order, into flat buckets of about bucket_bytes
-// (one dtype each), each padded to a multiple of the shard count. Every tensor becomes a view of
+// (one dtype each: each dtype fills its own buckets), each padded to a multiple of the shard count. Every tensor becomes a view of
 // its bucket, so an all-gather into the bucket updates the model. A bucket is cut into equal
 // shards; rank r owns shard r of every bucket, and its AdamW state is only for those.
 //   none       one shard (everything on every rank); gradients are views of full-size flat
@@ -25,7 +25,11 @@
 // Reduction starts from post-accumulate-grad hooks as soon as a bucket's last gradient is
 // ready, so it overlaps with the rest of the backward. The update is one fused AdamW call
 // (PyTorch's _fused_adamw_, i.e. torch.optim.AdamW(fused=True): decoupled weight decay, bias
-// correction) over this rank's shard of all buckets.
+// correction) over this rank's shard of all fp32 buckets with fp32 state. Lean precision (a bf16
+// bucket, e.g. student.latent_dtype=bf16, or bf16 moments, optim.state_dtype=bf16): that
+// bucket's shard, gradient and moments are upcast to fp32 temporaries, updated by the same
+// kernel, and written back with stochastic rounding (onebit/optim/stochastic_round.h), one
+// bucket at a time, so the fp32 copies never exceed one bucket.
 #pragma once
 #include <torch/types.h>
 
@@ -55,6 +59,12 @@ struct ParamSyncOptions {
   // gathering of the decoder layers' tensors (layer_hooks, hold_layer); no gradients, no
   // optimizer state, no step.
   bool frozen = false;
+  // AdamW moments: fp32 | bf16 (stored rounded stochastically; math in fp32).
+  torch::ScalarType state_dtype = torch::kFloat32;
+  // Stochastic rounding: element e of bucket b at AdamW step s uses the random bits of
+  // (seed, s, b, e), e counted over the whole bucket, so they depend on neither the rank nor
+  // a resume.
+  uint64_t seed = 0;
 };
 
 class ParamSync {

@@ -9,14 +9,12 @@
 
 namespace onebit::distill {
 
-namespace {
-torch::Dtype teacher_dtype(const std::string& s) {
+torch::Dtype config_dtype(const std::string& s, const std::string& key) {
   if (s == "fp32") return torch::kFloat32;
   if (s == "bf16") return torch::kBFloat16;
   if (s == "fp16") return torch::kFloat16;
-  fail("model.dtype must be fp32, bf16 or fp16, got '", s, "'");
+  fail(key, " must be fp32, bf16 or fp16, got '", s, "'");
 }
-}  // namespace
 
 models::StudentOptions student_options(const config::StudentCfg& s) {
   models::StudentOptions so;
@@ -36,8 +34,9 @@ bool shares_frozen(const config::TrainConfig& cfg) {
 
 TrainModels load_train_models(const config::TrainConfig& cfg, torch::Device device) {
   TrainModels m;
-  m.teacher = models::load_pretrained(cfg.model.teacher, {device, teacher_dtype(cfg.model.dtype)});
-  // fp32 latent weights: the masters of every train.precision (bf16/fp16 change only the compute).
+  m.teacher = models::load_pretrained(cfg.model.teacher, {device, config_dtype(cfg.model.dtype, "model.dtype")});
+  // fp32 masters for every train.precision (bf16/fp16 change only the compute); the latent W
+  // then move to student.latent_dtype.
   models::LoadOptions so{device, torch::kFloat32};
   if (shares_frozen(cfg)) {
     const std::regex replaced(cfg.student.layers.empty() ? models::default_student_layers(m.teacher->config())
@@ -49,6 +48,7 @@ TrainModels load_train_models(const config::TrainConfig& cfg, torch::Device devi
   }
   m.student = models::load_pretrained(cfg.model.teacher, so);
   m.replaced = models::to_onebit(*m.student, student_options(cfg.student));
+  models::set_latent_dtype(*m.student, config_dtype(cfg.student.latent_dtype, "student.latent_dtype"));
   return m;
 }
 

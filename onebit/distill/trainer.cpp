@@ -10,6 +10,7 @@
 #include "onebit/distill/schedule.h"
 #include "onebit/models/loader.h"
 #include "onebit/models/param_shapes.h"
+#include "onebit/distill/train_models.h"
 
 namespace onebit::distill {
 namespace {
@@ -46,10 +47,16 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   }
   OB_CHECK(!params_.empty(), "trainer: the student has no trainable parameters (was it converted by to_onebit?)");
   // Mixed precision keeps fp32 masters: autocast casts copies for compute, the optimizer
-  // (and its state) sees only the fp32 tensors.
-  for (size_t i = 0; i < params_.size(); ++i)
-    OB_CHECK(params_[i].scalar_type() == torch::kFloat32, "trainer: trainable parameter '", names_[i], "' is ",
-             params_[i].scalar_type(), "; the student must be loaded in fp32 (train.precision sets the compute dtype)");
+  // sees the stored tensors: fp32, but the latent W (".weight") in student.latent_dtype.
+  const torch::Dtype latent = config_dtype(cfg.student.latent_dtype, "student.latent_dtype");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const bool is_w = names_[i].size() > 7 && names_[i].compare(names_[i].size() - 7, 7, ".weight") == 0;
+    const torch::Dtype want = is_w ? latent : torch::kFloat32;
+    OB_CHECK(params_[i].scalar_type() == want, "trainer: trainable parameter '", names_[i], "' is ",
+             params_[i].scalar_type(), ", expected ", c10::toString(want),
+             " (the student is loaded in fp32, its latent W in student.latent_dtype; train.precision sets the "
+             "compute dtype)");
+  }
   dist::ParamSyncOptions po;
   po.sharding = dist::parse_sharding(cfg.dist.sharding);
   po.bucket_bytes = std::max<int64_t>(1, static_cast<int64_t>(cfg.dist.bucket_mb * (1 << 20)));
@@ -57,6 +64,8 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   po.beta2 = cfg.optim.beta2;
   po.eps = cfg.optim.eps;
   po.weight_decay = cfg.optim.weight_decay;
+  po.state_dtype = config_dtype(cfg.optim.state_dtype, "optim.state_dtype");
+  po.seed = cfg.train.seed;
   // The decoder layer of each tensor ("...layers.<i>...."): full sharding gathers layer by layer.
   std::vector<int64_t> layer_of;
   for (const auto& name : names_) layer_of.push_back(models::decoder_layer_of(name));

@@ -4,8 +4,9 @@
 // nor knows how the state is sharded. Inf/NaN gradients on any rank skip the step on every
 // rank (fp16: a loss-scale overflow; fp32/bf16: a bad step). dist.shard_teacher shards the
 // teacher's own decoder-layer tensors the same way as dist.sharding=full (frozen, forward only):
-// from construction on, every rank must run the same teacher forwards. train.precision: fp32; bf16 (teacher and student forwards under autocast,
-// the KD loss in fp32, fp32 master weights and AdamW state); fp16 (the same in half precision
+// from construction on, every rank must run the same teacher forwards. train.precision: fp32;
+// bf16 (teacher and student forwards under autocast, the KD loss in fp32, fp32 master weights
+// and AdamW state unless student.latent_dtype / optim.state_dtype ask for bf16); fp16 (the same in half precision
 // plus a dynamic LossScaler whose overflow decision all ranks take together).
 #pragma once
 #include <torch/types.h>

@@ -79,6 +79,12 @@ std::vector<std::string> to_onebit(CausalLMImpl& model, const StudentOptions& op
   return replaced;
 }
 
+void set_latent_dtype(CausalLMImpl& model, torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  for (auto& m : model.modules())
+    if (auto* ob = dynamic_cast<nn::OneBitLinearImpl*>(m.get())) ob->weight.set_data(ob->weight.to(dtype));
+}
+
 void apply_student_layout(CausalLMImpl& model) {
   const auto& cfg = model.config();
   json j;

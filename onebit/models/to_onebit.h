@@ -27,6 +27,10 @@ std::string default_student_layers(const ModelConfig& cfg);
 // marks the config as a student ("onebit" key on save). Returns the replaced names.
 std::vector<std::string> to_onebit(CausalLMImpl& model, const StudentOptions& opts = {});
 
+// Stores every OneBitLinear's latent W in `dtype` (student.latent_dtype; g, h and the rest keep
+// theirs). The forward uses only sign(W), which a bf16 W keeps exactly.
+void set_latent_dtype(CausalLMImpl& model, torch::Dtype dtype);
+
 // Rebuilds the student layout recorded in model.config().onebit_json (uninitialised OneBitLinear
 // in place of the replaced linears, same freezing); used by load_pretrained/build_model.
 void apply_student_layout(CausalLMImpl& model);

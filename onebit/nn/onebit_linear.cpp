@@ -123,8 +123,12 @@ struct OneBitLinearFn : public torch::autograd::Function<OneBitLinearFn> {
     if (ctx->needs_input_grad(1)) {
       if (!buf.defined()) buf = torch::empty(w.sizes(), w.options().dtype(dt));
       torch::mm_out(buf, du.t(), x2 * gd);
-      dw = dt == w.scalar_type() && w.is_contiguous() ? autograd::ste_backward_(buf, w, ste)
-                                                      : autograd::ste_backward(buf, w, ste);
+      if (low_precision(w.scalar_type()))  // a bf16 latent W: the STE factor in fp32, dW in W's dtype
+        dw = autograd::ste_backward_(buf.to(torch::kFloat32), w.to(torch::kFloat32).contiguous(), ste)
+                 .to(w.scalar_type());
+      else
+        dw = dt == w.scalar_type() && w.is_contiguous() ? autograd::ste_backward_(buf, w, ste)
+                                                        : autograd::ste_backward(buf, w, ste);
     }
     return {dx, dw, dg, dh, db, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }

@@ -52,7 +52,7 @@ class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
   double bits_per_parameter() const;
 
   OneBitLinearOptions options;
-  torch::Tensor weight;  // latent [out, in], fp32 master
+  torch::Tensor weight;  // latent [out, in], fp32 master (or bf16: models::set_latent_dtype)
   torch::Tensor g;       // [in]
   torch::Tensor h;       // [out]
   torch::Tensor bias;    // [out] or undefined
@@ -65,7 +65,8 @@ class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
 TORCH_MODULE(OneBitLinear);
 
 namespace functional {
-// The layer's math on x [..., in] (fp32/fp64, or bf16/fp16 activations with fp32 parameters):
+// The layer's math on x [..., in] (fp32/fp64, or bf16/fp16 activations with fp32 parameters;
+// W may be bf16 whatever x is, its gradient then bf16 with the STE factor computed in fp32):
 // sign(W), g, h are cast to x's dtype; h, bias and the LayerNorm run in fp32 for bf16/fp16
 // inputs; the result has x's dtype. One fused autograd node: gradients reach x, weight (through
 // the STE `ste`), g, h and bias; sign(W) is recomputed in backward rather than stored.

@@ -109,6 +109,8 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   p.options = o;
   p.sharding = cfg.dist.sharding;
   p.shard_teacher = cfg.dist.shard_teacher;
+  p.latent_dtype = cfg.student.latent_dtype;
+  p.state_dtype = cfg.optim.state_dtype;
   const int64_t W = o.world_size;
   const Inventory inv = count(m, cfg.student.layers);
   p.params_total = inv.total;
@@ -134,8 +136,8 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   // ---- dtypes ----
   const int64_t tdt = dtype_bytes(cfg.model.dtype, "model.dtype");
   const int64_t c = dtype_bytes(cfg.train.precision, "train.precision");
-  const int64_t lat = dtype_bytes(o.latent_dtype, "latent dtype");
-  const int64_t st = dtype_bytes(o.state_dtype, "optimizer state dtype");
+  const int64_t lat = dtype_bytes(p.latent_dtype, "student.latent_dtype");
+  const int64_t st = dtype_bytes(p.state_dtype, "optim.state_dtype");
   const int64_t frozen_bytes_each = o.share_frozen ? tdt : 4;
   const int64_t r = frozen_bytes_each;  // residual stream: the dtype of the student's embedding
   const int64_t N = B * T;              // tokens per micro-step on this rank
@@ -157,7 +159,7 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
     teacher_note = cfg.model.dtype + ", decoder layers 1/" + std::to_string(W) + " + 2 gathered layers";
   }
   int64_t trainable = trainable_bytes;
-  std::string trainable_note = "latent W " + o.latent_dtype + ", g and h fp32";
+  std::string trainable_note = "latent W " + p.latent_dtype + ", g and h fp32";
   if (shard_params && W > 1) {
     trainable = ceil_div(trainable_bytes, W);
     trainable_note += ", 1/" + std::to_string(W);
@@ -209,8 +211,12 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   // fp32 gradient, and the activation gradients in flight ([N, I] and [N, H] tensors).
   const int64_t I = m.intermediate_size;
   const int64_t backward_ws = inv.max_linear * c + (c != lat ? inv.max_linear * lat : 0) + N * (3 * c * I + 2 * 4 * H);
-  // The optimizer step: AdamW's sqrt(v) and denominator of the largest tensor (fp32).
-  const int64_t optim_ws = 2 * inv.max_param * 4;
+  // The optimizer step: AdamW's sqrt(v) and denominator of the largest tensor (fp32). Lean
+  // precision updates one bucket at a time in fp32 copies of what it stores in bf16 (tensors and
+  // their gradients, moments): at most 4 copies of a bucket (a tensor larger than a bucket is one).
+  const int64_t lean_copies = (lat == 2 ? 2 : 0) + (st == 2 ? 2 : 0);
+  const int64_t lean_bucket = std::max(inv.max_param, kBucketBytes / (lat == 2 ? 2 : 4));
+  const int64_t optim_ws = std::max(2 * inv.max_param * 4, lean_copies * lean_bucket * 4);
 
   const int64_t static_bytes = teacher + trainable + frozen + optim + comm;
   // ParamSync keeps its gradient buffers (none, optimizer) or shards (gradients, full) from one
@@ -232,7 +238,7 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
       std::string(shard_grad && W > 1 ? "1/" + std::to_string(W) + ", " : "") +
           "kept between steps (ParamSync's flat buffers)");
   add("optimizer", "optimizer state (AdamW m, v)", optim,
-      o.state_dtype + (shard_opt && W > 1 ? ", 1/" + std::to_string(W) : ""));
+      p.state_dtype + (shard_opt && W > 1 ? ", 1/" + std::to_string(W) : ""));
   add("activations", "activations", at_update ? 0 : activations,
       std::string(ckpt ? "checkpointed" : "all layers saved") + ", " + std::to_string(N) + " tokens" +
           (at_update ? "; freed before the optimizer step" : ""));
@@ -240,7 +246,8 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
       std::to_string(chunk) + " tokens x " + std::to_string(V) + " vocabulary, fp32");
   add("comm_buffers", "communication buffers", comm, comm_note);
   add("workspace", "step workspace", at_update ? optim_ws : peak == bwd ? backward_ws : 0,
-      at_update ? "AdamW temporaries of the largest tensor" : "backward buffers of the largest layer");
+      at_update ? (lean_copies ? "AdamW's fp32 copies of one bucket (lean precision)" : "AdamW temporaries of the largest tensor")
+                : "backward buffers of the largest layer");
   p.peak_bytes = peak;
   // The margin: fragmentation of the caching allocator (or malloc), plus on a GPU the CUDA
   // context and the cuBLAS/NCCL workspaces outside the allocator.
@@ -302,10 +309,10 @@ MemoryPlan plan_memory(const config::TrainConfig& cfg, const models::ModelConfig
            c.data.batch_size /= 2;
            c.optim.grad_accum *= 2;
          });
-  if (o.latent_dtype != "bf16" || o.state_dtype != "bf16")
-    with("bf16 latent W and optimizer state (lean precision)", [](auto&, auto& po) {
-      po.latent_dtype = "bf16";
-      po.state_dtype = "bf16";
+  if (cfg.student.latent_dtype != "bf16" || cfg.optim.state_dtype != "bf16")
+    with("student.latent_dtype=bf16 optim.state_dtype=bf16", [](auto& c, auto&) {
+      c.student.latent_dtype = "bf16";
+      c.optim.state_dtype = "bf16";
     });
   with(std::to_string(o.world_size * 2) + " GPUs with dist.sharding=full", [](auto& c, auto& po) {
     po.world_size *= 2;
@@ -377,8 +384,8 @@ std::string format_plan(const MemoryPlan& p) {
   }
   os << "\n";
   os << "per GPU: world size " << p.options.world_size << ", sharding " << p.sharding
-     << (p.shard_teacher ? " (+teacher)" : "") << ", latent " << p.options.latent_dtype << ", optimizer state "
-     << p.options.state_dtype << "\n";
+     << (p.shard_teacher ? " (+teacher)" : "") << ", latent " << p.latent_dtype << ", optimizer state "
+     << p.state_dtype << "\n";
   for (const auto& c : p.components) {
     std::snprintf(line, sizeof line, "  %-30s %12s  %s\n", c.label.c_str(), format_bytes(c.bytes).c_str(),
                   c.note.c_str());
@@ -422,8 +429,8 @@ std::string plan_json(const MemoryPlan& p) {
        {{"world_size", p.options.world_size},
         {"sharding", p.sharding},
         {"shard_teacher", p.shard_teacher},
-        {"latent_dtype", p.options.latent_dtype},
-        {"state_dtype", p.options.state_dtype},
+        {"latent_dtype", p.latent_dtype},
+        {"state_dtype", p.state_dtype},
         {"share_frozen", p.options.share_frozen},
         {"cuda", p.options.cuda}}},
       {"memory",

@@ -17,8 +17,6 @@ namespace onebit::plan {
 struct PlanOptions {
   int64_t world_size = 1;
   bool cuda = true;                   // GPU run: a CUDA context and workspace in the margin
-  std::string latent_dtype = "fp32";  // student latent W: fp32 | bf16
-  std::string state_dtype = "fp32";   // AdamW moments: fp32 | bf16
   bool share_frozen = false;          // the student uses the teacher's embeddings, lm_head, norms
   int64_t budget_bytes = 0;           // memory of one device; 0 = unknown (no fit verdict)
 };
@@ -34,6 +32,7 @@ struct MemoryPlan {
   models::ModelConfig model;
   PlanOptions options;
   std::string sharding;  // none | optimizer | gradients | full
+  std::string latent_dtype, state_dtype;  // student.latent_dtype, optim.state_dtype
   bool shard_teacher = false;
   // Parameters (elements).
   int64_t params_total = 0;      // the teacher

@@ -50,6 +50,23 @@ TEST_CASE("config: defaults and a full file parse into the typed struct", "[conf
   CHECK(c.output_dir == "runs/x");
 }
 
+TEST_CASE("config: lean precision keys parse, default to fp32, and name themselves in errors", "[config]") {
+  const TrainConfig d = parse("");
+  CHECK(d.student.latent_dtype == "fp32");
+  CHECK(d.optim.state_dtype == "fp32");
+  const TrainConfig c = parse("student:\n  latent_dtype: bf16\n", {"optim.state_dtype=bf16"});
+  CHECK(c.student.latent_dtype == "bf16");
+  CHECK(c.optim.state_dtype == "bf16");
+  CHECK_THROWS_WITH(parse("", {"optim.state_dtyp=bf16"}),
+                    OB_CONTAINS("unknown key 'optim.state_dtyp' (did you mean 'optim.state_dtype'?)"));
+  CHECK_THROWS_WITH(parse("student:\n  latent_dtype: bfloat16\n"),
+                    OB_CONTAINS("config: student.latent_dtype must be one of fp32, bf16; got 'bfloat16'"));
+  // Both change what a checkpoint holds (the dtypes of the parameters and of the AdamW state).
+  CHECK(onebit::config::resume_conflicts(d, c) ==
+        std::vector<std::string>{"student.latent_dtype: was \"fp32\", now \"bf16\"",
+                                 "optim.state_dtype: was \"fp32\", now \"bf16\""});
+}
+
 TEST_CASE("config: overrides apply after the file, typed", "[config]") {
   const TrainConfig c = parse("optim:\n  lr: 1e-4\n",
                               {"optim.lr=2e-4", "kd.alpha=0.5", "train.deterministic=true", "data.batch_size=8",
@@ -130,6 +147,8 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"student.latent_init=zero", "student.latent_init must be one of scaled, keep; got 'zero'"},
       {"student.latent_scale=0", "student.latent_scale must be > 0"},
       {"student.layers=(", "student.layers is not a valid regular expression: '('"},
+      {"student.latent_dtype=fp16", "student.latent_dtype must be one of fp32, bf16; got 'fp16'"},
+      {"optim.state_dtype=int8", "optim.state_dtype must be one of fp32, bf16; got 'int8'"},
       {"model.dtype=int8", "model.dtype must be one of fp32, bf16, fp16; got 'int8'"},
       {"model.device=gpu", "model.device must be auto, cpu, cuda or cuda:N, got 'gpu'"},
       {"model.teacher=", "model.teacher must be set"},
@@ -217,7 +236,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 74);
+  CHECK(lines == 76);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -249,7 +268,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 74);
+  CHECK(keys == 76);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

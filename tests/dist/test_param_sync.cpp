@@ -167,3 +167,145 @@ TEST_CASE("ParamSync: bad options are one-line errors", "[dist]") {
   onebit::dist::NoSync sync;
   CHECK_THROWS_WITH(ParamSync({}, sync, {}), OB_CONTAINS("no trainable tensors"));
 }
+
+namespace {
+
+// bf16's spacing at |x| (8 significant bits): between 2^(e-1) and 2^e it is 2^(e-8).
+double bf16_spacing(double x) {
+  int e;
+  std::frexp(std::abs(x), &e);
+  return std::ldexp(1.0, e - 8);
+}
+
+// The kernel's fp32 math differs from the double reference by a few fp32 ulps: the stored value
+// may sit that far beyond a neighbour of the exact value (relative to the spacing, and absolute
+// where a difference cancels to near zero).
+constexpr double kNeighbourSlack = 1e-3, kFp32Slack = 1e-8;
+
+// Stored value vs the exact (double) value it stands for, element by element: every stored
+// bf16 value must be one of the exact value's two bf16 neighbours. Returns the mean signed
+// error in units of the spacing (for the unbiasedness check).
+double check_neighbours(const torch::Tensor& stored, const torch::Tensor& exact) {
+  const auto s = stored.to(torch::kFloat64).contiguous(), x = exact.to(torch::kFloat64).contiguous();
+  const double* ps = s.data_ptr<double>();
+  const double* px = x.data_ptr<double>();
+  double sum = 0;
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    const double sp = bf16_spacing(px[i]);
+    INFO("element " << i << ": stored " << ps[i] << ", exact " << px[i]);
+    REQUIRE(std::abs(ps[i] - px[i]) <= sp * (1 + kNeighbourSlack) + kFp32Slack);
+    sum += (ps[i] - px[i]) / sp;
+  }
+  return sum / double(s.numel());
+}
+
+}  // namespace
+
+TEST_CASE("ParamSync: bf16 latent and bf16 moments follow AdamW's formula up to stochastic rounding", "[dist]") {
+  // w: a bf16 latent [64, 64]; g: an fp32 vector. Two steps with fixed gradients, the second
+  // checked against AdamW written out in double from the stored (rounded) state of the first.
+  constexpr double kLr = 0.01, kB1 = 0.9, kB2 = 0.95, kEps = 1e-8, kWd = 0.1;
+  constexpr double kMeanBias = 0.05;  // 5 sigma of a mean of 4096 errors in [-1, 1] spacings
+  torch::manual_seed(4);
+  auto w = (torch::randn({64, 64}) * 0.01).to(torch::kBFloat16).requires_grad_(true);
+  auto g = torch::randn({64}).requires_grad_(true);
+  const auto G1 = torch::randn({64, 64}), G2 = torch::randn({64, 64}), H = torch::randn({64});
+  onebit::dist::NoSync sync;
+  ParamSyncOptions o;
+  o.beta1 = kB1;
+  o.beta2 = kB2;
+  o.eps = kEps;
+  o.weight_decay = kWd;
+  o.state_dtype = torch::kBFloat16;
+  o.seed = 7;
+  ParamSync ps({w, g}, sync, o);
+  auto step = [&](const torch::Tensor& G) {
+    ps.begin_backward(true);
+    ((w.to(torch::kFloat32) * G).sum() + (g * H).sum()).backward();
+    ps.finish_backward();
+    ps.step(kLr);
+    ps.zero_grad();
+  };
+  auto state = [&](const char* key) { return ps.state().at(key).to(torch::kFloat64); };
+  // Bucket 0 holds w (bf16), bucket 1 holds g (fp32); both have bf16 moments.
+  REQUIRE(ps.state().at("bucket0000.param").scalar_type() == torch::kBFloat16);
+  REQUIRE(ps.state().at("bucket0001.param").scalar_type() == torch::kFloat32);
+  REQUIRE(ps.state().at("bucket0001.exp_avg").scalar_type() == torch::kBFloat16);
+
+  const auto w0 = w.detach().to(torch::kFloat64).reshape({-1});
+  const auto g0 = g.detach().to(torch::kFloat64);
+  const auto g1 = G1.to(torch::kBFloat16).to(torch::kFloat64).reshape({-1});  // w's gradient is bf16
+  step(G1);
+  // Step 1: m = (1-b1)·g, v = (1-b2)·g², update lr·m̂/(√v̂+eps) with m̂ = m/(1-b1), v̂ = v/(1-b2).
+  const auto m1 = (1 - kB1) * g1, v1 = (1 - kB2) * g1 * g1;
+  const auto w1 = w0 * (1 - kLr * kWd) - kLr * (m1 / (1 - kB1)) / ((v1 / (1 - kB2)).sqrt() + kEps);
+  double bias = check_neighbours(state("bucket0000.param"), w1);
+  CHECK(std::abs(bias) < kMeanBias);
+  check_neighbours(state("bucket0000.exp_avg"), m1);
+  check_neighbours(state("bucket0000.exp_avg_sq"), v1);
+  // g stays fp32 (no rounding beyond fp32's), its moments are bf16.
+  const auto h = H.to(torch::kFloat64);
+  const auto gm1 = (1 - kB1) * h, gv1 = (1 - kB2) * h * h;
+  const auto gw1 = g0 * (1 - kLr * kWd) - kLr * (gm1 / (1 - kB1)) / ((gv1 / (1 - kB2)).sqrt() + kEps);
+  CHECK(torch::allclose(state("bucket0001.param"), gw1, 0, 1e-6));
+  check_neighbours(state("bucket0001.exp_avg"), gm1);
+  check_neighbours(state("bucket0001.exp_avg_sq"), gv1);
+
+  // Step 2 from the stored state.
+  const auto ws = state("bucket0000.param"), ms = state("bucket0000.exp_avg"), vs = state("bucket0000.exp_avg_sq");
+  const auto g2 = G2.to(torch::kBFloat16).to(torch::kFloat64).reshape({-1});
+  step(G2);
+  const auto m2 = kB1 * ms + (1 - kB1) * g2, v2 = kB2 * vs + (1 - kB2) * g2 * g2;
+  const auto w2 = ws * (1 - kLr * kWd) -
+                  kLr * (m2 / (1 - kB1 * kB1)) / ((v2 / (1 - kB2 * kB2)).sqrt() + kEps);
+  bias = check_neighbours(state("bucket0000.param"), w2);
+  CHECK(std::abs(bias) < kMeanBias);
+  const double m_bias = check_neighbours(state("bucket0000.exp_avg"), m2);
+  CHECK(std::abs(m_bias) < kMeanBias);
+  check_neighbours(state("bucket0000.exp_avg_sq"), v2);
+  CHECK(state("bucket0000.step").item<double>() == 2);
+}
+
+TEST_CASE("ParamSync: lean precision shrinks the state, moves W by steps below bf16's spacing, repeats exactly",
+          "[dist]") {
+  constexpr int64_t kW = 4096, kG = 64;
+  auto run = [&](torch::Dtype latent, torch::Dtype state, uint64_t seed, double lr, int64_t* bytes) {
+    auto w = torch::full({kW}, 0.01, torch::kFloat32).to(latent).requires_grad_(true);
+    auto g = torch::ones({kG}).requires_grad_(true);
+    onebit::dist::NoSync sync;
+    ParamSyncOptions o;
+    o.weight_decay = 0;
+    o.state_dtype = state;
+    o.seed = seed;
+    ParamSync ps({w, g}, sync, o);
+    if (bytes) *bytes = ps.state_bytes();
+    ps.begin_backward(true);
+    (w.to(torch::kFloat32).sum() + g.sum()).backward();  // gradient 1: the first step moves by lr
+    ps.finish_backward();
+    ps.step(lr);
+    return w.detach().to(torch::kFloat64);
+  };
+  // Bytes: parameters + gradients in their dtype, two moments in the state dtype, one fp32 step
+  // count per bucket (one bucket when everything is fp32, two otherwise).
+  int64_t fp32 = 0, lean_w = 0, lean_state = 0, lean_both = 0;
+  run(torch::kFloat32, torch::kFloat32, 1, 1e-3, &fp32);
+  run(torch::kBFloat16, torch::kFloat32, 1, 1e-3, &lean_w);
+  run(torch::kFloat32, torch::kBFloat16, 1, 1e-3, &lean_state);
+  run(torch::kBFloat16, torch::kBFloat16, 1, 1e-3, &lean_both);
+  CHECK(fp32 == 2 * (kW + kG) * 4 + 2 * (kW + kG) * 4 + 4);
+  CHECK(lean_w == 2 * (kW * 2 + kG * 4) + 2 * (kW + kG) * 4 + 2 * 4);
+  CHECK(lean_state == 2 * (kW + kG) * 4 + 2 * (kW + kG) * 2 + 4);
+  CHECK(lean_both == 2 * (kW * 2 + kG * 4) + 2 * (kW + kG) * 2 + 2 * 4);
+
+  // A step of 1e-5 is 1/6 of bf16's spacing at 0.01 (2^-14): round-to-nearest would keep every
+  // weight; stochastic rounding moves each down one spacing with probability 1e-5 / 2^-14.
+  const double w0 = double(float(at::BFloat16(0.01f))), spacing = std::ldexp(1.0, -14), lr = 1e-5;
+  const auto a = run(torch::kBFloat16, torch::kBFloat16, 1, lr, nullptr);
+  const double p = lr / spacing;
+  const double moved = a.ne(w0).to(torch::kFloat64).mean().item<double>();
+  CHECK(std::abs(moved - p) < 5 * std::sqrt(p * (1 - p) / double(kW)));
+  CHECK(torch::all(a.eq(w0) | a.eq(w0 - spacing)).item<bool>());
+  // The same seed repeats the run bit for bit; another seed rounds differently.
+  CHECK(torch::equal(a, run(torch::kBFloat16, torch::kBFloat16, 1, lr, nullptr)));
+  CHECK(!torch::equal(a, run(torch::kBFloat16, torch::kBFloat16, 2, lr, nullptr)));
+}

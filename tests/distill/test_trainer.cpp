@@ -574,3 +574,91 @@ TEST_CASE("trainer: inf/NaN gradients in fp32 and bf16 skip the step on every ra
     CHECK_THROWS_WITH(tr.step(), OB_CONTAINS("the gradients were NaN/inf for 3 steps in a row"));
   }
 }
+
+TEST_CASE("trainer: bf16 latent W and bf16 AdamW moments learn, shrink the state, and resume bit for bit",
+          "[distill]") {
+  // student.latent_dtype=bf16 (set_latent_dtype does what load_train_models does with it) and
+  // optim.state_dtype=bf16, in fp32 compute and under bf16 autocast.
+  auto lean = [](const std::string& precision) {
+    Setup s = make_setup();
+    s.cfg.train.precision = precision;
+    s.cfg.student.latent_dtype = "bf16";
+    s.cfg.optim.state_dtype = "bf16";
+    onebit::models::set_latent_dtype(*s.student, torch::kBFloat16);
+    return s;
+  };
+  auto buckets = [](onebit::distill::Trainer& tr) {
+    int64_t n = 0;
+    for (const auto& [key, t] : tr.param_sync().state()) n += key.size() > 5 && key.substr(key.size() - 5) == ".step";
+    return n;
+  };
+  int64_t fp32_bytes = 0, fp32_buckets = 0;
+  {
+    Setup s = make_setup();
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    fp32_bytes = tr.param_sync().state_bytes();
+    fp32_buckets = buckets(tr);
+  }
+  for (const std::string precision : {"fp32", "bf16"}) {
+    CAPTURE(precision);
+    Setup s = lean(precision);
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    int64_t latent = 0, other = 0;
+    for (const auto& [name, t] : tr.trainable()) {
+      INFO(name);
+      const bool is_w = name.size() > 7 && name.substr(name.size() - 7) == ".weight";
+      CHECK(t.scalar_type() == (is_w ? torch::kBFloat16 : torch::kFloat32));
+      (is_w ? latent : other) += t.numel();
+    }
+    // Each layer's latent W share a bf16 bucket, its g and h an fp32 one: twice the buckets.
+    CHECK(buckets(tr) == 2 * fp32_buckets);
+    // Parameters and gradients: 2 bytes per latent value instead of 4; moments: 4 bytes instead
+    // of 8 per trainable value; one more fp32 step count per extra bucket.
+    const int64_t want = fp32_bytes - 2 * 2 * latent - 4 * (latent + other) + 4 * fp32_buckets;
+    CHECK(tr.param_sync().state_bytes() == want);
+    const auto first = tr.step();
+    onebit::distill::StepStats last;
+    for (int i = 0; i < 29; ++i) last = tr.step();
+    CAPTURE(first.loss, last.loss);
+    CHECK(last.step == 30);
+    CHECK(last.loss < 0.7 * first.loss);
+  }
+
+  // Resume: 6 steps, a checkpoint, 6 more from it in a fresh trainer give the uninterrupted 12
+  // steps' losses and trainable tensors exactly (the rounding bits come from the seed and step).
+  constexpr int kSteps = 12, kCut = 6;
+  std::vector<double> whole, resumed;
+  std::map<std::string, torch::Tensor> whole_end, resumed_end;
+  {
+    Setup s = lean("fp32");
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    for (int i = 0; i < kSteps; ++i) whole.push_back(tr.step().loss);
+    whole_end = snapshot(tr);
+  }
+  onebit::test::TempDir dir("trainer_lean_resume");
+  onebit::distill::CheckpointManager ckpts(dir.path, 1);
+  {
+    Setup s = lean("fp32");
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    for (int i = 0; i < kCut; ++i) resumed.push_back(tr.step().loss);
+    onebit::distill::TrainState state;
+    tr.save_state(state);
+    ckpts.save(tr.param_sync(), state);
+  }
+  {
+    Setup s = lean("fp32");
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    const auto latest = ckpts.latest_valid();
+    REQUIRE(latest.has_value());
+    tr.load_state(ckpts.load(*latest, tr.param_sync()));
+    for (int i = kCut; i < kSteps; ++i) resumed.push_back(tr.step().loss);
+    resumed_end = snapshot(tr);
+  }
+  CHECK(resumed == whole);
+  CHECK(same(whole_end, resumed_end));
+}

@@ -60,10 +60,11 @@ TEST_CASE("plan: state components follow the dtypes and the sharding", "[plan]")
   CHECK(p.blocks == 132000);
   CHECK(p.steps == 50 * (132000 / 4) / 32);
 
-  o.latent_dtype = "bf16";
-  o.state_dtype = "bf16";
+  cfg.student.latent_dtype = "bf16";
+  cfg.optim.state_dtype = "bf16";
   o.share_frozen = true;
   p = plan::plan_memory(cfg, m, o);
+  cfg.student.latent_dtype = cfg.optim.state_dtype = "fp32";
   CHECK(p.component("student_trainable").bytes == 2 * replaced + 4 * (trainable - replaced));
   CHECK(p.component("optimizer").bytes == 4 * trainable);
   CHECK(p.component("student_frozen").bytes == 0);
