@@ -222,6 +222,29 @@ TEST_CASE("OneBitLinear weight gradient is the STE factor times dL/dsign(W)", "[
   }
 }
 
+TEST_CASE("OneBitLinear with a bf16 latent W: the fp32 forward, dW the dense formula's rounded to bf16", "[layer]") {
+  // student.latent_dtype=bf16: the forward uses sign(W) only, so it equals the fp32 layer's on
+  // the same signs; dW = STE factor (in fp32) times dL/dsign(W), returned in bf16.
+  auto p = random_params(12, 10, torch::kFloat32, 5);
+  p.w = p.w * 0.01;  // latent init scale: sign(W)·0.01
+  const auto up = torch::randn({3, 5, 10});
+  const auto w16 = p.w.to(torch::kBFloat16).requires_grad_();
+  const auto w32 = w16.detach().to(torch::kFloat32).requires_grad_();  // the same values in fp32
+  for (auto kind : {SteKind::Tanh, SteKind::Clipped}) {
+    CAPTURE(onebit::nn::to_string(kind));
+    const auto y16 = F::onebit_linear(p.x, w16, p.g, p.h, p.b, true, kEps, kind);
+    const auto y32 = F::onebit_linear(p.x, w32, p.g, p.h, p.b, true, kEps, kind);
+    CHECK(y16.scalar_type() == torch::kFloat32);
+    CHECK(torch::equal(y16, y32));
+    (y16 * up).sum().backward();
+    (y32 * up).sum().backward();
+    REQUIRE(w16.grad().scalar_type() == torch::kBFloat16);
+    CHECK(torch::equal(w16.grad(), w32.grad().to(torch::kBFloat16)));
+    w16.mutable_grad().reset();
+    w32.mutable_grad().reset();
+  }
+}
+
 TEST_CASE("OneBitLinear gradients of x, g, h and bias match central finite differences", "[layer]") {
   for (bool post_ln : {true, false}) {
     CAPTURE(post_ln);
