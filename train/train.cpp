@@ -3,6 +3,7 @@
 // Run directory (output_dir): config.yaml (resolved), metrics.jsonl, checkpoints/, student/.
 // Several processes (torchrun or srun: onebit/dist/launch.h) train data-parallel through
 // C10dSync; rank 0 alone writes the run directory and prints.
+#include <signal.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +35,7 @@
 #include "onebit/plan/memory_plan.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/progress.h"
+#include "onebit/util/stop_signals.h"
 
 namespace fs = std::filesystem;
 using namespace onebit;
@@ -96,6 +98,14 @@ void check_resumable(const fs::path& ckpt, const config::TrainConfig& cfg, int w
   for (const auto& d : diffs) list += (list.empty() ? "" : "; ") + d;
   fail("cannot resume from ", ckpt.string(), ": it belongs to a different run (", list,
        "); use another output_dir, or train.resume=never to start over");
+}
+
+// The stop signal every rank acts on after this step: 0 while no rank received SIGTERM or
+// SIGUSR1; otherwise SIGTERM if any rank received it, else SIGUSR1. One allreduce per step
+// (two on the step that stops), so a signal to one rank stops all of them at the same step.
+int agreed_stop(dist::GradSync& sync, int local) {
+  if (!sync.any(local != 0)) return 0;
+  return sync.any(local == SIGTERM) ? SIGTERM : SIGUSR1;
 }
 
 // The memory planner's settings from the command line (docs/training.md, "Will it fit?").
@@ -225,13 +235,14 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   }
   // Every rank writes its shard; rank 0 commits once all are complete (no rank races past it).
   int64_t saved_step = -1;
+  fs::path saved_path;
   auto save = [&] {
     distill::TrainState st;
     trainer.save_state(st);
     st.counters["data_epoch"] = batches.position().epoch;
     st.counters["data_index"] = batches.position().index;
     st.config_yaml = run_yaml;
-    ckpts.save(trainer.param_sync(), st);
+    saved_path = ckpts.save(trainer.param_sync(), st);
     saved_step = st.step;
   };
 
@@ -249,6 +260,9 @@ int run(const std::string& config_path, const std::vector<std::string>& override
   const auto t0 = std::chrono::steady_clock::now();
   int64_t tokens = 0;
   bool warned_plan = false;
+  // From here on SIGTERM/SIGUSR1 end the run after the current step with a checkpoint
+  // (docs/RELIABILITY.md, "Preemption"); before, they end the process as usual (nothing to save).
+  std::optional<util::StopSignals> stop_signals(std::in_place);
   while (trainer.steps_done() < total) {
     const auto st = trainer.step();
     tokens += st.tokens * launch.world_size;  // all ranks: every rank's batch has the same shape
@@ -285,7 +299,19 @@ int run(const std::string& config_path, const std::vector<std::string>& override
       bar->update(trainer.steps_done(), extra);
     }
     if (cfg.train.save_every > 0 && !st.skipped && st.step % cfg.train.save_every == 0) save();
+    if (const int sig = agreed_stop(sync, stop_signals->received())) {
+      if (saved_step != trainer.steps_done()) save();
+      if (bar) bar->finish();
+      if (lead)
+        std::cerr << "onebit-train: " << util::signal_name(sig) << ": stopped after step " << trainer.steps_done()
+                  << " of " << total << ", checkpoint " << saved_path.string() << ", exit "
+                  << util::exit_code_for(sig) << "; the same command resumes" << std::endl;
+      // No rank may leave (rank 0 takes the store with it) before all saw the checkpoint complete.
+      if (group) group->barrier("checkpoint after " + std::string(util::signal_name(sig)));
+      return util::exit_code_for(sig);
+    }
   }
+  stop_signals.reset();  // the end of the run (student, final table) is not checkpointed: signals end it
   if (bar) bar->finish();
   if (saved_step != trainer.steps_done()) save();  // the last periodic checkpoint is not rewritten
   const int64_t steps_done = trainer.steps_done();

@@ -1,13 +1,18 @@
 // onebit-train with two processes (Gloo on 127.0.0.1, CPU, fp32) against one process: the
-// same loss sequence and final student, and clear errors when a rank is missing or dies.
+// same loss sequence and final student; clear errors within dist.timeout_s when a rank is
+// missing, dies or hangs (2 and 4 processes); SIGTERM to every rank or to one.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
+#include <memory>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "onebit/dist/c10d_sync.h"
+#include "onebit/distill/checkpoint.h"
 #include "onebit/io/safetensors.h"
 #include "tests/data/tmpdir.h"
 #include "tests/dist/spawn.h"
@@ -270,4 +275,164 @@ TEST_CASE("onebit-train under torchrun: the ranks use its agent's store", "[dist
   REQUIRE(rc == 0);
   CHECK_THAT(run.output(), OB_CONTAINS("dist: 2 ranks (torchrun), gloo at"));
   CHECK(losses(dir.path / "run" / "metrics.jsonl").size() == 2);
+}
+
+namespace {
+
+// Ranks 0..world-1 of one onebit-train run (the same arguments), logs <dir>/<tag>R.log.
+struct Ranks {
+  int port = onebit::test::free_port();
+  std::vector<std::unique_ptr<Child>> r;
+  Ranks(const onebit::test::TempDir& dir, int world, const std::vector<std::string>& args, const std::string& tag) {
+    std::vector<std::string> argv = {train_exe()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    for (int i = 0; i < world; ++i)
+      r.push_back(std::make_unique<Child>(argv, rank_env(i, world, port), dir.str(tag + std::to_string(i) + ".log")));
+  }
+  bool all_running() {
+    for (auto& c : r)
+      if (!c->running()) return false;
+    return true;
+  }
+  std::string outputs() const {
+    std::string s;
+    for (size_t i = 0; i < r.size(); ++i) s += "--- rank " + std::to_string(i) + ":\n" + r[i]->output();
+    return s;
+  }
+  // Waits (while every rank runs) until `metrics` has at least n lines.
+  void wait_for_lines(const fs::path& metrics, int64_t n) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (count_lines(metrics) < n && all_running() && seconds_since(t0) < kRunTimeoutS)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    INFO(outputs());
+    REQUIRE(count_lines(metrics) >= n);
+  }
+};
+
+std::string step_dir(int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  return name;
+}
+
+}  // namespace
+
+TEST_CASE("onebit-train: SIGTERM to every rank, or to one, stops all at the same step with a checkpoint and "
+          "exit 143; the same command resumes to the uninterrupted result",
+          "[dist]") {
+  OB_REQUIRE_OR_SKIP(ready(), kNotReady);
+  onebit::test::TempDir dir("train_sigterm");
+  const int steps = 60;
+  const std::string cfg = write_config(dir, "whole", 1, steps);
+  run_two(dir, cfg, "whole");
+  // The interrupted run trains with the first run's teacher (no final table) into its own folder.
+  const std::vector<std::string> args = {"--config", cfg, "output_dir=" + dir.str("cut"),
+                                         "model.teacher=" + dir.str("whole/teacher"), "dist.timeout_s=30"};
+  const fs::path metrics = dir.path / "cut" / "metrics.jsonl";
+  int64_t stopped_at = 0;
+  for (const bool every_rank : {true, false}) {
+    INFO((every_rank ? "SIGTERM to both ranks" : "SIGTERM to rank 1 only"));
+    Ranks ranks(dir, 2, args, every_rank ? "all" : "one");
+    ranks.wait_for_lines(metrics, count_lines(metrics) + 3);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (every_rank) ranks.r[0]->signal(SIGTERM);
+    ranks.r[1]->signal(SIGTERM);
+    const int rc0 = ranks.r[0]->wait(kRunTimeoutS), rc1 = ranks.r[1]->wait(kRunTimeoutS);
+    const double secs = seconds_since(t0);
+    INFO(ranks.outputs());
+    CHECK(rc0 == 143);
+    CHECK(rc1 == 143);
+    const auto st = losses(metrics);
+    REQUIRE(st.size() < size_t(steps));
+    const int64_t last = int64_t(st.size());  // one line per step, no step repeated (checked below)
+    CHECK(last > stopped_at);
+    stopped_at = last;
+    CHECK(onebit::distill::CheckpointManager::check(dir.path / "cut" / "checkpoints" / step_dir(last)).empty());
+    CHECK_THAT(ranks.r[0]->output(), OB_CONTAINS("onebit-train: SIGTERM: stopped after step " + std::to_string(last) +
+                                                 " of " + std::to_string(steps)));
+    CHECK(ranks.r[1]->output().empty());
+    CHECK(secs < 10);
+    WARN((every_rank ? "both ranks" : "rank 1 only") << " signalled: both exited 143 after step " << last << ", "
+                                                      << secs << " s after the signal");
+  }
+  const auto [out0, out1] = run_two(dir, cfg, "rest", std::vector<std::string>(args.begin() + 2, args.end()));
+  CHECK_THAT(out0, OB_CONTAINS("at step " + std::to_string(stopped_at)));
+  const auto a = losses(dir.path / "whole" / "metrics.jsonl"), b = losses(metrics);
+  REQUIRE(a.size() == size_t(steps));
+  CHECK(a == b);  // every step once, the same losses
+  CHECK(onebit::io::read_file(dir.str("whole/student/model.safetensors")) ==
+        onebit::io::read_file(dir.str("cut/student/model.safetensors")));
+}
+
+TEST_CASE("onebit-train, 4 processes: a rank killed mid-run stops the other three with one error line each",
+          "[dist]") {
+  OB_REQUIRE_OR_SKIP(ready(), kNotReady);
+  onebit::test::TempDir dir("train_dies4");
+  const int timeout_s = 10;
+  Ranks ranks(dir, 4, {"--config", write_config(dir, "run", 1, 100000), "dist.timeout_s=" + std::to_string(timeout_s)},
+              "r");
+  ranks.wait_for_lines(dir.path / "run" / "metrics.jsonl", 1);
+  ranks.r[2]->kill();
+  const auto killed = std::chrono::steady_clock::now();
+  double slowest = 0;
+  for (int i : {0, 1, 3}) {
+    const int rc = ranks.r[size_t(i)]->wait(timeout_s + kStartSlackS);
+    slowest = std::max(slowest, seconds_since(killed));
+    const std::string out = ranks.r[size_t(i)]->output();
+    INFO("rank " << i << ":\n" << out);
+    CHECK(rc == 1);
+    CHECK_THAT(out, OB_CONTAINS("onebit-train: error: dist: "));
+    CHECK_THAT(out, OB_CONTAINS("on rank " + std::to_string(i) + " of 4 after"));
+    CHECK(out.find("frame #") == std::string::npos);
+    if (i != 0) CHECK(std::count(out.begin(), out.end(), '\n') == 1);  // the error line alone
+  }
+  CHECK(slowest < timeout_s);
+  WARN("4 ranks, rank 2 killed: the last of the others exited " << slowest << " s later (dist.timeout_s=" << timeout_s
+                                                                  << ")");
+}
+
+TEST_CASE("onebit-train, 4 processes: rank 0 hung while sampling stops the others after dist.timeout_s", "[dist]") {
+  OB_REQUIRE_OR_SKIP(ready(), kNotReady);
+  onebit::test::TempDir dir("train_sample_hang4");
+  const int timeout_s = 3;
+  // Enough samples that sampling lasts well past the moment rank 0 is stopped.
+  Ranks ranks(dir, 4,
+              {"--config", write_config(dir, "run", 1, 4), "dist.timeout_s=" + std::to_string(timeout_s),
+               "data.num_samples=100000"},
+              "r");
+  // Sampling has begun once rank 0 created the dataset (its index.json) and committed a round.
+  const fs::path index = dir.path / "run" / "samples" / "index.json";
+  const auto t0 = std::chrono::steady_clock::now();
+  auto committed = [&] {
+    std::ifstream f(index);
+    const auto j = nlohmann::json::parse(f, nullptr, false);
+    return !j.is_discarded() && j.value("num_samples", int64_t(0)) > 0;
+  };
+  while (!committed() && ranks.all_running() && seconds_since(t0) < kRunTimeoutS)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  {
+    INFO(ranks.outputs());
+    REQUIRE(committed());
+    REQUIRE(ranks.all_running());
+  }
+  ranks.r[0]->signal(SIGSTOP);  // alive, sockets open, silent
+  const auto stopped = std::chrono::steady_clock::now();
+  double first = 1e9, slowest = 0;
+  for (int i : {1, 2, 3}) {
+    const int rc = ranks.r[size_t(i)]->wait(timeout_s + kStartSlackS);
+    const double secs = seconds_since(stopped);
+    first = std::min(first, secs);
+    slowest = std::max(slowest, secs);
+    const std::string out = ranks.r[size_t(i)]->output();
+    INFO("rank " << i << ":\n" << out);
+    CHECK(rc == 1);
+    CHECK_THAT(out, OB_CONTAINS("onebit-train: error: dist: "));
+    CHECK_THAT(out, OB_CONTAINS("(dist.timeout_s=3); a rank probably died or hangs"));
+    CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  }
+  ranks.r[0]->kill();
+  CHECK(first >= timeout_s - 0.5);
+  CHECK(slowest < timeout_s + 5);
+  WARN("4 ranks, rank 0 stopped while sampling: the others exited " << first << "-" << slowest
+                                                                     << " s later (dist.timeout_s=" << timeout_s << ")");
 }

@@ -1,6 +1,7 @@
 // Fault injection on onebit-train (CPU, deterministic): a full disk while a checkpoint is
-// written, and kill -9 at many moments of a run (sampling, training, checkpoint writes), each
-// time resumed with resume=auto. The run must never lose work or end differently.
+// written, kill -9 at many moments of a run (sampling, training, checkpoint writes), and
+// SIGTERM/SIGUSR1 (a SLURM preemption or time limit), each time resumed with resume=auto.
+// The run must never lose work or end differently.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -11,10 +12,13 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <thread>
 
 #include "onebit/distill/checkpoint.h"
+#include "onebit/util/stop_signals.h"
 #include "tests/distill/train_program.h"
 
 extern char** environ;
@@ -80,10 +84,18 @@ std::pair<int64_t, bool> checkpoint_progress(const fs::path& dir) {
   return {best, writing};
 }
 
-// Starts onebit-train ARGS (output to /dev/null) and SIGKILLs it once `due()` says so.
-// Returns true when it was killed, false when it exited 0 first; fails the test on any other exit.
+// Lines of a file another process is appending to (a partial last line does not count).
+size_t complete_lines(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return static_cast<size_t>(std::count(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>(), '\n'));
+}
+
+// Starts onebit-train ARGS (stdout and stderr to `log`) and sends it `sig` once `due(seconds
+// since start)` says so (once). Returns the exit status (128 + N when signal N ended it) and
+// whether the signal was sent.
 template <class Due>
-bool run_until_killed(const std::vector<std::string>& args, Due due) {
+std::pair<int, bool> run_signalled(const std::vector<std::string>& args, int sig, Due due,
+                                   const std::string& log = "/dev/null") {
   std::vector<char*> argv;
   const std::string exe = onebit::test::train_program();
   argv.push_back(const_cast<char*>(exe.c_str()));
@@ -91,7 +103,7 @@ bool run_until_killed(const std::vector<std::string>& args, Due due) {
   argv.push_back(nullptr);
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&fa, 1, 2);
   pid_t pid = 0;
   const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
@@ -99,16 +111,26 @@ bool run_until_killed(const std::vector<std::string>& args, Due due) {
   REQUIRE(rc == 0);
   const auto t0 = std::chrono::steady_clock::now();
   int status = 0;
-  while (::waitpid(pid, &status, WNOHANG) == 0) {
+  bool sent = false;
+  while (::waitpid(pid, &status, sent ? 0 : WNOHANG) == 0) {
     if (due(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return true;
+      ::kill(pid, sig);
+      sent = true;
+      continue;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), sent};
+}
+
+// Starts onebit-train ARGS and SIGKILLs it once `due()` says so.
+// Returns true when it was killed, false when it exited 0 first; fails the test on any other exit.
+template <class Due>
+bool run_until_killed(const std::vector<std::string>& args, Due due) {
+  const auto [status, killed] = run_signalled(args, SIGKILL, due);
+  if (killed) return true;
   INFO("exit status " << status);
-  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  REQUIRE(status == 0);
   return false;
 }
 
@@ -156,6 +178,68 @@ TEST_CASE("onebit-train: 20 kill -9 (start-up, sampling, training, checkpoint wr
   REQUIRE_FALSE(run_until_killed(cut_args, [](double) { return false; }));
   CHECK(kills >= 15);   // most runs were really cut short (a run may finish before its kill)
   CHECK(in_write >= 3); // and several of them mid-way through writing a checkpoint
+  const std::string a = onebit::io::read_file(dir.str("whole/student/model.safetensors"));
+  const std::string b = onebit::io::read_file(dir.str("cut/student/model.safetensors"));
+  CHECK(!a.empty());
+  CHECK(a == b);
+}
+
+TEST_CASE("onebit-train: SIGTERM and SIGUSR1 end the run after the step with a checkpoint and exit 128+signal; "
+          "the same command resumes to the same student bit for bit",
+          "[distill][faults]") {
+  OB_TRAIN_OR_SKIP();
+  onebit::test::TempDir dir("train_sigterm");
+  const std::string cfg = tiny_config(dir, tiny_teacher(dir));
+  // No periodic checkpoints: the one at the stop is the signal's.
+  const std::vector<std::string> common = {"--config", cfg, "train.save_every=0", "train.max_steps=40"};
+  auto with = [&](const std::string& out) {
+    auto a = common;
+    a.push_back("output_dir=" + dir.str(out));
+    return a;
+  };
+  REQUIRE(run_signalled(with("whole"), SIGTERM, [](double) { return false; }).first == 0);
+
+  const fs::path cut = dir.path / "cut";
+  const std::string log = dir.str("cut.log");
+  int64_t stopped_at = 0;
+  for (const int sig : {SIGTERM, SIGUSR1}) {
+    INFO(onebit::util::signal_name(sig));
+    // Signalled once its metrics show 3 more steps than the previous run left.
+    const size_t after = complete_lines(cut / "metrics.jsonl") + 3;
+    std::chrono::steady_clock::time_point sent_at;
+    const auto [status, sent] = run_signalled(
+        with("cut"), sig,
+        [&](double) {
+          if (complete_lines(cut / "metrics.jsonl") < after) return false;
+          sent_at = std::chrono::steady_clock::now();
+          return true;
+        },
+        log);
+    const double exit_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent_at).count();
+    const std::string out = onebit::io::read_file(log);
+    INFO(out);
+    REQUIRE(sent);
+    CHECK(status == 128 + sig);
+    const auto steps = onebit::test::step_lines((cut / "metrics.jsonl").string());
+    REQUIRE(steps.size() >= after);
+    REQUIRE(steps.size() < 40);
+    const int64_t last = steps.back()["step"].get<int64_t>();
+    CHECK(last > stopped_at);
+    stopped_at = last;
+    char name[32];
+    std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(last));
+    CHECK(onebit::distill::CheckpointManager::check(cut / "checkpoints" / name).empty());
+    CHECK_THAT(out, OB_CONTAINS(std::string("onebit-train: ") + onebit::util::signal_name(sig) + ": stopped after step " +
+                                std::to_string(last) + " of 40, checkpoint "));
+    CHECK_THAT(out, OB_CONTAINS("exit " + std::to_string(128 + sig) + "; the same command resumes"));
+    CHECK(exit_s < 10);  // one tiny step and a checkpoint, far inside SLURM's 30 s KillWait
+    WARN(onebit::util::signal_name(sig) << " at step " << last << ": exit " << status << " " << exit_s
+                                        << " s after the signal");
+  }
+  const auto [status, sent] = run_signalled(with("cut"), SIGTERM, [](double) { return false; }, log);
+  INFO(onebit::io::read_file(log));
+  REQUIRE(status == 0);
+  CHECK_THAT(onebit::io::read_file(log), OB_CONTAINS("at step " + std::to_string(stopped_at)));
   const std::string a = onebit::io::read_file(dir.str("whole/student/model.safetensors"));
   const std::string b = onebit::io::read_file(dir.str("cut/student/model.safetensors"));
   CHECK(!a.empty());

@@ -195,6 +195,30 @@ TEST_CASE("SignSTE backward follows each kind's formula", "[layer]") {
   }
 }
 
+TEST_CASE("SignSTE forward and backward are the same on 1 and 2 threads", "[layer]") {
+  // Past the CPU loops' parallel grain (32768 elements) with a ragged end, so that 2 threads
+  // split the work; each element is computed alone, so the split must not change a bit.
+  torch::manual_seed(4);
+  const int before = torch::get_num_threads();
+  for (auto dt : {torch::kFloat32, torch::kFloat64}) {
+    auto w = torch::randn({3 * 32768 + 7}, dt) * 2;
+    auto up = torch::randn_like(w);
+    for (auto kind : {SteKind::Tanh, SteKind::Identity, SteKind::Clipped}) {
+      CAPTURE(dt, onebit::nn::to_string(kind));
+      std::vector<torch::Tensor> out;
+      for (int threads : {1, 2}) {
+        torch::set_num_threads(threads);
+        out.push_back(onebit::autograd::sign_pm1(w, torch::kBFloat16));
+        out.push_back(onebit::autograd::sign_pm1(w, dt));
+        out.push_back(onebit::autograd::ste_backward(up.to(torch::kBFloat16), w, kind));
+        out.push_back(onebit::autograd::ste_backward_(up.clone(), w, kind));
+      }
+      for (size_t i = 0; i < 4; ++i) CHECK(torch::equal(out[i], out[i + 4]));
+    }
+  }
+  torch::set_num_threads(before);
+}
+
 TEST_CASE("fp32 tanh STE factor is accurate over the whole range", "[layer]") {
   // The fp32 CPU path computes 1.001 − tanh² from its own exp; compare with double tanh.
   auto w = torch::cat({torch::linspace(-30, 30, 200001), torch::tensor({0.0f, -0.0f, 1e-30f, 88.0f, -1e4f})});
