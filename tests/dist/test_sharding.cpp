@@ -181,6 +181,10 @@ std::vector<torch::Tensor> train_all(onebit::dist::GradSync& sync, const fs::pat
 bool worker_mode() { return std::getenv("ONEBIT_SHARD_WORKER_OUT") != nullptr; }
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+// Largest |got - want| per step, relative to max(1, |want|).
+double max_rel_diff(const torch::Tensor& got, const torch::Tensor& want) {
+  return (got - want).abs().div(want.abs().clamp_min(1.0)).max().item<double>();
+}
 
 // Runs `world` worker processes; returns rank 0's results (checked equal to the others').
 std::vector<torch::Tensor> run_workers(const onebit::test::TempDir& dir, int world) {
@@ -245,8 +249,7 @@ TEST_CASE("sharding: 1 x batch 4, 2 x batch 2 and 4 x batch 1 train alike in eve
     REQUIRE(got.size() == n + kPer + kPer * (kResumed.size() + 1) + 2);
     for (size_t k = 0; k < runs; ++k) {
       INFO("world " << world << ", mode " << kModes[k / 2] << ", grad_accum " << kAccums[k % 2]);
-      const auto& a = ref[at(k, 0)];
-      const double dl = (got[at(k, 0)] - a).abs().div(a.abs().clamp_min(1.0)).max().item<double>();
+      const double dl = max_rel_diff(got[at(k, 0)], ref[at(k, 0)]);
       const double dw = max_abs_diff(got[at(k, 1)], ref[at(k, 1)]);
       CAPTURE(dl, dw);
       CHECK(dl < kLossTol);
@@ -263,7 +266,7 @@ TEST_CASE("sharding: 1 x batch 4, 2 x batch 2 and 4 x batch 1 train alike in eve
       // dist.shard_teacher (full, grad_accum 2): the one-process full run's losses and student.
       INFO("world " << world << ", full with dist.shard_teacher");
       const size_t full2 = 2 * 3 + 1;
-      const double dl = (got[n] - ref[at(full2, 0)]).abs().div(ref[at(full2, 0)].abs().clamp_min(1.0)).max().item<double>();
+      const double dl = max_rel_diff(got[n], ref[at(full2, 0)]);
       const double dw = max_abs_diff(got[n + 1], ref[at(full2, 1)]);
       CAPTURE(dl, dw);
       CHECK(dl < kLossTol);
@@ -273,8 +276,7 @@ TEST_CASE("sharding: 1 x batch 4, 2 x batch 2 and 4 x batch 1 train alike in eve
     }
     for (size_t k = runs; k < runs + lean_runs; ++k) {
       INFO("world " << world << ", lean precision, mode " << kLeanModes[k - runs]);
-      const auto& a = ref[at(k, 0)];
-      const double dl = (got[at(k, 0)] - a).abs().div(a.abs().clamp_min(1.0)).max().item<double>();
+      const double dl = max_rel_diff(got[at(k, 0)], ref[at(k, 0)]);
       const double dw = max_abs_diff(got[at(k, 1)], ref[at(k, 1)]);
       CAPTURE(dl, dw);
       CHECK(dl < kLossTol);
