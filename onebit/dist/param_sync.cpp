@@ -88,17 +88,21 @@ struct ParamSync::Impl final : models::LayerHooks {
   bool ended = false;  // end_training(): parameters only
   int64_t peak_bytes = 0;
 
-  // Bytes of trainable state held right now, every transient tensor included.
-  int64_t held_bytes() const {
+  // Bytes of trainable state held right now: what is kept between steps, and with `transient`
+  // what lives only during a step too (reduction buckets, autograd's own gradients until
+  // launch() copies them out).
+  int64_t held_bytes(bool transient = true) const {
     int64_t n = 0;
     auto add = [&n](const torch::Tensor& t) {
       if (t.defined()) n += t.numel() * int64_t(t.element_size());
     };
     for (const auto& b : buckets) {
-      for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.step, &b.shard_param,
-                            &b.staging, &b.recv})
+      for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.step, &b.shard_param})
         add(*t);
-      if (per_micro())  // autograd's own gradients, until launch() copies them out
+      if (!transient) continue;
+      add(b.staging);
+      add(b.recv);
+      if (per_micro())
         for (size_t i : b.params) {
           const auto& g = params[i].grad();
           if (g.defined() && !(b.staging.defined() && g.is_alias_of(b.staging))) add(g);
@@ -578,15 +582,6 @@ double ParamSync::comm_bytes() const { return impl_->comm_bytes; }
 int64_t ParamSync::peak_state_bytes() const { return std::max(impl_->peak_bytes, impl_->held_bytes()); }
 void ParamSync::reset_peak_state_bytes() { impl_->peak_bytes = impl_->held_bytes(); }
 
-int64_t ParamSync::state_bytes() const {
-  int64_t n = 0;
-  auto add = [&n](const torch::Tensor& t) {
-    if (t.defined()) n += t.numel() * int64_t(t.element_size());
-  };
-  for (const auto& b : impl_->buckets)
-    for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.step, &b.shard_param})
-      add(*t);
-  return n;
-}
+int64_t ParamSync::state_bytes() const { return impl_->held_bytes(/*transient=*/false); }
 
 }  // namespace onebit::dist

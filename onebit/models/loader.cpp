@@ -185,8 +185,9 @@ void save_pretrained(const CausalLM& model, const std::string& dir, std::optiona
   auto stored_dtype = [&](const torch::Tensor& t) {
     return dtype && t.is_floating_point() ? *dtype : t.scalar_type();
   };
+  // The parameters themselves: a layer gathered by layers->hold changes their data in place.
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& p : model->named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value().detach());
+  for (const auto& p : model->named_parameters(/*recurse=*/true)) tensors.emplace_back(p.key(), p.value());
   for (const auto& [name, t] : tensors)
     if (t.is_floating_point()) {
       cfg.torch_dtype = dtype_name(stored_dtype(t));
@@ -195,17 +196,19 @@ void save_pretrained(const CausalLM& model, const std::string& dir, std::optiona
   const std::string file = (fs::path(dir) / "model.safetensors").string();
   const std::map<std::string, std::string> meta = {{"format", "pt"}};
   if (!layers) {
-    for (auto& [name, t] : tensors) t = t.to(stored_dtype(t));
+    for (auto& [name, t] : tensors) t = t.detach().to(stored_dtype(t));
     io::write_safetensors(file, tensors, meta);
   } else {
     // Tensors outside the decoder layers first, then layer by layer; within a group larger
     // dtypes first, then by name.
-    auto group = [](const std::string& name) { return decoder_layer_of(name); };
+    std::vector<int64_t> layer(tensors.size());
     std::vector<size_t> order(tensors.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    for (size_t i = 0; i < order.size(); ++i) {
+      order[i] = i;
+      layer[i] = decoder_layer_of(tensors[i].first);
+    }
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      const auto ga = group(tensors[a].first), gb = group(tensors[b].first);
-      if (ga != gb) return ga < gb;
+      if (layer[a] != layer[b]) return layer[a] < layer[b];
       const auto sa = c10::elementSize(stored_dtype(tensors[a].second)),
                  sb = c10::elementSize(stored_dtype(tensors[b].second));
       if (sa != sb) return sa > sb;
@@ -221,10 +224,8 @@ void save_pretrained(const CausalLM& model, const std::string& dir, std::optiona
     io::write_safetensors_streamed(
         file, specs,
         [&](size_t i) {
-          const int64_t g = group(specs[i].name);
-          while (held < g) layers->hold(++held);  // every layer once, ascending, even one without tensors
-          // The parameter's data changes when its layer is gathered: read it through the model.
-          return model->named_parameters(true)[tensors[order[i]].first].detach().to(specs[i].dtype);
+          while (held < layer[order[i]]) layers->hold(++held);  // every layer once, ascending, even one without tensors
+          return tensors[order[i]].second.detach().to(specs[i].dtype);
         },
         meta);
     while (held + 1 < cfg.num_hidden_layers) layers->hold(++held);

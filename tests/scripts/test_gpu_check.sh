@@ -10,14 +10,7 @@ BUILD=$(cd "$1" && pwd)
 PY=${2:-}
 [[ -n "$PY" && -x "$PY" ]] || PY=python3
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-check() {  # description, then a command that must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fails=$((fails + 1)); fi
-}
+source "$ROOT/tests/scripts/checks.sh"
 json_get() { "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d'+sys.argv[2]))" "$@"; }
 
 # ---- 1. the report writer ----

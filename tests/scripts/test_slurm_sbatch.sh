@@ -8,14 +8,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SBATCH=$ROOT/scripts/slurm/onebit-train.sbatch
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-check() {  # description, then a command that must succeed
-  local what=$1
-  shift
-  if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fails=$((fails + 1)); fi
-}
+source "$ROOT/tests/scripts/checks.sh"
 
 mkdir -p "$TMP/bin"
 cat >"$TMP/bin/srun" <<'SH'
