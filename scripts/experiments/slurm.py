@@ -33,25 +33,53 @@ def ranges(indices):
     return ",".join(out)
 
 
+# Both job scripts run the sweep tool in the background and pass the stop signals on to it: with
+# --signal=B:USR1@120 SLURM signals only this shell, 120 s (up to 60 s more) before the time
+# limit; the tool passes the signal to the running program (onebit-train, or srun, which passes
+# it to every rank), which checkpoints and exits 138. The script then requeues the element
+# (each array element has a job id of its own), and the requeued element resumes the point.
+# A preemption (SIGTERM, exit 143) is requeued by SLURM itself (--requeue); after scancel the
+# element stays stopped.
+JOB_SCRIPT = """#!/usr/bin/env bash
+# {what}
+# Submitted by 'onebit-sweep submit'; resources on its sbatch line.
+#SBATCH --signal=B:USR1@120
+#SBATCH --requeue
+#SBATCH --open-mode=append
+set -euo pipefail
+cd {cwd}
+export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-${{SLURM_CPUS_PER_TASK:-1}}}}
+{command} &
+TOOL=$!
+trap 'kill -USR1 "$TOOL" 2>/dev/null || true' USR1
+trap 'kill -TERM "$TOOL" 2>/dev/null || true' TERM
+while true; do
+  rc=0
+  wait "$TOOL" || rc=$?
+  kill -0 "$TOOL" 2>/dev/null || break  # still running: a trapped signal interrupted wait
+done
+if [[ $rc -eq 138 ]]; then  # checkpoint written before the time limit: run again
+  echo "onebit-sweep: stopped before the time limit; requeueing job ${{SLURM_JOB_ID:?}}"
+  scontrol requeue "$SLURM_JOB_ID"
+fi
+exit "$rc"
+"""
+
+
 def write_scripts(sweep, bin_dir, cwd):
     """SWEEP/slurm/{point,prepare}.sbatch: resources come from the sbatch command line."""
     tool = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "onebit-sweep")
     q = shlex.quote
-    common = (f"set -euo pipefail\ncd {q(cwd)}\n"
-              f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-${{SLURM_CPUS_PER_TASK:-1}}}}\n")
+    run = f"{q(sys.executable)} {q(tool)}"
     scripts = {
-        "point.sbatch": (
-            "#!/usr/bin/env bash\n"
-            "# One element of the sweep's job array = one point's pipeline (distil through srun on\n"
-            "# every task of the element). Submitted by 'onebit-sweep submit'; resources on its sbatch line.\n"
-            + common +
-            f"exec {q(sys.executable)} {q(tool)} point {q(sweep)} "
-            f"--index \"${{SLURM_ARRAY_TASK_ID:?not a SLURM array element}}\" --bin {q(bin_dir)}\n"),
-        "prepare.sbatch": (
-            "#!/usr/bin/env bash\n"
-            "# What the sweep's points share (teachers, samples, teacher evaluations), before the array.\n"
-            + common +
-            f"exec {q(sys.executable)} {q(tool)} prepare {q(sweep)} --bin {q(bin_dir)}\n"),
+        "point.sbatch": JOB_SCRIPT.format(
+            what="One element of the sweep's job array = one point's pipeline (distil through srun on "
+                 "every task of the element).",
+            cwd=q(cwd), command=f"{run} point {q(sweep)} --index \"${{SLURM_ARRAY_TASK_ID:?not a SLURM array "
+                                f"element}}\" --bin {q(bin_dir)}"),
+        "prepare.sbatch": JOB_SCRIPT.format(
+            what="What the sweep's points share (teachers, samples, teacher evaluations), before the array.",
+            cwd=q(cwd), command=f"{run} prepare {q(sweep)} --bin {q(bin_dir)}"),
     }
     paths = {}
     for name, text in scripts.items():

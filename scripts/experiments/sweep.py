@@ -6,7 +6,9 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import threading
 import time
 
 from . import grid as gridmod
@@ -69,6 +71,42 @@ class StageFailed(Exception):
         self.stage, self.line, self.log = stage, line, log
 
 
+# SIGTERM (preemption, time limit, scancel) and SIGUSR1 (sbatch --signal=USR1@T): onebit-train
+# checkpoints and exits 128 + the signal; a program without a handler dies of it. Either way
+# the stage's work so far is kept and running the point again resumes it (docs/experiments.md).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StageStopped(Exception):
+    """A stage's program ended because of a stop signal; `code` = 128 + the signal."""
+
+    def __init__(self, stage, code, log):
+        self.stage, self.code, self.log = stage, code, log
+        self.signal = signal.Signals(code - 128).name
+        super().__init__(f"{stage}: stopped by {self.signal}")
+
+
+def stop_code(rc):
+    """128 + signal when exit status rc (as subprocess reports it) means a stop signal, else None."""
+    for sig in STOP_SIGNALS:
+        if rc in (128 + sig, -sig):
+            return 128 + sig
+    return None
+
+
+def wait_forwarding_stops(proc):
+    """Waits for proc, passing on the stop signals this process gets (SLURM sends --signal=B:...
+    to the batch shell, which passes it to us), so the program can checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        return proc.wait()
+    old = {s: signal.signal(s, lambda signum, _frame: proc.send_signal(signum)) for s in STOP_SIGNALS}
+    try:
+        return proc.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 def error_line(log_path, rc):
     """The line that says why a program failed: its last 'error:' line, else the last line."""
     try:
@@ -83,18 +121,21 @@ def error_line(log_path, rc):
 
 
 def run_logged(cmd, log_path, stage, env=None, cwd=None):
-    """Runs cmd with stdout+stderr to log_path; returns the wall time or raises StageFailed."""
+    """Runs cmd with stdout+stderr to log_path; returns the wall time or raises StageFailed
+    (StageStopped when a stop signal ended it)."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     t0 = time.time()
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
         log.flush()
         try:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd).returncode
+            rc = wait_forwarding_stops(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                        stdin=subprocess.DEVNULL, env=env, cwd=cwd))
         except OSError as e:
             log.write(f"cannot start {cmd[0]}: {e}\n")
             rc = 127
+    if stop_code(rc):
+        raise StageStopped(stage, stop_code(rc), log_path)
     if rc != 0:
         raise StageFailed(stage, error_line(log_path, rc), log_path)
     return time.time() - t0
@@ -496,7 +537,8 @@ def export_stage(p, tools, say):
 
 
 def run_point(sweep, name, tools, say, label=""):
-    """The whole pipeline of one point. Returns 'done', 'busy' or 'failed: STAGE: line'."""
+    """The whole pipeline of one point. Returns 'done', 'busy' or 'failed'; raises StageStopped
+    (after recording the point as stopped) when a stop signal ended a stage."""
     p = Point(sweep, name)
     try:
         with FileLock(os.path.join(p.dir, ".lock"), wait=False):
@@ -509,6 +551,12 @@ def run_point(sweep, name, tools, say, label=""):
                         teacher_eval_stage(p, tools, say)
                         continue
                     say(f"{label}{name}: {stage} {fn(p, tools, say)}")
+            except StageStopped as e:
+                if e.stage in STAGES:
+                    p.record(e.stage, state="stopped", signal=e.signal, log=e.log)
+                p.finish("stopped", f"{e.stage}: stopped by {e.signal}; run the point again to resume")
+                say(f"{label}{name}: STOPPED {e.stage} by {e.signal} (exit {e.code}); running it again resumes")
+                raise
             except StageFailed as e:
                 if e.stage in STAGES:
                     p.record(e.stage, state="failed", error=e.line, log=e.log)

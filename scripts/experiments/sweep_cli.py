@@ -101,6 +101,16 @@ def open_or_plan(args, tools, say):
 
 
 def main(argv=None):
+    """Exit code 0, 1 (a point failed) or 2; 128 + the signal when a stop signal (SIGTERM,
+    SIGUSR1) ended a stage: its work is kept and the same command resumes it."""
+    try:
+        return dispatch(argv)
+    except sw.StageStopped as stop:  # slurm/point.sbatch requeues the array element on 138
+        print(f"{PROG}: {stop} (exit {stop.code}); the same command resumes", file=sys.stderr, flush=True)
+        return stop.code
+
+
+def dispatch(argv):
     args = build_parser().parse_args(argv)
     if not args.command:
         build_parser().print_help()
@@ -140,10 +150,17 @@ def main(argv=None):
     if args.command == "run":
         entries = sw.select(record, only=args.only)
         results = {}
+        stopped = None
         for i, e in enumerate(entries):
-            results[e["name"]] = sw.run_point(sweep, e["name"], tools, say, label=f"[{i + 1}/{len(entries)}] ")
+            try:
+                results[e["name"]] = sw.run_point(sweep, e["name"], tools, say, label=f"[{i + 1}/{len(entries)}] ")
+            except sw.StageStopped as stop:  # a stop signal stops the whole run, not just this point
+                stopped = stop
+                break
         out("")
         failed = sw.summary(sweep, entries, out)
+        if stopped:
+            raise stopped
         return 1 if failed or any(r != "done" for r in results.values()) else 0
 
     if args.command == "submit":

@@ -11,9 +11,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -248,6 +250,103 @@ echo "$n;cluster"
                 env={"PATH": os.path.join(self.tmp, "bad") + os.pathsep + os.environ["PATH"]})
         self.assertEqual(r.returncode, 1)
         self.assertIn("onebit-sweep: error: sbatch failed (sbatch: error: invalid partition)", r.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+class Preemption(Tiny2x2):
+    """point.sbatch as SLURM runs it: --signal=B:USR1 reaches the batch shell, which passes it
+    through onebit-sweep to the running program; exit 138 requeues the element, 143 does not,
+    and the requeued element resumes the point. The distil program is a stand-in that waits
+    for the signal and exits 128 + it as onebit-train does (its own handling is tested in
+    tests/distill/test_faults.cpp); once released it runs the real onebit-train."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.fake = os.path.join(cls.tmp, "fakebin")   # the --bin of the job scripts
+        cls.slurm = os.path.join(cls.tmp, "slurmbin")  # scontrol
+        cls.release = os.path.join(cls.tmp, "release")
+        cls.started = os.path.join(cls.tmp, "train-started")
+        for p in PROGRAMS + ("export",):
+            if p != "train" and os.path.exists(os.path.join(BUILD, "onebit-" + p)):
+                os.makedirs(cls.fake, exist_ok=True)
+                os.symlink(os.path.abspath(os.path.join(BUILD, "onebit-" + p)), os.path.join(cls.fake, "onebit-" + p))
+        write(os.path.join(cls.fake, "onebit-train"), f"""#!/usr/bin/env bash
+if [[ "$*" == *--print-config* || -e {cls.release} ]]; then exec {os.path.abspath(BUILD)}/onebit-train "$@"; fi
+trap 'echo "checkpoint written; stopping"; exit 138' USR1
+trap 'echo "checkpoint written; stopping"; exit 143' TERM
+echo started >> {cls.started}
+while true; do sleep 0.05; done
+""")
+        write(os.path.join(cls.slurm, "scontrol"), f"#!/bin/sh\necho \"$*\" >> {cls.tmp}/scontrol.log\n")
+        for f in (os.path.join(cls.fake, "onebit-train"), os.path.join(cls.slurm, "scontrol")):
+            os.chmod(f, 0o755)
+        run([SWEEP, "submit", cls.grid, "--out", cls.sweep, "--bin", cls.fake, "--dry-run", "-q"])
+        cls.script = os.path.join(cls.sweep, "slurm", "point.sbatch")
+
+    def element(self, sig, index="1"):
+        """Runs point.sbatch as array element `index`; sends `sig` to its shell once the stand-in
+        trainer has started (None: no signal). Returns (exit code, output)."""
+        env = dict(os.environ, OMP_NUM_THREADS="1", SLURM_ARRAY_TASK_ID=index, SLURM_JOB_ID="4242",
+                   PATH=self.slurm + os.pathsep + os.environ["PATH"])
+        n0 = self.starts()
+        proc = subprocess.Popen(["bash", self.script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, cwd=ROOT)
+        if sig is not None:
+            deadline = time.time() + 120
+            while self.starts() == n0 and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=300)
+        return proc.returncode, out
+
+    def starts(self):
+        try:
+            with open(self.started) as f:
+                return len(f.readlines())
+        except OSError:
+            return 0
+
+    def requeues(self):
+        try:
+            with open(os.path.join(self.tmp, "scontrol.log")) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+    def status(self, name):
+        with open(os.path.join(self.sweep, "points", name, "status.json")) as f:
+            return json.load(f)
+
+    def test_usr1_requeues_term_does_not_and_the_requeued_element_resumes(self):
+        with open(self.script) as f:
+            text = f.read()
+        for line in ("#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "#SBATCH --open-mode=append"):
+            self.assertIn(line, text)
+        name = "alpha=0_lr=4e-3"  # array element 1
+        rc, out = self.element(signal.SIGUSR1)
+        self.assertEqual(rc, 138, out)
+        self.assertIn(f"{name}: STOPPED distil by SIGUSR1 (exit 138); running it again resumes", out)
+        self.assertEqual(self.requeues(), ["requeue 4242"])
+        st = self.status(name)
+        self.assertEqual(st["state"], "stopped")
+        self.assertEqual(st["stages"]["distil"]["state"], "stopped")
+        self.assertEqual(st["stages"]["distil"]["signal"], "SIGUSR1")
+
+        rc, out = self.element(signal.SIGTERM)  # preemption: SLURM requeues, the script does not
+        self.assertEqual(rc, 143, out)
+        self.assertIn("STOPPED distil by SIGTERM", out)
+        self.assertEqual(self.requeues(), ["requeue 4242"])
+        self.assertEqual(self.starts(), 2)
+
+        write(self.release, "")
+        rc, out = self.element(None)
+        self.assertEqual(rc, 0, out)
+        self.assertEqual(self.requeues(), ["requeue 4242"])
+        st = self.status(name)
+        self.assertEqual(st["state"], "done")
+        self.assertEqual(st["stages"]["distil"]["state"], "done")
+        self.assertTrue(os.path.isfile(os.path.join(self.sweep, "points", name, "run", "student", "config.json")))
 
 
 # ---------------------------------------------------------------------------------------------
