@@ -2,7 +2,6 @@
 // following the protocols of docs/evaluation.md (method.md §6).
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <iostream>
@@ -17,6 +16,7 @@
 #include "onebit/models/loader.h"
 #include "onebit/models/model_config.h"
 #include "onebit/tokenizer/tokenizer.h"
+#include "train/cli.h"
 
 namespace fs = std::filesystem;
 using namespace onebit;
@@ -38,12 +38,12 @@ struct Inputs {
   std::vector<eval::Task> tasks;
 };
 
-eval::ModelEval evaluate(const std::string& dir, const tokenizer::Tokenizer& tok, const Inputs& in,
+eval::ModelEval evaluate(const std::string& dir, const tokenizer::Tokenizer& tok, const std::string& tok_dir,
+                         const Inputs& in,
                          const eval::ZeroShotOptions& zs, const models::LoadOptions& load) {
   std::cerr << "loading " << dir << std::endl;
   auto model = models::load_pretrained(dir, load);
-  OB_CHECK(tok.vocab_size() <= model->config().vocab_size, "tokenizer has ", tok.vocab_size(),
-           " tokens but the model at '", dir, "' only ", model->config().vocab_size);
+  tokenizer::check_fits_model(tok, tok_dir, model->config().vocab_size, dir);
   eval::ModelEval out;
   out.model = dir;
   for (const auto& p : in.ppl) {
@@ -125,7 +125,7 @@ int main(int argc, char** argv) {
                    "folder with the tokenizer files (default: --model, else --compare when the model "
                    "folder has none)");
     app.add_flag("--quiet", quiet, "no progress bars");
-    CLI11_PARSE(app, argc, argv);
+    ONEBIT_PARSE("onebit-eval", app, argc, argv);
 
     OB_CHECK(!ppl_files.empty() || !task_files.empty() || !wiki2_file.empty() || !c4_file.empty(),
              "nothing to evaluate: give --ppl, --wiki2, --c4 and/or --tasks");
@@ -197,8 +197,8 @@ int main(int argc, char** argv) {
     s.add_bos = add_bos;
     s.task_batch_tokens = task_tokens;
     s.paper = paper;
-    report.student = evaluate(model_dir, *tok, in, zs, load);
-    if (!teacher_dir.empty()) report.teacher = evaluate(teacher_dir, *tok, in, zs, load);
+    report.student = evaluate(model_dir, *tok, tokenizer_dir, in, zs, load);
+    if (!teacher_dir.empty()) report.teacher = evaluate(teacher_dir, *tok, tokenizer_dir, in, zs, load);
 
     std::cout << eval::format_table(report);
     if (paper) std::cout << "\n" << eval::format_paper_table(report);

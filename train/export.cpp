@@ -2,7 +2,6 @@
 // (docs/deployment.md). Prints the storage measured from the written files.
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -12,6 +11,7 @@
 #include "onebit/export/export.h"
 #include "onebit/export/format.h"
 #include "onebit/models/loader.h"
+#include "train/cli.h"
 
 using namespace onebit;
 namespace fs = std::filesystem;
@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     app.add_option("--max-shard-gb", max_shard_gb, "shard model.safetensors above this size (GB)")
         ->capture_default_str();
     app.add_flag("--overwrite", overwrite, "replace a non-empty --out folder");
-    CLI11_PARSE(app, argc, argv);
+    ONEBIT_PARSE("onebit-export", app, argc, argv);
 
     packed::ExportOptions opts;
     opts.dtype = packed::parse_scale_dtype(dtype, "--dtype");

@@ -1,7 +1,6 @@
 // onebit-generate: continue a prompt with a Hugging Face model folder (FP or OneBit student).
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <iostream>
 
@@ -9,6 +8,7 @@
 #include "onebit/models/generate.h"
 #include "onebit/models/loader.h"
 #include "onebit/tokenizer/tokenizer.h"
+#include "train/cli.h"
 
 using namespace onebit;
 
@@ -46,10 +46,11 @@ int main(int argc, char** argv) {
     app.add_option("--seed", go.seed, "sampling seed")->capture_default_str();
     app.add_option("--dtype", dtype, "fp32 | bf16 | fp16")->capture_default_str();
     app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
+    ONEBIT_PARSE("onebit-generate", app, argc, argv);
 
     auto tok = tokenizer::load_tokenizer(model_dir);
     auto model = models::load_pretrained(model_dir, {parse_device(device), parse_dtype(dtype)});
+    tokenizer::check_fits_model(*tok, model_dir, model->config().vocab_size, model_dir);
     model->eval();
     auto ids = tok->encode_with_special(prompt);
     if (ids.empty() || (prompt.empty() && tok->bos_id() >= 0 && ids.front() != tok->bos_id()))

@@ -4,7 +4,6 @@
 // through C10dSync; rank 0 writes it and prints.
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -14,6 +13,7 @@
 #include "onebit/dist/c10d_sync.h"
 #include "onebit/dist/launch.h"
 #include "onebit/models/loader.h"
+#include "train/cli.h"
 
 namespace {
 
@@ -65,11 +65,7 @@ int main(int argc, char** argv) {
     app.add_option("--dist-timeout", dist.timeout_s, "several ranks: seconds to join and per round of batches")
         ->capture_default_str();
     app.add_flag("--quiet", quiet, "no progress bar");
-    try {
-      app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-      return app.exit(e);
-    }
+    ONEBIT_PARSE("onebit-sample", app, argc, argv);
 
     OB_CHECK(threads >= 0, "--threads must be >= 0, got ", threads);
     OB_CHECK(dist.timeout_s > 0, "--dist-timeout must be > 0, got ", dist.timeout_s);

@@ -5,12 +5,12 @@
 // teacher made with the same embedded.* settings is reused (distill/embedded_teacher.h).
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "onebit/config/train_config.h"
 #include "onebit/core/error.h"
 #include "onebit/distill/embedded_teacher.h"
+#include "train/cli.h"
 
 using namespace onebit;
 
@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
     app.add_option("--out", out_dir, "output folder (teacher/ and heldout.txt inside)")->required();
     app.add_option("overrides", overrides, "key=value overrides, e.g. embedded.train_tokens=200000");
     app.add_flag("--quiet", quiet, "no progress bar");
-    CLI11_PARSE(app, argc, argv);
+    ONEBIT_PARSE("onebit-teacher", app, argc, argv);
 
     const config::TrainConfig cfg = config::load_train_config(config_path, overrides);
     OB_CHECK(cfg.model.teacher == "embedded", config_path, ": model.teacher is '", cfg.model.teacher,

@@ -6,7 +6,6 @@
 #include <signal.h>
 #include <torch/torch.h>
 
-#include <CLI/CLI.hpp>
 
 #include <filesystem>
 #include <fstream>
@@ -36,6 +35,7 @@
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/progress.h"
 #include "onebit/util/stop_signals.h"
+#include "train/cli.h"
 
 namespace fs = std::filesystem;
 using namespace onebit;
@@ -370,11 +370,7 @@ int main(int argc, char** argv) {
     app.add_flag("--force", pf.force, "train even when the plan does not fit the device");
     app.add_option("--world-size", pf.world_size, "--dry-run: ranks to plan for (default: the launcher's)")
         ->check(CLI::PositiveNumber);
-    try {
-      app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-      return app.exit(e);
-    }
+    ONEBIT_PARSE("onebit-train", app, argc, argv);
     return run(config_path, overrides, print_config, pf);
   });
 }

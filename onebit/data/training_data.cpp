@@ -27,8 +27,7 @@ std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& c
   const auto& d = cfg.data;
   if (d.source == "text") {
     const auto tok = tokenizer::load_tokenizer(tokenizer_dir);
-    OB_CHECK(tok->vocab_size() <= mc.vocab_size, "data.path ", d.path, ": tokenizer in ", tokenizer_dir, " has ",
-             tok->vocab_size(), " ids but the teacher only ", mc.vocab_size);
+    tokenizer::check_fits_model(*tok, tokenizer_dir, mc.vocab_size, cfg.model.teacher);
     return std::make_shared<const PackedBlocks>(tokenize_documents(read_documents(d.path), *tok),
                                                 PackOptions{d.seq_len, tok->bos_id(), tok->eos_id()});
   }

@@ -65,22 +65,22 @@ Named export_tensors(const models::CausalLMImpl& student, torch::Dtype dtype) {
 
 QuantConfig quant_config_of(const models::CausalLMImpl& student, torch::Dtype dtype) {
   const auto layers = onebit_layers(student);
-  OB_CHECK(!layers.empty(), "onebit-export: the model has no OneBitLinear layer (is it a OneBit student?)");
+  OB_CHECK(!layers.empty(), "export: the model has no OneBitLinear layer (is it a OneBit student?)");
   QuantConfig q;
   q.scale_dtype = dtype;
   q.post_layernorm = layers.front().second->options.post_layernorm();
   q.ln_eps = layers.front().second->options.ln_eps();
   for (const auto& [name, layer] : layers) {
     OB_CHECK(layer->options.post_layernorm() == q.post_layernorm && layer->options.ln_eps() == q.ln_eps,
-             "onebit-export: layer '", name, "' differs from '", layers.front().first,
+             "export: layer '", name, "' differs from '", layers.front().first,
              "' in post_layernorm/ln_eps; the format has one setting for all layers");
     q.modules.push_back(name);
     if (layer->bias.defined()) q.biased.insert(name);
   }
   const auto& cfg = student.config();
-  OB_CHECK(cfg.onebit, "onebit-export: the model config is not marked as a OneBit student");
+  OB_CHECK(cfg.onebit, "export: the model config is not marked as a OneBit student");
   q.modules_pattern = json::parse(cfg.onebit_json).value("layers", std::string());
-  OB_CHECK(!q.modules_pattern.empty(), "onebit-export: the student config's 'onebit' key has no 'layers' pattern");
+  OB_CHECK(!q.modules_pattern.empty(), "export: the student config's 'onebit' key has no 'layers' pattern");
   return q;
 }
 
@@ -127,12 +127,12 @@ void write_shards(const fs::path& dir, const Named& tensors, int64_t max_shard_b
 
 ExportStats export_model(const models::CausalLMImpl& student, const std::string& out, const ExportOptions& opts) {
   OB_CHECK(opts.dtype == torch::kFloat16 || opts.dtype == torch::kBFloat16 || opts.dtype == torch::kFloat32,
-           "onebit-export: dtype must be fp16, bf16 or fp32, got ", opts.dtype);
-  OB_CHECK(opts.max_shard_bytes > 0, "onebit-export: max shard size must be positive");
+           "export: dtype must be fp16, bf16 or fp32, got ", opts.dtype);
+  OB_CHECK(opts.max_shard_bytes > 0, "export: max shard size must be positive");
   const fs::path dst = fs::absolute(out).lexically_normal();
   if (fs::exists(dst)) {
-    OB_CHECK(fs::is_directory(dst), "onebit-export: '", out, "' exists and is not a folder");
-    OB_CHECK(opts.overwrite || fs::is_empty(dst), "onebit-export: '", out,
+    OB_CHECK(fs::is_directory(dst), "export: '", out, "' exists and is not a folder");
+    OB_CHECK(opts.overwrite || fs::is_empty(dst), "export: '", out,
              "' exists and is not empty (pass --overwrite to replace it)");
   }
   const QuantConfig q = quant_config_of(student, opts.dtype);

@@ -98,6 +98,12 @@ void configure(detail::TokenizerBase& tok, const fs::path& dir) {
 
 }  // namespace
 
+void check_fits_model(const Tokenizer& tok, const std::string& tokenizer_dir, int64_t model_vocab,
+                      const std::string& model_dir) {
+  OB_CHECK(tok.vocab_size() <= model_vocab, "tokenizer in '", tokenizer_dir, "' has ", tok.vocab_size(),
+           " ids but the model at '", model_dir, "' only ", model_vocab);
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir) {
   const fs::path dir(model_dir);
   std::error_code ec;

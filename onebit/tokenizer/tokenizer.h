@@ -37,6 +37,12 @@ class Tokenizer {
 // Throws onebit::Error naming the folder when none is usable.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
 
+// onebit::Error unless every id of `tok` has a row in a model of `model_vocab` ids ("tokenizer
+// in TOKENIZER_DIR has N ids but the model at MODEL_DIR only M"): ids past the embedding would
+// index out of range.
+void check_fits_model(const Tokenizer& tok, const std::string& tokenizer_dir, int64_t model_vocab,
+                      const std::string& model_dir);
+
 // Every tokenizer file a Hugging Face folder may hold (tokenizer.json, tokenizer.model,
 // vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json, added_tokens.json,
 // chat_template.jinja): copies those present in `from` into `to`; returns their names.

@@ -228,7 +228,8 @@ TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[dat
   std::ofstream(tmp.path / "t.txt") << "tom runs .\n\nmia sings .\n";
   cfg.data.source = "text";
   cfg.data.path = tmp.str("t.txt");
-  CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("has 370 ids but the teacher only 16"));
+  CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("has 370 ids but the model at"));
+  CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("only 16"));
 }
 
 TEST_CASE("self-sampling: a complete dataset is only read, even while another writer holds it", "[data]") {
