@@ -20,7 +20,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cmath>
 #include <cstdlib>
 #include <thread>
@@ -444,25 +447,108 @@ std::vector<torch::Tensor> C10dSync::all_gather_cpu(const torch::Tensor& t) {
 void C10dSync::rank0_first(const std::string& what, const std::function<void()>& fn) {
   auto& m = *impl_;
   const std::string key = "onebit/rank0_first/" + std::to_string(m.rank0_first_calls++);
+  // While rank 0 works, a thread of its own bumps `beat` in the store a few times per
+  // dist.timeout_s. A rank 0 that is stopped or frozen stops beating (its sockets stay open, so
+  // the store alone would not tell); one that dies closes them.
+  const std::string beat = key + "/beat";
+  const auto period = std::chrono::duration<double>(std::clamp(m.opts.timeout_s / 4, 0.05, 1.0));
   if (m.launch.rank == 0) {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread beater([&] {
+      std::unique_lock<std::mutex> lock(mu);
+      for (uint8_t n = 0; !done; ++n) {
+        try {
+          m.store->set(beat, std::vector<uint8_t>{n});
+        } catch (...) {
+          return;  // the store is gone: the others see that themselves
+        }
+        cv.wait_for(lock, period, [&] { return done; });
+      }
+    });
+    auto stop_beating = [&] {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        done = true;
+      }
+      cv.notify_all();
+      beater.join();
+    };
     try {
       fn();
     } catch (...) {
+      stop_beating();
       try {
         m.store->set(key, std::vector<uint8_t>{0});
       } catch (...) {
       }
       throw;
     }
+    stop_beating();
     m.store->set(key, std::vector<uint8_t>{1});
     return;
   }
-  std::vector<uint8_t> status;
-  try {
-    while (!m.store->check({key})) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    status = m.store->get(key);
-  } catch (const std::exception& e) {
-    fail("dist: rank 0 stopped while ", what, " (see its error); ", m.where(), " gives up: ", cause_of(e));
+  // The store's server runs inside rank 0: a stopped rank 0 leaves TCPStore::check blocked in
+  // recv with no time limit. So a thread of this rank polls the store, and this thread gives up
+  // when neither a new beat nor the result has come for dist.timeout_s. The poller holds its own
+  // reference to the store and its state, so it may outlive this call (left blocked).
+  struct Poll {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<uint8_t> beat, status;
+    bool finished = false, abandoned = false;
+    std::string error;
+  };
+  const auto poll = std::make_shared<Poll>();
+  std::thread([poll, store = m.store, key, beat] {
+    try {
+      for (;;) {
+        if (store->check({key})) {
+          auto status = store->get(key);
+          std::lock_guard<std::mutex> lock(poll->mu);
+          poll->status = std::move(status);
+          poll->finished = true;
+          poll->cv.notify_all();
+          return;
+        }
+        std::vector<uint8_t> b;
+        if (store->check({beat})) b = store->get(beat);
+        {
+          std::lock_guard<std::mutex> lock(poll->mu);
+          if (poll->abandoned) return;
+          poll->beat = std::move(b);
+        }
+        poll->cv.notify_all();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lock(poll->mu);
+      poll->error = cause_of(e);
+      poll->finished = true;
+      poll->cv.notify_all();
+    }
+  }).detach();
+  std::vector<uint8_t> status, last_beat;
+  auto last_change = Clock::now();
+  {
+    std::unique_lock<std::mutex> lock(poll->mu);
+    while (!poll->finished) {
+      poll->cv.wait_for(lock, std::chrono::milliseconds(200));
+      if (poll->beat != last_beat) {
+        last_beat = poll->beat;
+        last_change = Clock::now();
+      }
+      const double silent = seconds_since(last_change);
+      if (!poll->finished && silent > m.opts.timeout_s) {
+        poll->abandoned = true;
+        fail("dist: rank 0 gave no sign of life for ", fmt_s(silent), " s while ", what, " (dist.timeout_s=",
+             fmt_s(m.opts.timeout_s), "); it is probably stopped or hung; ", m.where(), " gives up");
+      }
+    }
+    if (!poll->error.empty())
+      fail("dist: rank 0 stopped while ", what, " (see its error); ", m.where(), " gives up: ", poll->error);
+    status = poll->status;
   }
   OB_CHECK(!status.empty() && status[0] == 1, "dist: rank 0 failed while ", what, " (see its error); ", m.where(),
            " gives up");

@@ -54,7 +54,8 @@ class C10dSync final : public GradSync {
   // Every rank's `t` (same shape and dtype on every rank), in rank order, as CPU tensors.
   std::vector<torch::Tensor> all_gather_cpu(const torch::Tensor& t);
   // Rank 0 runs fn (e.g. writes a cache) while the others wait, then the others run fn. The
-  // wait has no time limit while rank 0 is alive; if rank 0 fails or dies, they fail too.
+  // wait has no time limit while rank 0 works (a thread of rank 0 beats in the store a few times
+  // per timeout_s); if rank 0 fails, dies, or is silent for timeout_s (stopped, frozen), they fail.
   void rank0_first(const std::string& what, const std::function<void()>& fn);
 
   const std::string& backend() const;

@@ -436,3 +436,42 @@ TEST_CASE("onebit-train, 4 processes: rank 0 hung while sampling stops the other
   WARN("4 ranks, rank 0 stopped while sampling: the others exited " << first << "-" << slowest
                                                                      << " s later (dist.timeout_s=" << timeout_s << ")");
 }
+
+TEST_CASE("onebit-train: rank 0 hung while pretraining the embedded teacher stops the other after dist.timeout_s",
+          "[dist]") {
+  OB_REQUIRE_OR_SKIP(ready(), kNotReady);
+  onebit::test::TempDir dir("train_pretrain_hang");
+  const int timeout_s = 3;
+  // Pretraining alone on rank 0 outlasts dist.timeout_s many times over; the other rank waits
+  // without a limit while rank 0 beats, and gives up once it goes silent.
+  Ranks ranks(dir, 2,
+              {"--config", write_config(dir, "run", 1, 4), "dist.timeout_s=" + std::to_string(timeout_s),
+               "embedded.train_tokens=20000000"},
+              "r");
+  const fs::path heldout = dir.path / "run" / "heldout.txt";  // written as pretraining begins
+  const auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(heldout) && ranks.all_running() && seconds_since(t0) < kRunTimeoutS)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::this_thread::sleep_for(std::chrono::seconds(timeout_s + 1));  // a wait longer than the timeout is fine
+  {
+    INFO(ranks.outputs());
+    REQUIRE(fs::exists(heldout));
+    REQUIRE(ranks.all_running());
+  }
+  ranks.r[0]->signal(SIGSTOP);
+  const auto stopped = std::chrono::steady_clock::now();
+  const int rc = ranks.r[1]->wait(timeout_s + kStartSlackS);
+  const double secs = seconds_since(stopped);
+  const std::string out = ranks.r[1]->output();
+  ranks.r[0]->kill();
+  INFO("rank 1:\n" << out);
+  CHECK(rc == 1);
+  CHECK_THAT(out, OB_CONTAINS("onebit-train: error: dist: rank 0 gave no sign of life for "));
+  CHECK_THAT(out, OB_CONTAINS("s while pretraining the embedded teacher (dist.timeout_s=3); it is probably stopped or "
+                              "hung; rank 1 of 2"));
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  CHECK(secs >= timeout_s - 0.5);
+  CHECK(secs < timeout_s + 5);
+  WARN("2 ranks, rank 0 stopped while pretraining: rank 1 exited " << secs << " s later (dist.timeout_s="
+                                                                  << timeout_s << ")");
+}
