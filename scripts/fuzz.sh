@@ -5,6 +5,7 @@
 # (the crashing input is kept as build-fuzz/crash-<target>-*).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      targets: safetensors config tokenizer token_dataset
+#                                              eval_tasks packed_model
 # Knobs: FUZZ_BUILD_DIR (build-fuzz), CXX (clang++), JOBS, and the LibTorch discovery of setup.sh
 # (TORCH_DIR / CMAKE_PREFIX_PATH, else the venv that setup.sh made).
 set -euo pipefail
@@ -12,10 +13,21 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_EACH=${1:-10}
 shift || true
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(safetensors config tokenizer token_dataset)
+((${#TARGETS[@]})) || TARGETS=(safetensors config tokenizer token_dataset eval_tasks packed_model)
 BUILD=${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 CXX=${CXX:-clang++}
 say() { printf '[fuzz] %s\n' "$*" >&2; }
+# clang with its runtime libraries (libFuzzer, the sanitizers), from the distribution's packages.
+if ! command -v "$CXX" >/dev/null && [[ "${ONEBIT_SKIP_APT:-0}" != 1 ]] && command -v apt-get >/dev/null; then
+  SUDO=$([[ $(id -u) -eq 0 ]] || echo sudo)
+  say "installing clang"
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq clang >/dev/null
+  ver=$(clang++ -dumpversion 2>/dev/null | cut -d. -f1)
+  if [[ -n "$ver" ]] && apt-cache show "libclang-rt-$ver-dev" >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "libclang-rt-$ver-dev" >/dev/null
+  fi
+fi
 command -v "$CXX" >/dev/null || { say "error: $CXX not found (apt-get install clang)"; exit 1; }
 
 PREFIX=${CMAKE_PREFIX_PATH:-}

@@ -248,6 +248,13 @@ const char* node_kind(const YAML::Node& n) {
   }
 }
 
+// A mapping key as text: keys are plain names, never a list or a mapping (`[a, b]: 1`).
+std::string key_text(const YAML::Node& key, const std::string& where) {
+  OB_CHECK(key.IsScalar(), where, ": a key must be a plain name, got ", node_kind(key), " at line ",
+           key.Mark().line + 1);
+  return key.Scalar();
+}
+
 void set_from_node(std::vector<Field>& fields, const std::string& key, const YAML::Node& value,
                    const std::string& where) {
   Field* f = find_field(fields, key);
@@ -506,13 +513,13 @@ TrainConfig parse_train_config(const std::string& yaml_text, const std::vector<s
   if (!root.IsNull()) {
     OB_CHECK(root.IsMap(), where, ": expected a mapping of sections at the top level, got ", node_kind(root));
     for (const auto& kv : root) {
-      const std::string sec = kv.first.as<std::string>();
+      const std::string sec = key_text(kv.first, where);
       const YAML::Node& val = kv.second;
       // A known section name holds a mapping; anything else is a top-level key.
       const bool is_section = std::any_of(fields.begin(), fields.end(),
                                           [&](const Field& f) { return f.key.rfind(sec + ".", 0) == 0; });
       if (val.IsMap()) {
-        for (const auto& kv2 : val) set_from_node(fields, sec + "." + kv2.first.as<std::string>(), kv2.second, where);
+        for (const auto& kv2 : val) set_from_node(fields, sec + "." + key_text(kv2.first, where), kv2.second, where);
       } else if (is_section) {
         OB_CHECK(val.IsNull(), where, ": section '", sec, "' expects a mapping of keys, got ", node_kind(val));
       } else {

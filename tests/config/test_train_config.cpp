@@ -90,6 +90,9 @@ TEST_CASE("config: unknown keys name the key and suggest the nearest one", "[con
   // Far from every key: no hint.
   CHECK_THROWS_WITH(parse("", {"completely.different=1"}), OB_CONTAINS("unknown key 'completely.different'"));
   CHECK_THROWS_WITH(parse("", {"completely.different=1"}), !OB_CONTAINS("did you mean"));
+  // A list or a mapping as a key (found by the fuzz replay: yaml-cpp's "bad conversion" escaped).
+  CHECK_THROWS_WITH(parse("kd:\n  [a, b]: 1\n"), OB_CONTAINS("test.yaml: a key must be a plain name, got a list at line "));
+  CHECK_THROWS_WITH(parse("? {a: 1}\n: 2\n"), OB_CONTAINS("a key must be a plain name, got a mapping"));
 }
 
 TEST_CASE("config: wrong types name the key and the value", "[config]") {

@@ -100,4 +100,6 @@ int safetensors(const uint8_t* data, size_t size);
 int config(const uint8_t* data, size_t size);
 int tokenizer(const uint8_t* data, size_t size);
 int token_dataset(const uint8_t* data, size_t size);
+int eval_tasks(const uint8_t* data, size_t size);
+int packed_model(const uint8_t* data, size_t size);
 }  // namespace onebit::fuzz

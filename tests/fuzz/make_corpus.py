@@ -67,3 +67,41 @@ index = json.dumps({"format": "onebit-token-dataset", "version": 1, "vocab_size"
                     "num_samples": len(samples), "num_tokens": n, "tokens_file": "tokens.bin",
                     "offsets_file": "offsets.bin", "generator": {"program": "seed"}}).encode()
 put("token_dataset", "three_samples", struct.pack("<HH", len(index), len(tokens)) + index + tokens + offsets)
+
+# eval_tasks: a task name, NUL, the task file. The HF rows of each paper task (the test data),
+# and MosaicML multiple_choice / schema files under a name that is not a paper task.
+ROWS = os.path.join(ROOT, "tests", "eval", "data", "hf_rows")
+for f in sorted(os.listdir(ROWS)):
+    put("eval_tasks", f[: -len(".jsonl")], f[: -len(".jsonl")].encode() + b"\0" + open(os.path.join(ROWS, f), "rb").read())
+mc = [{"query": "Question: Which is hot?\nAnswer:", "choices": ["fire", "ice", "snow"], "gold": 0},
+      {"query": "2 + 2 =", "choices": ["4", "5"], "gold": 0}]
+put("eval_tasks", "mosaic_multiple_choice", b"mosaic\0" + "\n".join(json.dumps(r) for r in mc).encode() + b"\n")
+schema = [{"context_options": ["The cat sat on the mat because it", "The cat sat on the mat because the mat"],
+           "continuation": "was tired.", "gold": 0}]
+put("eval_tasks", "mosaic_schema", b"mosaic\0" + "\n".join(json.dumps(r) for r in schema).encode() + b"\n")
+
+# packed_model: a uint16 size, config.json, model.safetensors. A real onebit-export of a tiny
+# student (1 LLaMA layer x 16, vocab 370), made with the built programs, and the same with
+# post_layernorm off.
+BUILD = os.environ.get("ONEBIT_BUILD_DIR", os.path.join(ROOT, "build"))
+TINY = """output_dir: {out}/run
+model: {{teacher: embedded, dtype: fp32, device: cpu}}
+embedded: {{hidden_size: 16, intermediate_size: 24, num_layers: 1, num_heads: 2, num_kv_heads: 1,
+           train_tokens: 2048, batch_size: 4, seq_len: 16, lr: 3.0e-3, seed: 7}}
+data: {{source: sample, num_samples: 8, sample_length: 16, sample_batch: 8, seq_len: 16, batch_size: 4}}
+train: {{max_steps: 1, precision: fp32, log_every: 1, save_every: 0, eval_every: 0}}
+"""
+with tempfile.TemporaryDirectory() as d:
+    with open(os.path.join(d, "tiny.yaml"), "w") as f:
+        f.write(TINY.format(out=d))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([os.path.join(BUILD, "onebit-train"), "--config", os.path.join(d, "tiny.yaml")], check=True,
+                   stdout=subprocess.DEVNULL, env=env)
+    subprocess.run([os.path.join(BUILD, "onebit-export"), "--model", os.path.join(d, "run", "student"), "--out",
+                    os.path.join(d, "export")], check=True, stdout=subprocess.DEVNULL, env=env)
+    config = json.load(open(os.path.join(d, "export", "config.json")))
+    weights = open(os.path.join(d, "export", "model.safetensors"), "rb").read()
+    for name, post_ln in (("llama_export", True), ("llama_export_no_post_ln", False)):
+        config["quantization_config"]["post_layernorm"] = post_ln
+        text = json.dumps(config, indent=1).encode()
+        put("packed_model", name, struct.pack("<H", len(text)) + text + weights)

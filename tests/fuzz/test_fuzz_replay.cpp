@@ -66,3 +66,5 @@ TEST_CASE("fuzz replay: safetensors reader", "[fuzz][io]") { replay("safetensors
 TEST_CASE("fuzz replay: config loader", "[fuzz][config]") { replay("config", onebit::fuzz::config, 600); }
 TEST_CASE("fuzz replay: tokenizer.json and encode", "[fuzz][tokenizer]") { replay("tokenizer", onebit::fuzz::tokenizer, 150); }
 TEST_CASE("fuzz replay: token dataset", "[fuzz][data]") { replay("token_dataset", onebit::fuzz::token_dataset, 3000); }
+TEST_CASE("fuzz replay: eval task readers", "[fuzz][eval]") { replay("eval_tasks", onebit::fuzz::eval_tasks, 400); }
+TEST_CASE("fuzz replay: packed model loader", "[fuzz][export]") { replay("packed_model", onebit::fuzz::packed_model, 300); }
