@@ -40,6 +40,7 @@ struct Options {
   int64_t layers = 2, hidden = 256, ffn = 688, vocab = 8000, heads = 0, batch = 2, seq = 128;
   int steps = 3, warmup = 1, threads = 0;
   std::string device = "cpu", dtype = "bf16", dir = "build/bench_train_step", json_out;
+  std::string latent_dtype = "fp32", state_dtype = "fp32";  // student.latent_dtype, optim.state_dtype
   bool checkpointing = true, nccl = false;
   double peak_tflops = 0;  // the device's dense bf16 peak; 0: no MFU
 };
@@ -74,6 +75,8 @@ json run(const Options& o) {
   cfg.data.seq_len = o.seq;
   cfg.optim.warmup_steps = 0;
   cfg.optim.schedule = "constant";
+  cfg.student.latent_dtype = o.latent_dtype;
+  cfg.optim.state_dtype = o.state_dtype;
   cfg.validate();
   const auto plan = plan::plan_memory(cfg, plan::teacher_model_config(cfg),
                                       plan::run_options(cfg, 1, device.is_cuda()));
@@ -112,6 +115,8 @@ json run(const Options& o) {
               {"seq", o.seq},
               {"dtype", o.dtype},
               {"checkpointing", o.checkpointing},
+              {"latent_dtype", o.latent_dtype},
+              {"state_dtype", o.state_dtype},
               {"sync", sync_name},
               {"steps", o.steps},
               {"setup_s", setup_s},
@@ -147,6 +152,10 @@ int main(int argc, char** argv) {
     app.add_option("--device", o.device, "cpu or cuda[:N]");
     app.add_option("--dtype", o.dtype, "teacher dtype and train.precision")->check(CLI::IsMember({"fp32", "bf16"}));
     app.add_option("--checkpointing", o.checkpointing, "model.gradient_checkpointing");
+    app.add_option("--latent-dtype", o.latent_dtype, "student.latent_dtype (lean: bf16)")
+        ->check(CLI::IsMember({"fp32", "bf16"}));
+    app.add_option("--state-dtype", o.state_dtype, "optim.state_dtype (lean: bf16)")
+        ->check(CLI::IsMember({"fp32", "bf16"}));
     app.add_flag("--nccl", o.nccl, "gradients through C10dSync at world size 1 (NCCL on CUDA, gloo on CPU)");
     app.add_option("--peak-tflops", o.peak_tflops, "the device's dense bf16 peak, for MFU (H100/H200 SXM: 989)");
     app.add_option("--threads", o.threads, "CPU threads (0: LibTorch's default)");

@@ -7,7 +7,8 @@
 #    default $ROOT/deps when it holds one) against the node's own python3 torch;
 # 2. runs every [cuda] test;
 # (a) a LLaMA-7B-shaped OneBit distillation from a random-weight teacher, 4 x 2048 tokens on ONE
-#     GPU (bf16, gradient checkpointing, frozen tensors shared with the teacher): peak GPU memory,
+#     GPU (bf16, gradient checkpointing, lean precision: bf16 latent W and AdamW moments, frozen
+#     tensors shared with the teacher): peak GPU memory,
 #     tokens/s, MFU (8·N FLOPs per token against GPU_PEAK_TFLOPS, known for A100/H100/H200);
 # (b) bench-distill-step (onebit vs PyTorch + transformers) at about 1B parameters;
 # (c) the NCCL path at world size 1 (bench-train-step --nccl);
@@ -17,7 +18,7 @@
 # checks. Knobs: BUILD_DIR (default build-gpu), JOBS, ONEBIT_PYTHON, GPU_PEAK_TFLOPS.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[[ $# -eq 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; [[ $# -eq 1 ]]; exit $?; }
+[[ $# -eq 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; [[ $# -eq 1 ]]; exit $?; }
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-gpu}
 PY=${ONEBIT_PYTHON:-python3}
@@ -118,7 +119,8 @@ t=$(date +%s)
 if [[ ! -x "$BIN/bench-train-step" ]]; then
   result distill_7b failed 0 "no $BIN/bench-train-step"
 elif run_step distill_7b 300 "$BIN/bench-train-step" "${SHAPE[@]}" --steps 3 --warmup 1 --device $DEVICE \
-    --dtype bf16 --checkpointing 1 --peak-tflops "$PEAK" --dir "$BUILD_DIR/gpu_check_teacher" \
+    --dtype bf16 --checkpointing 1 --latent-dtype bf16 --state-dtype bf16 --peak-tflops "$PEAK" \
+    --dir "$BUILD_DIR/gpu_check_teacher" \
     --json "$OUT/distill_7b.out.json"; then
   result_from distill_7b ok $(( $(date +%s) - t )) "" "$OUT/distill_7b.out.json"
 else

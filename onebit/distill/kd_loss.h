@@ -5,6 +5,7 @@
 // The logit terms are computed chunk by chunk from the final hidden states and the lm_head
 // weights, so the [B,T,V] fp32 softmaxes of teacher and student never exist; a custom autograd
 // Function computes each chunk's gradient in the forward, while its softmaxes are at hand.
+// The hidden-state term (normalized_mse) saves no fp32 copies either.
 // Every term is computed in fp32 with autocast off, whatever the dtype of the states (bf16/fp16
 // ones are upcast).
 #pragma once
@@ -36,6 +37,11 @@ struct KdLossParts {
 KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& teacher_lm_head,
                     const models::ForwardOutput& student, const torch::Tensor& student_lm_head,
                     const torch::Tensor& input_ids, const KdLossOptions& options);
+
+// mean over rows of ‖normalize(t) − normalize(s)‖² (F.normalize along dim −1), an fp32 scalar
+// differentiable in s [N,H] (t is detached). Saves no copy of s or t for backward: the
+// normalisation is recomputed there, row block by row block.
+torch::Tensor normalized_mse(const torch::Tensor& s, const torch::Tensor& t);
 
 // Sum over tokens of KL(softmax(t_h·t_wᵀ) ‖ softmax(s_h·s_wᵀ)) and sum of CE over tokens whose
 // label is >= 0, both fp32 scalars; s_h, t_h [N,H], labels [N] (int64, −1 = none).

@@ -192,10 +192,10 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   const int64_t saved_layer = layer_saved_per_token(m, c, r) * N;
   const int64_t hidden_s = (L + 1) * r * H * N;    // the student's hidden states (layer inputs)
   const int64_t hidden_t = (L + 1) * tdt * H * N;  // the teacher's, kept for the loss
-  const int64_t kd_hidden = L * ((r < 4 ? 4 : 0) + 4) * H * N;  // saved by the hidden-state term
+  // The hidden-state term saves no copies of its own (distill::normalized_mse).
   const bool ckpt = cfg.model.gradient_checkpointing;
-  const int64_t act_ckpt = hidden_s + hidden_t + kd_hidden + saved_layer;
-  const int64_t act_full = hidden_s + hidden_t + kd_hidden + L * saved_layer;
+  const int64_t act_ckpt = hidden_s + hidden_t + saved_layer;
+  const int64_t act_full = hidden_s + hidden_t + L * saved_layer;
   const int64_t activations = ckpt ? act_ckpt : act_full;
   p.activations_other = ckpt ? act_full : act_ckpt;
   p.checkpointing = ckpt;

@@ -159,3 +159,49 @@ TEST_CASE("chunked_kl_ce: gradients of s_h and s_w equal the naive formula; ce_g
   CHECK(!kl3.requires_grad());
   CHECK(std::abs(kl3.item<double>() - ref_kl.item<double>()) <= kTol * std::max(1.0, ref_kl.item<double>()));
 }
+
+TEST_CASE("normalized_mse: value and gradient equal F::normalize's composition, zero rows and bf16 included",
+          "[distill]") {
+  torch::manual_seed(3);
+  const auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  // 3000 rows of 700: several row blocks of the backward (2^20 / 700 = 1497 rows each).
+  auto s0 = torch::randn({3000, 700}, f64), t = torch::randn({3000, 700}, f64);
+  s0[5].zero_();        // ‖s‖ = 0: F.normalize's clamp
+  s0[6].mul_(1e-14);    // ‖s‖ below eps
+  t[7].zero_();
+  auto s = s0.clone().requires_grad_(true), ref_s = s0.clone().requires_grad_(true);
+  const auto loss = onebit::distill::normalized_mse(s, t);
+  const auto opts = F::NormalizeFuncOptions().dim(-1);
+  const auto ref = (F::normalize(t, opts) - F::normalize(ref_s, opts)).pow(2).sum(-1).mean();
+  CHECK(loss.scalar_type() == torch::kFloat32);
+  CHECK(std::abs(loss.item<double>() - ref.item<double>()) < 1e-5 * ref.item<double>());
+  (loss * 3.0).backward();
+  (ref * 3.0).backward();
+  REQUIRE(s.grad().defined());
+  // Row by row, relative: rows 5 and 6 (‖s‖ ≤ eps) have gradients of order 1/eps; row 7
+  // (t = 0) has none in exact arithmetic.
+  const auto err = (s.grad() - ref_s.grad()).norm(2, -1) / ref_s.grad().norm(2, -1).clamp_min(1e-8);
+  CHECK(err.max().item<double>() < 1e-5);
+  CHECK(ref_s.grad()[5].abs().max().item<double>() > 1e6);
+
+  // bf16 states (the residual stream of a bf16 run): fp32 loss, bf16 gradient of the same value.
+  auto sb = s0.to(torch::kBFloat16).requires_grad_(true);
+  const auto lb = onebit::distill::normalized_mse(sb, t.to(torch::kBFloat16));
+  CHECK(lb.scalar_type() == torch::kFloat32);
+  CHECK(std::abs(lb.item<double>() - ref.item<double>()) < 2e-2 * ref.item<double>());
+  lb.backward();
+  CHECK(sb.grad().scalar_type() == torch::kBFloat16);
+  const auto rel = (sb.grad().to(torch::kFloat64) * 3.0 - ref_s.grad()).norm() / ref_s.grad().norm();
+  CHECK(rel.item<double>() < 2e-2);
+}
+
+TEST_CASE("kd_loss: alpha = 0 logs the hidden term but builds no graph for it", "[distill]") {
+  Fake f = make_fake(2, 3, 8, 11, 2);
+  onebit::distill::KdLossOptions o;
+  o.alpha = 0;
+  const auto parts = onebit::distill::kd_loss(f.teacher, f.t_w, f.student, f.s_w, f.ids, o);
+  CHECK(parts.hidden.item<double>() > 0);
+  parts.total.backward();
+  for (size_t i = 0; i + 1 < f.leaves.size(); ++i) CHECK(!f.leaves[i].grad().defined());  // the hidden states
+  CHECK(f.leaves.back().grad().defined());  // last_hidden, through the KL
+}
