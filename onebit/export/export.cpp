@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <regex>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -18,6 +19,8 @@
 #include "onebit/nn/onebit_linear.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/fs.h"
+#include "onebit/models/param_shapes.h"
+#include "onebit/models/to_onebit.h"
 
 namespace onebit::packed {
 
@@ -158,6 +161,39 @@ ExportStats export_model(const models::CausalLMImpl& student, const std::string&
   util::remove_tree(dst);
   fs::rename(tmp, dst);
   return measure_export(dst.string());
+}
+
+ExportStats plan_export(const models::ModelConfig& cfg, torch::Dtype dtype, const std::string& modules_pattern) {
+  const std::regex packed(modules_pattern.empty() ? models::default_student_layers(cfg) : modules_pattern);
+  const int64_t scale = int64_t(c10::elementSize(dtype));
+  auto module_of = [](const std::string& name) { return name.substr(0, name.rfind('.')); };
+  std::set<std::string> packed_modules;
+  for (const auto& p : models::param_shapes(cfg))
+    if (p.linear_weight && std::regex_match(module_of(p.name), packed)) packed_modules.insert(module_of(p.name));
+  ExportStats s;
+  for (const auto& p : models::param_shapes(cfg)) {
+    const bool in_packed = packed_modules.count(module_of(p.name)) > 0;
+    if (in_packed && p.linear_weight) {  // signs [out, ⌈in/8⌉] uint8, g [in], h [out]
+      const int64_t out = p.shape.at(0), in = p.shape.at(1);
+      const int64_t bytes = out * ((in + 7) / 8) + (in + out) * scale;
+      s.linear_params += out * in + in + out;
+      s.linear_bytes += bytes;
+      s.model_params += out * in + in + out;
+      s.model_bytes += bytes;
+      ++s.layers;
+      continue;
+    }
+    const int64_t n = p.numel();
+    if (in_packed) {  // a packed layer's bias
+      s.linear_params += n;
+      s.linear_bytes += n * scale;
+    }
+    s.model_params += n;
+    s.model_bytes += n * scale;
+  }
+  s.file_bytes = s.model_bytes;
+  s.shards = 1;
+  return s;
 }
 
 ExportStats measure_export(const std::string& dir) {

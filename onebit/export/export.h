@@ -39,4 +39,10 @@ ExportStats export_model(const models::CausalLMImpl& student, const std::string&
 // Reads the storage numbers back from an exported folder's files.
 ExportStats measure_export(const std::string& dir);
 
+// The same numbers (file_bytes less the safetensors headers) for the export of a student of `cfg`
+// whose linears matching `modules_pattern` ("" = models::default_student_layers) are packed,
+// from the shapes alone: what a LLaMA-7B export weighs without building one.
+ExportStats plan_export(const models::ModelConfig& cfg, torch::Dtype dtype = torch::kFloat16,
+                        const std::string& modules_pattern = "");
+
 }  // namespace onebit::packed

@@ -314,14 +314,20 @@ MemoryPlan plan_memory(const config::TrainConfig& cfg, const models::ModelConfig
       c.student.latent_dtype = "bf16";
       c.optim.state_dtype = "bf16";
     });
-  with(std::to_string(o.world_size * 2) + " GPUs with dist.sharding=full", [](auto& c, auto& po) {
-    po.world_size *= 2;
-    c.dist.sharding = "full";
-  });
   for (const auto& t : tries) {
     const MemoryPlan q = compute(t.cfg, teacher, t.opts);
     p.suggestions.push_back(t.what + ": " + format_bytes(q.total_bytes) + (q.fits ? " (fits)" : " (does not fit)"));
   }
+  // More GPUs with full sharding: the fewest (doubling, up to 1024) that fit, else the most tried.
+  Try more{"", cfg, o};
+  more.cfg.dist.sharding = "full";
+  MemoryPlan q;
+  for (more.opts.world_size = o.world_size * 2;; more.opts.world_size *= 2) {
+    q = compute(more.cfg, teacher, more.opts);
+    if (q.fits || more.opts.world_size >= 1024) break;
+  }
+  p.suggestions.push_back(std::to_string(more.opts.world_size) + " GPUs with dist.sharding=full: " +
+                          format_bytes(q.total_bytes) + (q.fits ? " (fits)" : " (does not fit)"));
   return p;
 }
 

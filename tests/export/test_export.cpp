@@ -16,6 +16,7 @@
 #include "onebit/models/to_onebit.h"
 #include "onebit/nn/onebit_linear.h"
 #include "tests/data/tmpdir.h"
+#include "tests/io/model_files.h"
 #include "tests/models/tiny.h"
 #include "tests/support.h"
 
@@ -72,23 +73,8 @@ std::string slurp(const std::string& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// Rewrites a folder's model.safetensors through `edit` (name → tensor map).
-void edit_tensors(const std::string& dir,
-                  const std::function<void(std::vector<std::pair<std::string, torch::Tensor>>&)>& edit) {
-  std::vector<std::pair<std::string, torch::Tensor>> ts;
-  {
-    io::SafetensorsReader r(dir);
-    for (const auto& n : r.names()) ts.emplace_back(n, r.load(n));
-  }
-  edit(ts);
-  io::write_safetensors(dir + "/model.safetensors", ts);
-}
-
-void copy_dir(const fs::path& from, const fs::path& to) {
-  util::remove_tree(to);
-  fs::create_directories(to);
-  for (const auto& e : fs::directory_iterator(from)) fs::copy_file(e.path(), to / e.path().filename());
-}
+using test::copy_dir;
+using test::edit_tensors;
 }  // namespace
 
 TEST_CASE("onebit-export writes packed signs, fp16 scales, the config block and every tokenizer file", "[export]") {
@@ -172,6 +158,40 @@ TEST_CASE("a 4096x4096 packed layer with fp16 g and h takes 1.0073 bits per weig
   CHECK(s.linear_bits() == Approx(1.0073).margin(5e-5));
   CHECK(s.file_bytes > s.model_bytes);  // headers on top of the tensor bytes
   CHECK(s.file_bytes < s.model_bytes + 64 * 1024);
+}
+
+TEST_CASE("plan_export gives the written files' numbers from the shapes; a LLaMA-7B export is 1.3 GB", "[export]") {
+  struct Case {
+    const char* what;
+    models::ModelConfig cfg;
+    torch::Dtype dtype;
+  };
+  const std::vector<Case> cases = {{"llama fp16", test::tiny_llama_config(), torch::kFloat16},
+                                   {"qwen2 bf16 (biases, tied)", tiny_qwen2_config(), torch::kBFloat16},
+                                   {"opt fp32 (biases)", test::tiny_opt_config(), torch::kFloat32}};
+  for (const auto& c : cases) {
+    INFO(c.what);
+    test::TempDir tmp("export_plan");
+    auto student = tiny_student(c.cfg, true, true, 4);
+    packed::ExportOptions o;
+    o.dtype = c.dtype;
+    const auto written = packed::export_model(*student, tmp.str("out"), o);
+    const auto planned = packed::plan_export(c.cfg, c.dtype);
+    CHECK(planned.layers == written.layers);
+    CHECK(planned.linear_params == written.linear_params);
+    CHECK(planned.linear_bytes == written.linear_bytes);
+    CHECK(planned.model_params == written.model_params);
+    CHECK(planned.model_bytes == written.model_bytes);
+  }
+  // method.md §7: LLaMA-7B 13.5 GB in fp16 -> 1.3 GB at 1 bit (embeddings and lm_head stay fp16).
+  const auto cfg7b = models::load_model_config((test::source_dir() / "configs/models/llama-7b/config.json").string());
+  const auto s = packed::plan_export(cfg7b);
+  CHECK(s.layers == 224);
+  CHECK(s.model_params == Approx(6.738e9).epsilon(2e-3));
+  CHECK(double(s.model_bytes) / 1e9 == Approx(1.3).margin(0.05));
+  CHECK(s.linear_bits() == Approx(1.0).margin(0.01));
+  WARN("LLaMA-7B export: " << double(s.model_bytes) / 1e9 << " GB, linears " << s.linear_bits()
+                           << " bits/param, whole model " << s.model_bits() << " bits/param");
 }
 
 TEST_CASE("sharded exports load back", "[export]") {

@@ -2,6 +2,7 @@
 // config.json (configs/models), the JSON matches the table, and a plan that does not fit
 // says so (exit 3) with what would make it fit.
 #include <filesystem>
+#include <regex>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -73,7 +74,18 @@ TEST_CASE("onebit-train --dry-run: the embedded quickstart teacher, a plan that 
                               (src / "configs/models/llama-7b").string() + " --gpu-memory 80GB");
   CHECK(rc == 3);
   CHECK_THAT(out, OB_CONTAINS("does NOT fit in 74.51 GiB per GPU"));
-  CHECK_THAT(out, OB_CONTAINS("try 2 GPUs with dist.sharding=full"));
+  // The fewest GPUs (doubling) with full sharding that fit, and half as many do not.
+  std::smatch m;
+  REQUIRE(std::regex_search(out, m, std::regex(R"(try (\d+) GPUs with dist.sharding=full: [0-9.]+ GiB \(fits\))")));
+  const int gpus = std::stoi(m[1]);
+  CHECK(gpus >= 2);
+  if (gpus > 2) {
+    const auto [rc_half, out_half] =
+        dry_run("--config " + (src / "configs/llama7b.yaml").string() + " model.teacher=" +
+                (src / "configs/models/llama-7b").string() + " --gpu-memory 80GB dist.sharding=full --world-size " +
+                std::to_string(gpus / 2));
+    CHECK(rc_half == 3);
+  }
 
   std::tie(rc, out) = dry_run("--config " + (src / "configs/llama7b.yaml").string() + " model.teacher=" +
                               (src / "configs/models/llama-7b").string() +

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "onebit/io/safetensors.h"
+#include "tests/io/model_files.h"
 #include "tests/io/test_util.h"
 #include "tests/support.h"
 
@@ -72,10 +73,7 @@ class Fixture {
   onebit::test::TempDir dir_;
 };
 
-void copy_dir(const fs::path& from, const fs::path& to) {
-  onebit::util::remove_tree(to);
-  fs::copy(from, to, fs::copy_options::recursive);
-}
+using onebit::test::copy_dir;
 
 void edit_json(const fs::path& file, const std::function<void(json&)>& edit) {
   json j = json::parse(read_text(file.string()));
@@ -83,16 +81,8 @@ void edit_json(const fs::path& file, const std::function<void(json&)>& edit) {
   write_text(file.string(), j.dump(1));
 }
 
-// Rewrites folder/model.safetensors with `edit` applied to its tensors (in name order).
 void edit_tensors(const fs::path& folder, const std::function<void(std::vector<std::pair<std::string, torch::Tensor>>&)>& edit) {
-  const auto file = (folder / "model.safetensors").string();
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  {
-    onebit::io::SafetensorsReader reader(file);
-    for (const auto& n : reader.names()) tensors.emplace_back(n, reader.load(n));
-  }
-  edit(tensors);
-  onebit::io::write_safetensors(file, tensors);
+  onebit::test::edit_tensors(folder.string(), edit);
 }
 
 void erase_tensor(std::vector<std::pair<std::string, torch::Tensor>>& t, const std::string& name) {
