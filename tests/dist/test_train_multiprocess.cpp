@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <nlohmann/json.hpp>
@@ -299,11 +300,16 @@ struct Ranks {
     for (size_t i = 0; i < r.size(); ++i) s += "--- rank " + std::to_string(i) + ":\n" + r[i]->output();
     return s;
   }
+  // Waits while every rank runs, at most kRunTimeoutS, until `done` holds; returns it.
+  bool wait_until(const std::function<bool()>& done) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (!done() && all_running() && seconds_since(t0) < kRunTimeoutS)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
+  }
   // Waits (while every rank runs) until `metrics` has at least n lines.
   void wait_for_lines(const fs::path& metrics, int64_t n) {
-    const auto t0 = std::chrono::steady_clock::now();
-    while (count_lines(metrics) < n && all_running() && seconds_since(t0) < kRunTimeoutS)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    wait_until([&] { return count_lines(metrics) >= n; });
     INFO(outputs());
     REQUIRE(count_lines(metrics) >= n);
   }
@@ -402,14 +408,12 @@ TEST_CASE("onebit-train, 4 processes: rank 0 hung while sampling stops the other
               "r");
   // Sampling has begun once rank 0 created the dataset (its index.json) and committed a round.
   const fs::path index = dir.path / "run" / "samples" / "index.json";
-  const auto t0 = std::chrono::steady_clock::now();
   auto committed = [&] {
     std::ifstream f(index);
     const auto j = nlohmann::json::parse(f, nullptr, false);
     return !j.is_discarded() && j.value("num_samples", int64_t(0)) > 0;
   };
-  while (!committed() && ranks.all_running() && seconds_since(t0) < kRunTimeoutS)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ranks.wait_until(committed);
   {
     INFO(ranks.outputs());
     REQUIRE(committed());
@@ -449,9 +453,7 @@ TEST_CASE("onebit-train: rank 0 hung while pretraining the embedded teacher stop
                "embedded.train_tokens=20000000"},
               "r");
   const fs::path heldout = dir.path / "run" / "heldout.txt";  // written as pretraining begins
-  const auto t0 = std::chrono::steady_clock::now();
-  while (!fs::exists(heldout) && ranks.all_running() && seconds_since(t0) < kRunTimeoutS)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ranks.wait_until([&] { return fs::exists(heldout); });
   std::this_thread::sleep_for(std::chrono::seconds(timeout_s + 1));  // a wait longer than the timeout is fine
   {
     INFO(ranks.outputs());
