@@ -39,7 +39,9 @@ int main(int argc, char** argv) {
     app.add_option("--tasks", task_args, "NAME=FILE (or MosaicML files), as onebit-eval --tasks")->required();
     app.add_option("--limit", limit, "first N examples per task (0 = all)")->capture_default_str();
     app.add_option("--task-batch-tokens", task_tokens, "onebit's tokens per forward")->capture_default_str();
+    bool no_baseline = false;
     app.add_option("--hf-batch-sizes", hf_batches, "lm-eval HFLM batch sizes to run")->capture_default_str();
+    app.add_flag("--no-baseline", no_baseline, "time onebit alone (no lm-eval runs)");
     app.add_option("--threads", threads, "torch intra-op threads (both sides)")->capture_default_str();
     app.add_option("--repeats", repeats, "onebit runs (the median is reported)")->capture_default_str();
     app.add_option("--python", python, "Python with lm_eval")->capture_default_str();
@@ -91,6 +93,7 @@ int main(int argc, char** argv) {
     std::printf("onebit  (batch_tokens %lld): %8.3f s  %9.1f tokens/s  (%lld forwards, %lld model tokens, %lld padding)\n",
                 (long long)task_tokens, t_ours, double(request_tokens) / t_ours, (long long)st.forwards,
                 (long long)st.forward_tokens, (long long)st.padded_tokens);
+    if (no_baseline) hf_batches.clear();
     for (int64_t b : hf_batches) {
       const auto out = bench::run_capture(python + " " + bench::py_script("lm_eval_loglik.py") + " " + model_dir +
                                           " " + req_file + " " + std::to_string(b) + " " + std::to_string(threads) +

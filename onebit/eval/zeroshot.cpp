@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "onebit/core/error.h"
+#include "onebit/eval/batching.h"
 #include "onebit/eval/scoring.h"
 #include "onebit/models/causal_lm.h"
 #include "onebit/tokenizer/tokenizer.h"
@@ -21,6 +22,11 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr int64_t kHeadRows = 512;  // lm_head rows per matmul: bounds the [rows, V] logits
+// Batching (docs/evaluation.md): the fixed cost of one forward in tokens, which cut_sorted
+// weighs against padding (SmolLM2-135M on 2 CPU cores: about 30 tokens' time per call), and
+// the prefix store's size in batches of tokens.
+constexpr int64_t kForwardCostTokens = 32;
+constexpr int64_t kWindowBatches = 2;
 
 // Decodes the UTF-8 code point starting at s[i] (invalid bytes decode as themselves).
 char32_t decode_at(const std::string& s, size_t i, size_t* len) {
@@ -159,13 +165,176 @@ EncodedPair encode_pair(const tokenizer::Tokenizer& tok, const std::string& cont
   return out;
 }
 
+namespace {
+
+// The scoring of one score_requests call: requests prepared, questions' shared prefix lengths,
+// the scores being summed.
+struct Scorer {
+  models::CausalLMImpl& model;
+  const ZeroShotOptions& opts;
+  ScoreStats& st;
+  const std::vector<std::vector<Prepared>>& prep;
+  const std::vector<int64_t>& plen;
+  std::vector<std::vector<RequestScore>>& out;
+  torch::Device device;
+  torch::Tensor W;  // lm_head weight
+  // Prefix stage of the window: each question's slot in the prefix cache store (-1: none), and
+  // the store, per layer [slots, kv_heads, longest prefix, head_dim], zero beyond each prefix.
+  std::vector<int64_t> slot;
+  std::vector<torch::Tensor> store_k, store_v;
+
+  // Runs one forward over `flat` as [B, T] and returns its last hidden states as [B*T, H].
+  torch::Tensor run(const std::vector<int64_t>& flat, int64_t B, int64_t T, const models::ForwardArgs& args) {
+    auto ids = torch::tensor(flat, torch::kInt64).view({B, T}).to(device);
+    auto h = model.forward(ids, args).last_hidden;
+    ++st.forwards;
+    OB_CHECK(h.defined() && h.dim() == 3 && h.size(0) == B && h.size(1) == T,
+             "score_requests: model returned hidden states of shape ", h.defined() ? h.sizes() : torch::IntArrayRef{},
+             " for input ", ids.sizes());
+    return h.reshape({B * T, -1});
+  }
+
+  // Output projection of the scored rows: fp32 log-softmax, fp64 sums, greedy check.
+  void add_scores(const torch::Tensor& hidden, const std::vector<ScoredRow>& rows) {
+    for (size_t c0 = 0; c0 < rows.size(); c0 += size_t(kHeadRows)) {
+      const size_t c1 = std::min(rows.size(), c0 + size_t(kHeadRows));
+      std::vector<int64_t> idx, tgt;
+      for (size_t i = c0; i < c1; ++i) {
+        idx.push_back(rows[i].flat_row);
+        tgt.push_back(rows[i].target);
+      }
+      auto h = hidden.index_select(0, torch::tensor(idx, torch::kInt64).to(hidden.device()));
+      auto logits = torch::nn::functional::linear(h, W);
+      auto lp = target_logprobs(logits, torch::tensor(tgt, torch::kInt64)).cpu();
+      auto greedy = logits.argmax(-1).cpu();
+      auto lp_a = lp.accessor<double, 1>();
+      auto g_a = greedy.accessor<int64_t, 1>();
+      for (size_t i = c0; i < c1; ++i) {
+        auto& s = out[rows[i].q][rows[i].r];
+        s.loglik += lp_a[int64_t(i - c0)];
+        s.greedy = s.greedy && g_a[int64_t(i - c0)] == rows[i].target;
+      }
+    }
+  }
+
+  // Prefix stage: the shared prefixes of the window's questions, longest first, as
+  // right-padded rows (padding comes after every real token: the causal mask hides it) into
+  // the KV cache, then into the store.
+  void prefixes(const std::vector<size_t>& window) {
+    std::vector<size_t> qs;
+    for (size_t q : window)
+      if (plen[q] > 0) qs.push_back(q);
+    std::stable_sort(qs.begin(), qs.end(), [&](size_t a, size_t b) { return plen[a] > plen[b]; });
+    store_k.clear();
+    store_v.clear();
+    if (qs.empty()) return;
+    std::vector<int64_t> lengths;
+    for (size_t i = 0; i < qs.size(); ++i) {
+      slot[qs[i]] = int64_t(i);
+      lengths.push_back(plen[qs[i]]);
+    }
+    for (auto [a, b] : cut_sorted(lengths, opts.batch_tokens, kForwardCostTokens)) {
+      const int64_t n = int64_t(b - a), T = lengths[a];
+      std::vector<int64_t> flat(size_t(n * T), 0);
+      std::vector<ScoredRow> rows;
+      for (int64_t j = 0; j < n; ++j) {
+        const size_t q = qs[a + size_t(j)];
+        std::copy(prep[q][0].x.begin(), prep[q][0].x.begin() + plen[q], flat.begin() + j * T);
+        st.forward_tokens += plen[q];
+        st.padded_tokens += T - plen[q];
+        for (size_t r = 0; r < prep[q].size(); ++r) {  // continuation tokens inside the prefix
+          const auto& p = prep[q][r];
+          for (int64_t t = p.start; t < std::min<int64_t>(int64_t(p.x.size()), plen[q]); ++t)
+            rows.push_back({j * T + t, p.y[size_t(t)], q, r});
+        }
+      }
+      models::KVCache cache;
+      models::ForwardArgs args;
+      args.cache = &cache;
+      args.compute_logits = false;
+      auto hidden = run(flat, n, T, args);
+      for (auto [kv, store] : {std::pair{&cache.k, &store_k}, std::pair{&cache.v, &store_v}}) {
+        if (store->empty())
+          for (const auto& t : *kv)
+            store->push_back(torch::zeros({int64_t(qs.size()), t.size(1), lengths[0], t.size(3)}, t.options()));
+        OB_CHECK(store->size() == kv->size(), "score_requests: the model's KV cache changed its layer count");
+        for (size_t l = 0; l < kv->size(); ++l) (*store)[l].narrow(0, int64_t(a), n).narrow(2, 0, T).copy_((*kv)[l]);
+      }
+      add_scores(hidden, rows);
+    }
+  }
+
+  // Suffix stage: every request's tokens after its question's prefix, longest first, as
+  // right-padded rows with explicit positions on a cache gathered from the store. Rows whose
+  // prefix is shorter than the batch's longest get an attention mask over the cache gap.
+  void suffixes(const std::vector<size_t>& window) {
+    struct Item {
+      size_t q, r;
+      int64_t s;  // tokens after the prefix
+    };
+    std::vector<Item> items;
+    for (size_t q : window)
+      for (size_t r = 0; r < prep[q].size(); ++r) {
+        const int64_t s = int64_t(prep[q][r].x.size()) - plen[q];
+        if (s > 0) items.push_back({q, r, s});
+      }
+    std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.s > b.s; });
+    std::vector<int64_t> lengths;
+    for (const auto& it : items) lengths.push_back(it.s);
+    for (auto [a, b] : cut_sorted(lengths, opts.batch_tokens, kForwardCostTokens)) {
+      const int64_t R = int64_t(b - a), T = lengths[a];
+      int64_t Pmax = 0;
+      bool ragged = false;
+      for (size_t i = a; i < b; ++i) Pmax = std::max(Pmax, plen[items[i].q]);
+      for (size_t i = a; i < b; ++i) ragged = ragged || plen[items[i].q] != Pmax;
+      std::vector<int64_t> flat(size_t(R * T), 0), slots, pos, mask;
+      std::vector<ScoredRow> rows;
+      for (int64_t i = 0; i < R; ++i) {
+        const auto& it = items[a + size_t(i)];
+        const auto& p = prep[it.q][it.r];
+        const int64_t P = plen[it.q];
+        std::copy(p.x.begin() + P, p.x.end(), flat.begin() + i * T);
+        st.forward_tokens += it.s;
+        st.padded_tokens += T - it.s;
+        slots.push_back(P > 0 ? slot[it.q] : 0);  // a question without prefix: masked anyway
+        if (ragged) {
+          for (int64_t c = 0; c < Pmax; ++c) mask.push_back(c < P);
+          for (int64_t c = 0; c < T; ++c) mask.push_back(c < it.s);
+        }
+        // Padding repeats the last real position: within learned position tables (OPT).
+        for (int64_t c = 0; c < T; ++c) pos.push_back(P + std::min(c, it.s - 1));
+        for (int64_t t = std::max(p.start, P); t < int64_t(p.x.size()); ++t)
+          rows.push_back({i * T + (t - P), p.y[size_t(t)], it.q, it.r});
+      }
+      models::KVCache cache;
+      models::ForwardArgs args;
+      args.compute_logits = false;
+      if (Pmax > 0) {
+        // Buffers with room for the suffix, so that the model appends in place.
+        auto idx = torch::tensor(slots, torch::kInt64).to(device);
+        for (auto [kv, store] : {std::pair{&cache.k, &store_k}, std::pair{&cache.v, &store_v}})
+          for (const auto& s : *store) {
+            auto buf = torch::empty({R, s.size(1), Pmax + T, s.size(3)}, s.options());
+            buf.narrow(2, 0, Pmax).copy_(s.narrow(2, 0, Pmax).index_select(0, idx));
+            kv->push_back(buf.narrow(2, 0, Pmax));
+          }
+        args.cache = &cache;
+      }
+      if (ragged) args.attention_mask = torch::tensor(mask, torch::kInt64).view({R, Pmax + T}).to(device);
+      args.position_ids = torch::tensor(pos, torch::kInt64).view({R, T}).to(device);
+      add_scores(run(flat, R, T, args), rows);
+    }
+  }
+};
+
+}  // namespace
+
 std::vector<std::vector<RequestScore>> score_requests(models::CausalLMImpl& model,
                                                       const std::vector<std::vector<EncodedPair>>& questions,
                                                       const ZeroShotOptions& opts, ScoreStats* stats) {
   OB_CHECK(opts.batch_tokens >= 1, "score_requests: batch_tokens must be >= 1 (got ", opts.batch_tokens, ")");
   const int64_t max_len = opts.max_length > 0 ? opts.max_length : model.config().max_position_embeddings;
   const int64_t vocab = model.config().vocab_size;
-  const torch::Device device = model_device(model);
   ScoreStats local;
   ScoreStats& st = stats ? *stats : local;
 
@@ -206,141 +375,34 @@ std::vector<std::vector<RequestScore>> score_requests(models::CausalLMImpl& mode
     }
   }
 
-  // ---- order (longest first, as lm-eval's Collator) and batches under the token budget ----
+  // ---- windows of questions, longest first (as lm-eval's Collator), whose prefix store
+  // (questions × longest prefix) holds at most kWindowBatches batches of tokens ----
   std::vector<size_t> order(Q);
   std::iota(order.begin(), order.end(), size_t(0));
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return longest[a] > longest[b]; });
 
   std::vector<std::vector<RequestScore>> out(Q);
-  for (size_t q = 0; q < Q; ++q) out[q].resize(questions[q].size());
+  for (size_t q = 0; q < Q; ++q) out[q].assign(questions[q].size(), RequestScore{0.0, true});
 
   EvalModeGuard eval_mode(model);
   torch::NoGradGuard no_grad;
-  const torch::Tensor W = model.lm_head_weight();
-  size_t b0 = 0;
-  while (b0 < Q) {
-    // Grow the batch while rows × (Pmax + Smax) stays within the budget.
-    int64_t Pmax = 0, Smax = 0, R = 0;
-    size_t b1 = b0;
-    while (b1 < Q) {
-      const size_t q = order[b1];
-      int64_t P = std::max(Pmax, plen[q]), S = Smax;
-      for (const auto& p : prep[q]) S = std::max<int64_t>(S, int64_t(p.x.size()) - plen[q]);
-      const int64_t rows = R + int64_t(prep[q].size());
-      if (b1 > b0 && rows * (P + S) > opts.batch_tokens) break;
-      Pmax = P, Smax = S, R = rows;
-      ++b1;
+  Scorer sc{model, opts, st, prep, plen, out, model_device(model), model.lm_head_weight(),
+            std::vector<int64_t>(Q, -1), {}, {}};
+  const int64_t window_tokens = kWindowBatches * opts.batch_tokens;
+  for (size_t w0 = 0; w0 < Q;) {
+    std::vector<size_t> window;
+    int64_t slots = 0, longest_prefix = 0;
+    for (; w0 < Q; ++w0) {
+      const int64_t P = plen[order[w0]];
+      if (P > 0) {
+        if (slots > 0 && (slots + 1) * std::max(longest_prefix, P) > window_tokens) break;
+        ++slots;
+        longest_prefix = std::max(longest_prefix, P);
+      }
+      window.push_back(order[w0]);
     }
-    const size_t nq = b1 - b0;
-    std::vector<ScoredRow> rows_a, rows_b;  // scored rows in the prefix pass / the suffix pass
-
-    // Prefix pass: one row per question, right-padded to Pmax, into the KV cache.
-    models::KVCache cache;
-    torch::Tensor hidden_a;
-    if (Pmax > 0) {
-      std::vector<int64_t> flat(nq * size_t(Pmax), 0);
-      for (size_t j = 0; j < nq; ++j) {
-        const size_t q = order[b0 + j];
-        const auto& x0 = prep[q][0].x;
-        std::copy(x0.begin(), x0.begin() + plen[q], flat.begin() + int64_t(j) * Pmax);
-        st.forward_tokens += plen[q];
-        st.padded_tokens += Pmax - plen[q];
-        for (size_t r = 0; r < prep[q].size(); ++r) {
-          const auto& p = prep[q][r];
-          const int64_t e = std::min<int64_t>(int64_t(p.x.size()), plen[q]);
-          for (int64_t t = p.start; t < e; ++t)
-            rows_a.push_back({int64_t(j) * Pmax + t, p.y[size_t(t)], q, r});
-        }
-      }
-      models::ForwardArgs args;
-      args.cache = &cache;
-      args.compute_logits = false;
-      auto ids = torch::tensor(flat, torch::kInt64).view({int64_t(nq), Pmax}).to(device);
-      hidden_a = model.forward(ids, args).last_hidden;
-      ++st.forwards;
-      OB_CHECK(hidden_a.defined() && hidden_a.dim() == 3 && hidden_a.size(0) == int64_t(nq) &&
-                   hidden_a.size(1) == Pmax,
-               "score_requests: model returned hidden states of shape ",
-               hidden_a.defined() ? hidden_a.sizes() : torch::IntArrayRef{}, " for input ", ids.sizes());
-      hidden_a = hidden_a.reshape({int64_t(nq) * Pmax, -1});
-    }
-
-    // Suffix pass: one row per request on its question's prefix cache.
-    torch::Tensor hidden_b;
-    if (Smax > 0) {
-      std::vector<int64_t> flat(size_t(R * Smax), 0), row_q, pos, mask;
-      const bool ragged = [&] {
-        for (size_t j = 0; j < nq; ++j)
-          if (plen[order[b0 + j]] != Pmax) return true;
-        return false;
-      }();
-      int64_t row = 0;
-      for (size_t j = 0; j < nq; ++j) {
-        const size_t q = order[b0 + j];
-        const int64_t P = plen[q];
-        for (size_t r = 0; r < prep[q].size(); ++r, ++row) {
-          const auto& p = prep[q][r];
-          const int64_t s = int64_t(p.x.size()) - P;
-          std::copy(p.x.begin() + P, p.x.end(), flat.begin() + row * Smax);
-          st.forward_tokens += s;
-          st.padded_tokens += Smax - s;
-          row_q.push_back(int64_t(j));
-          if (ragged) {
-            for (int64_t c = 0; c < Pmax; ++c) mask.push_back(c < P);
-            for (int64_t c = 0; c < Smax; ++c) mask.push_back(c < s);
-            for (int64_t c = 0; c < Smax; ++c) pos.push_back(P + c);
-          }
-          for (int64_t t = std::max(p.start, P); t < int64_t(p.x.size()); ++t)
-            rows_b.push_back({row * Smax + (t - P), p.y[size_t(t)], q, r});
-        }
-      }
-      models::ForwardArgs args;
-      args.compute_logits = false;
-      if (Pmax > 0) {
-        auto idx = torch::tensor(row_q, torch::kInt64).to(device);
-        for (auto* kv : {&cache.k, &cache.v})
-          for (auto& t : *kv)
-            if (t.defined()) t = t.index_select(0, idx);
-        args.cache = &cache;
-      }
-      if (ragged) {
-        args.attention_mask = torch::tensor(mask, torch::kInt64).view({R, Pmax + Smax}).to(device);
-        args.position_ids = torch::tensor(pos, torch::kInt64).view({R, Smax}).to(device);
-      }
-      auto ids = torch::tensor(flat, torch::kInt64).view({R, Smax}).to(device);
-      hidden_b = model.forward(ids, args).last_hidden;
-      ++st.forwards;
-      OB_CHECK(hidden_b.defined() && hidden_b.dim() == 3 && hidden_b.size(0) == R && hidden_b.size(1) == Smax,
-               "score_requests: model returned hidden states of shape ",
-               hidden_b.defined() ? hidden_b.sizes() : torch::IntArrayRef{}, " for input ", ids.sizes());
-      hidden_b = hidden_b.reshape({R * Smax, -1});
-    }
-
-    // Scored rows through the output projection: fp32 log-softmax, fp64 sums, greedy check.
-    for (size_t q = 0; q < nq; ++q)
-      for (auto& s : out[order[b0 + q]]) s = RequestScore{0.0, true};
-    for (auto [hidden, rows] : {std::pair{hidden_a, &rows_a}, std::pair{hidden_b, &rows_b}}) {
-      for (size_t c0 = 0; c0 < rows->size(); c0 += size_t(kHeadRows)) {
-        const size_t c1 = std::min(rows->size(), c0 + size_t(kHeadRows));
-        std::vector<int64_t> idx, tgt;
-        for (size_t i = c0; i < c1; ++i) {
-          idx.push_back((*rows)[i].flat_row);
-          tgt.push_back((*rows)[i].target);
-        }
-        auto h = hidden.index_select(0, torch::tensor(idx, torch::kInt64).to(hidden.device()));
-        auto logits = torch::nn::functional::linear(h, W);
-        auto lp = target_logprobs(logits, torch::tensor(tgt, torch::kInt64)).cpu();
-        auto greedy = logits.argmax(-1).cpu();
-        auto lp_a = lp.accessor<double, 1>();
-        auto g_a = greedy.accessor<int64_t, 1>();
-        for (size_t i = c0; i < c1; ++i) {
-          auto& s = out[(*rows)[i].q][(*rows)[i].r];
-          s.loglik += lp_a[int64_t(i - c0)];
-          s.greedy = s.greedy && g_a[int64_t(i - c0)] == (*rows)[i].target;
-        }
-      }
-    }
-    b0 = b1;
+    sc.prefixes(window);
+    sc.suffixes(window);
   }
   return out;
 }

@@ -72,7 +72,7 @@ struct RequestScore {
 
 struct ZeroShotOptions {
   bool reuse_prefix = true;    // run the choices' common token prefix once (KV cache)
-  int64_t batch_tokens = 4096; // tokens (rows × padded length) per forward, questions batched
+  int64_t batch_tokens = 4096; // at most this many tokens (rows × padded length) per forward
   AddBos add_bos = AddBos::Auto;
   int64_t max_length = 0;      // left truncation length; 0 = the model's max_position_embeddings
   bool progress = true;
@@ -85,10 +85,14 @@ struct ScoreStats {
   int64_t truncated = 0;       // requests left-truncated to the model's context
 };
 
-// Scores every request of every question. Questions are sorted by length (longest first, as
-// lm-eval) and packed into batches of at most `batch_tokens` tokens; within a question the
-// common prefix of its requests' inputs runs once and the suffixes run on its expanded cache.
-// The model input of a request is (context_enc + continuation_enc)[-(max_length+1):][:-1].
+// Scores every request of every question. The model input of a request is
+// (context_enc + continuation_enc)[-(max_length+1):][:-1]; the common prefix of a question's
+// inputs runs once (reuse_prefix). Questions, longest first (as lm-eval), go in windows whose
+// stored prefix KV caches stay within 2 × batch_tokens tokens. In a window, the prefixes run
+// sorted by length, then every request's remaining tokens (across questions) sorted by length
+// on a cache gathered from the prefixes, both cut into right-padded forwards of at most
+// `batch_tokens` tokens by cut_sorted (onebit/eval/batching.h). The output projection runs
+// only at the rows that predict a continuation token.
 std::vector<std::vector<RequestScore>> score_requests(models::CausalLMImpl& model,
                                                       const std::vector<std::vector<EncodedPair>>& questions,
                                                       const ZeroShotOptions& opts = {},
