@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
     int iters = 15, threads = 0;
     int64_t cold_mb = 256, copy_mb = 256;
     std::vector<int64_t> rows_list = {1};
+    std::vector<std::string> kernel_names;
     std::string device = "cpu";
     bool json_out = false, post_ln = true;
     app.add_option("--iters", iters, "timed iterations (median)")->capture_default_str();
@@ -50,6 +51,7 @@ int main(int argc, char** argv) {
     app.add_option("--cold-mb", cold_mb, "packed weights cycled per shape (MB), beyond the caches")->capture_default_str();
     app.add_option("--copy-mb", copy_mb, "copy-bandwidth buffer (MB)")->capture_default_str();
     app.add_option("--device", device, "cpu | cuda | cuda:N")->capture_default_str();
+    app.add_option("--kernels", kernel_names, "CPU kernels to time (default: every available one), e.g. --kernels avx2 lut");
     app.add_flag("--json", json_out, "one JSON object per measurement instead of a table");
     app.add_option("--post-ln", post_ln, "post-LayerNorm in the packed layer")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
@@ -68,7 +70,11 @@ int main(int argc, char** argv) {
     std::vector<CpuKernel> kernels;
     if (dev.is_cpu()) {
       for (CpuKernel k : {CpuKernel::Lut, CpuKernel::Generic, CpuKernel::Avx2, CpuKernel::Avx512, CpuKernel::Tiled})
-        if (packed::cpu_kernel_available(k)) kernels.push_back(k);
+        if (packed::cpu_kernel_available(k) &&
+            (kernel_names.empty() ||
+             std::find(kernel_names.begin(), kernel_names.end(), packed::to_string(k)) != kernel_names.end()))
+          kernels.push_back(k);
+      OB_CHECK(!kernels.empty(), "--kernels: none of the named kernels is available (lut, generic, avx2, avx512, tiled)");
     } else {
       kernels = {CpuKernel::Auto};
     }

@@ -107,6 +107,44 @@ TEST_CASE("every CPU packed kernel equals the dense layer (odd shapes, batch 1-1
   check_against_dense(torch::kCPU, cpu_kernels());
 }
 
+TEST_CASE("each instruction-set kernel computes exactly its rows, any row range and token count", "[kernels]") {
+  // The kernel contract below the layer: rows [o_begin, o_end) of y (a range that does not start
+  // on a multiple of 8, as a thread's share may not), no other element touched; tokens 1-17 so
+  // that the AVX2 kernel's token blocks (8 at a time) and input chunks (its tables are split over
+  // the input when many tokens share them) are all exercised; in = 300 has an odd last block.
+  namespace k = onebit::kernels;
+  torch::manual_seed(5);
+  for (int64_t in : {300, 4096 + 128}) {
+    const int64_t out = 45, nb = k::blocks_per_row(in);
+    const auto w = torch::randn({out, in});
+    std::vector<k::SignBlock> signs(size_t(out * nb));
+    k::pack_ref(w.data_ptr<float>(), out, in, signs.data());
+    const auto h = torch::rand({out}) + 0.5, bias = torch::randn({out});
+    for (int64_t n : {1, 2, 3, 8, 9, 17}) {
+      const auto xg = torch::zeros({n, k::padded_in(in)});
+      xg.narrow(1, 0, in).copy_(torch::randn({n, in}));
+      k::GemmArgs a;
+      a.xg = xg.data_ptr<float>(), a.n = n, a.xs = xg.stride(0);
+      a.w = signs.data(), a.blocks = nb, a.h = h.data_ptr<float>(), a.bias = bias.data_ptr<float>();
+      const auto ref = torch::full({n, out}, std::nanf(""));
+      a.y = ref.data_ptr<float>(), a.ys = out;
+      k::gemm_rows_ref(a, 3, 42);
+      for (k::CpuIsa isa : {k::CpuIsa::Generic, k::CpuIsa::Avx2, k::CpuIsa::Avx512}) {
+        if (!k::cpu_supports(isa)) continue;
+        CAPTURE(in, n, k::to_string(isa));
+        const auto y = torch::full({n, out}, std::nanf(""));
+        a.y = y.data_ptr<float>();
+        k::gemm_rows_for(isa)(a, 3, 42);
+        CHECK(torch::equal(y.isnan(), ref.isnan()));  // rows 0-2 and 42-44 untouched
+        const auto inside = torch::indexing::Slice(3, 42);
+        // Sums of ~in terms of size ~1 scaled by h ~1: fp32 rounding in another order.
+        CHECK(max_err(y.index({torch::indexing::Slice(), inside}), ref.index({torch::indexing::Slice(), inside})) <
+              kPackedTol * std::sqrt(double(in)));
+      }
+    }
+  }
+}
+
 TEST_CASE("CPU packed kernels give the same result on several threads", "[kernels]") {
   const int before = torch::get_num_threads();
   auto layer = random_layer(1000, 333, true, true, 9);
