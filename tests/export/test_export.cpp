@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -17,7 +18,9 @@
 #include "onebit/nn/onebit_linear.h"
 #include "tests/data/tmpdir.h"
 #include "tests/io/model_files.h"
+#include "onebit/tokenizer/tokenizer.h"
 #include "tests/models/tiny.h"
+#include "tests/references.h"
 #include "tests/support.h"
 
 using namespace onebit;
@@ -346,4 +349,50 @@ TEST_CASE("onebit-export program: a run folder in, sizes out; bad arguments give
   auto [rc3, out3] = run("--model " + tmp.str("nowhere") + " --out " + tmp.str("exp3"));
   CHECK(rc3 != 0);
   CHECK_THAT(out3, OB_CONTAINS("holds neither config.json nor student/config.json"));
+}
+
+TEST_CASE("SmolLM2-135M as a 1-bit export: the student's logits and greedy text, through the library and the programs",
+          "[export][smollm2]") {
+  OB_SMOLLM2_OR_SKIP(dir);
+  torch::manual_seed(0);
+  auto student = models::load_pretrained(dir.string());
+  models::StudentOptions so;
+  so.svid = "svd";
+  const auto replaced = models::to_onebit(*student, so);
+  CHECK(replaced.size() == 30 * 7);
+  student->eval();
+  test::TempDir tmp("export_smollm2");
+  packed::ExportOptions o;
+  o.dtype = torch::kFloat32;  // exact but for the kernels' summation order
+  o.tokenizer_dirs = {dir.string()};
+  const auto stats = packed::export_model(*student, tmp.str("out"), o);
+  CHECK(stats.layers == 210);
+  CHECK(stats.linear_bits() < 1.1);
+  auto exported = models::load_pretrained(tmp.str("out"));
+  const auto tok = tokenizer::load_tokenizer(tmp.str("out"));
+  const auto ids_vec = tok->encode_with_special("Once upon a time, a little robot");
+  const auto ids = torch::tensor(ids_vec, torch::kLong).unsqueeze(0);
+  const auto ls = logits(*student, ids), le = logits(*exported, ids);
+  const double scale = ls.abs().max().item<double>();
+  CHECK((ls - le).abs().max().item<double>() < 1e-4 * std::max(1.0, scale));
+  const auto gs = greedy(*student, ids), ge = greedy(*exported, ids);
+  CHECK(torch::equal(gs, ge));
+  // The programs run the exported folder directly.
+  const std::string bin = test::binary_dir().string();
+  const auto [rc_gen, out_gen] = test::run_shell("OMP_NUM_THREADS=1 '" + bin + "/onebit-generate' --model '" +
+                                                 tmp.str("out") + "' --prompt 'Once upon a time' --max-new-tokens 4 2>&1");
+  INFO(out_gen);
+  CHECK(rc_gen == 0);
+  CHECK_THAT(out_gen, OB_CONTAINS("4 tokens in"));
+  std::ofstream(tmp.str("text.txt")) << "Once upon a time, there was a little robot who liked to read books.\n";
+  const auto [rc_eval, out_eval] = test::run_shell("OMP_NUM_THREADS=1 '" + bin + "/onebit-eval' --model '" + tmp.str("out") +
+                                                   "' --ppl '" + tmp.str("text.txt") + "' --seq-len 8 --quiet --json '" +
+                                                   tmp.str("eval.json") + "' 2>&1");
+  INFO(out_eval);
+  REQUIRE(rc_eval == 0);
+  const auto j = json::parse(slurp(tmp.str("eval.json")));
+  INFO(j.dump());
+  const double ppl = j.at("student").at("perplexity").at(0).at("ppl").get<double>();
+  CHECK(std::isfinite(ppl));
+  CHECK(ppl > 1.0);
 }
