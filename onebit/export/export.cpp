@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 
 #include "onebit/core/error.h"
@@ -16,11 +16,11 @@
 #include "onebit/export/packed_linear.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/model_config.h"
+#include "onebit/models/param_shapes.h"
+#include "onebit/models/to_onebit.h"
 #include "onebit/nn/onebit_linear.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/fs.h"
-#include "onebit/models/param_shapes.h"
-#include "onebit/models/to_onebit.h"
 
 namespace onebit::packed {
 
@@ -167,11 +167,12 @@ ExportStats plan_export(const models::ModelConfig& cfg, torch::Dtype dtype, cons
   const std::regex packed(modules_pattern.empty() ? models::default_student_layers(cfg) : modules_pattern);
   const int64_t scale = int64_t(c10::elementSize(dtype));
   auto module_of = [](const std::string& name) { return name.substr(0, name.rfind('.')); };
+  const auto shapes = models::param_shapes(cfg);
   std::set<std::string> packed_modules;
-  for (const auto& p : models::param_shapes(cfg))
+  for (const auto& p : shapes)
     if (p.linear_weight && std::regex_match(module_of(p.name), packed)) packed_modules.insert(module_of(p.name));
   ExportStats s;
-  for (const auto& p : models::param_shapes(cfg)) {
+  for (const auto& p : shapes) {
     const bool in_packed = packed_modules.count(module_of(p.name)) > 0;
     if (in_packed && p.linear_weight) {  // signs [out, ⌈in/8⌉] uint8, g [in], h [out]
       const int64_t out = p.shape.at(0), in = p.shape.at(1);

@@ -74,15 +74,12 @@ class Fixture {
 };
 
 using onebit::test::copy_dir;
+using onebit::test::edit_tensors;
 
 void edit_json(const fs::path& file, const std::function<void(json&)>& edit) {
   json j = json::parse(read_text(file.string()));
   edit(j);
   write_text(file.string(), j.dump(1));
-}
-
-void edit_tensors(const fs::path& folder, const std::function<void(std::vector<std::pair<std::string, torch::Tensor>>&)>& edit) {
-  onebit::test::edit_tensors(folder.string(), edit);
 }
 
 void erase_tensor(std::vector<std::pair<std::string, torch::Tensor>>& t, const std::string& name) {
@@ -234,11 +231,11 @@ TEST_CASE("bad inputs: model and tokenizer files", "[catalogue][io]") {
     {"one NaN in the embeddings", kEval + "m4", 1,
      "tensor 'model.embed_tokens.weight' holds 1 NaN or infinite value of 5920",
      model("m4", [](const fs::path& m) {
-       edit_tensors(m, [](auto& t) { tensor(t, "model.embed_tokens.weight")[3][1] = NAN; });
+       edit_tensors(m.string(), [](auto& t) { tensor(t, "model.embed_tokens.weight")[3][1] = NAN; });
      })},
     {"a tensor missing", kEval + "m5", 1, "missing tensor 'model.layers.0.mlp.up_proj.weight' in m5",
      model("m5", [](const fs::path& m) {
-       edit_tensors(m, [](auto& t) { erase_tensor(t, "model.layers.0.mlp.up_proj.weight"); });
+       edit_tensors(m.string(), [](auto& t) { erase_tensor(t, "model.layers.0.mlp.up_proj.weight"); });
      })},
     {"tokenizer larger than the model's vocabulary (eval)", kEval + "t1", 1,
      "tokenizer in 't1' has 401 ids but the model at 't1' only 370",
@@ -286,7 +283,7 @@ TEST_CASE("bad inputs: exported 1-bit models", "[catalogue][export]") {
     {"packed signs one byte short per row", kEval + "e1", 1,
      "tensor 'model.layers.0.mlp.down_proj.weight_packed' in e1: packed signs have shape [16, 2], expected [16, 3]",
      exported("e1", [](const fs::path& m) {
-       edit_tensors(m, [](auto& t) {
+       edit_tensors(m.string(), [](auto& t) {
          auto& w = tensor(t, "model.layers.0.mlp.down_proj.weight_packed");
          w = w.narrow(1, 0, w.size(1) - 1).contiguous();
        });
@@ -299,12 +296,12 @@ TEST_CASE("bad inputs: exported 1-bit models", "[catalogue][export]") {
     {"a layer's h missing", "onebit-generate --model e3 --prompt once", 1,
      "missing tensor 'model.layers.0.self_attn.q_proj.h' in e3",
      exported("e3", [](const fs::path& m) {
-       edit_tensors(m, [](auto& t) { erase_tensor(t, "model.layers.0.self_attn.q_proj.h"); });
+       edit_tensors(m.string(), [](auto& t) { erase_tensor(t, "model.layers.0.self_attn.q_proj.h"); });
      })},
     {"g in another dtype than scale_dtype", kEval + "e4", 1,
      "tensor 'model.layers.0.mlp.up_proj.g' in e4 has dtype float32, quantization_config.scale_dtype says float16",
      exported("e4", [](const fs::path& m) {
-       edit_tensors(m, [](auto& t) {
+       edit_tensors(m.string(), [](auto& t) {
          auto& g = tensor(t, "model.layers.0.mlp.up_proj.g");
          g = g.to(torch::kFloat32);
        });
