@@ -315,6 +315,21 @@ struct Ranks {
   }
 };
 
+// The hang tests: once `begun` holds, and `hold_s` seconds later, rank 0 is stopped (SIGSTOP:
+// alive, sockets open, silent). Returns the moment of the stop.
+std::chrono::steady_clock::time_point stop_rank0_when(Ranks& ranks, const std::function<bool()>& begun,
+                                                      int hold_s = 0) {
+  ranks.wait_until(begun);
+  std::this_thread::sleep_for(std::chrono::seconds(hold_s));
+  {
+    INFO(ranks.outputs());
+    REQUIRE(begun());
+    REQUIRE(ranks.all_running());
+  }
+  ranks.r[0]->signal(SIGSTOP);
+  return std::chrono::steady_clock::now();
+}
+
 std::string step_dir(int64_t step) {
   char name[32];
   std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
@@ -413,14 +428,7 @@ TEST_CASE("onebit-train, 4 processes: rank 0 hung while sampling stops the other
     const auto j = nlohmann::json::parse(f, nullptr, false);
     return !j.is_discarded() && j.value("num_samples", int64_t(0)) > 0;
   };
-  ranks.wait_until(committed);
-  {
-    INFO(ranks.outputs());
-    REQUIRE(committed());
-    REQUIRE(ranks.all_running());
-  }
-  ranks.r[0]->signal(SIGSTOP);  // alive, sockets open, silent
-  const auto stopped = std::chrono::steady_clock::now();
+  const auto stopped = stop_rank0_when(ranks, committed);
   double first = 1e9, slowest = 0;
   for (int i : {1, 2, 3}) {
     const int rc = ranks.r[size_t(i)]->wait(timeout_s + kStartSlackS);
@@ -453,15 +461,8 @@ TEST_CASE("onebit-train: rank 0 hung while pretraining the embedded teacher stop
                "embedded.train_tokens=20000000"},
               "r");
   const fs::path heldout = dir.path / "run" / "heldout.txt";  // written as pretraining begins
-  ranks.wait_until([&] { return fs::exists(heldout); });
-  std::this_thread::sleep_for(std::chrono::seconds(timeout_s + 1));  // a wait longer than the timeout is fine
-  {
-    INFO(ranks.outputs());
-    REQUIRE(fs::exists(heldout));
-    REQUIRE(ranks.all_running());
-  }
-  ranks.r[0]->signal(SIGSTOP);
-  const auto stopped = std::chrono::steady_clock::now();
+  // A wait longer than the timeout before the stop is fine.
+  const auto stopped = stop_rank0_when(ranks, [&] { return fs::exists(heldout); }, timeout_s + 1);
   const int rc = ranks.r[1]->wait(timeout_s + kStartSlackS);
   const double secs = seconds_since(stopped);
   const std::string out = ranks.r[1]->output();
