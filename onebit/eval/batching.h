@@ -1,5 +1,6 @@
 // Cutting length-sorted rows into padded forwards (zero-shot request batching, zeroshot.cpp).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -11,7 +12,7 @@ namespace onebit::eval {
 // tokens plus `forward_cost` tokens per batch (the fixed cost of one model call, in token
 // equivalents), with at most `max_tokens` tokens per batch (a longer row runs alone).
 // Returns each batch's [begin, end) in `lengths`. O(n · rows per batch).
-std::vector<std::pair<size_t, size_t>> cut_sorted(const std::vector<int64_t>& lengths, int64_t max_tokens,
-                                                  int64_t forward_cost);
+std::vector<std::pair<std::size_t, std::size_t>> cut_sorted(const std::vector<int64_t>& lengths, int64_t max_tokens,
+                                                       int64_t forward_cost);
 
 }  // namespace onebit::eval
