@@ -38,7 +38,7 @@ struct Size {
   int64_t layers, hidden, ffn, vocab;
 };
 const std::vector<Size> kSizes = {
-    {"S", 4, 256, 688, 8000}, {"M", 8, 512, 1376, 16000}, {"L", 12, 768, 2048, 32000}};
+    {"T", 1, 64, 172, 256}, {"S", 4, 256, 688, 8000}, {"M", 8, 512, 1376, 16000}, {"L", 12, 768, 2048, 32000}};
 
 struct Setting {
   const char* name;
@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", o.threads, "CPU threads");
     app.add_option("--batch", o.batch, "data.batch_size");
     app.add_option("--seq", o.seq, "data.seq_len");
-    app.add_option("--sizes", o.sizes, "which sizes to run: letters of S (4x256), M (8x512), L (12x768)");
+    app.add_option("--sizes", o.sizes, "which sizes to run: letters of S (4x256), M (8x512), L (12x768), and T (1x64: LibTorch's fixed CPU cost)");
     app.add_option("--tolerance", o.tolerance, "largest |measured/planned - 1| reported as within");
     app.add_option("--dir", o.dir, "where the random teachers are written");
     app.add_flag("--child", o.child, "internal: measure one setting (one JSON line)")->group("");

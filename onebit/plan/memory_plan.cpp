@@ -30,6 +30,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 constexpr int64_t kBucketBytes = 25 << 20;  // C10dOptions::bucket_bytes
 constexpr int64_t kGiB = int64_t(1) << 30;
+constexpr int64_t kCpuRuntimeBytes = int64_t(32) << 20;
 
 // What the model holds, split the ways the plan needs (elements).
 struct Inventory {
@@ -218,7 +219,12 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   const int64_t lean_bucket = std::max(inv.max_param, kBucketBytes / (lat == 2 ? 2 : 4));
   const int64_t optim_ws = std::max(2 * inv.max_param * 4, lean_copies * lean_bucket * 4);
 
-  const int64_t static_bytes = teacher + trainable + frozen + optim + comm;
+  // LibTorch's own CPU memory after the first step (thread pools, oneDNN and BLAS caches, malloc
+  // arenas of the autograd engine's small blocks): bench-memory-plan measures 27-36 MiB for a
+  // 1-layer, 64-wide model (--sizes T). Process RSS counts it; on a GPU its counterpart (the CUDA
+  // context, cuBLAS and NCCL workspaces) lies outside the caching allocator, so it is in the margin.
+  const int64_t runtime = o.cuda ? 0 : kCpuRuntimeBytes;
+  const int64_t static_bytes = teacher + trainable + frozen + optim + comm + runtime;
   // ParamSync keeps its gradient buffers (none, optimizer) or shards (gradients, full) from one
   // step to the next: they are live at every moment, not only from the backward on.
   const int64_t grads_in_fwd = grads;
@@ -245,6 +251,7 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   add("kd_chunks", "KD-loss chunks", !at_update && peak == fwd ? kd_chunks : 0,
       std::to_string(chunk) + " tokens x " + std::to_string(V) + " vocabulary, fp32");
   add("comm_buffers", "communication buffers", comm, comm_note);
+  if (runtime) add("runtime", "LibTorch CPU runtime", runtime, "thread pools, kernel caches, malloc arenas");
   add("workspace", "step workspace", at_update ? optim_ws : peak == bwd ? backward_ws : 0,
       at_update ? (lean_copies ? "AdamW's fp32 copies of one bucket (lean precision)" : "AdamW temporaries of the largest tensor")
                 : "backward buffers of the largest layer");

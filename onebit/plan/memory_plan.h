@@ -16,7 +16,7 @@ namespace onebit::plan {
 // What the plan depends on besides the config: where and how the run executes.
 struct PlanOptions {
   int64_t world_size = 1;
-  bool cuda = true;                   // GPU run: a CUDA context and workspace in the margin
+  bool cuda = true;                   // GPU run: the CUDA context in the margin; CPU: a runtime component
   bool share_frozen = false;          // the student uses the teacher's embeddings, lm_head, norms
   int64_t budget_bytes = 0;           // memory of one device; 0 = unknown (no fit verdict)
 };

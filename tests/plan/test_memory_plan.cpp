@@ -90,6 +90,19 @@ TEST_CASE("plan: state components follow the dtypes and the sharding", "[plan]")
   CHECK(q.component("teacher").bytes < p.component("teacher").bytes / 4);
 }
 
+TEST_CASE("plan: a CPU run counts LibTorch's runtime in its peak, a GPU run the CUDA context in its margin", "[plan]") {
+  const auto m = published("llama-7b");
+  const auto cfg = recipe("llama7b.yaml");
+  plan::PlanOptions gpu, cpu;
+  cpu.cuda = false;
+  const auto g = plan::plan_memory(cfg, m, gpu), c = plan::plan_memory(cfg, m, cpu);
+  CHECK(c.component("runtime").bytes == 32 << 20);  // bench-memory-plan --sizes T: 27-36 MiB
+  CHECK(c.peak_bytes == g.peak_bytes + (32 << 20));
+  CHECK_THROWS(g.component("runtime"));
+  CHECK(g.margin_bytes == g.peak_bytes / 20 + kGiB);
+  CHECK(c.margin_bytes == c.peak_bytes / 20);
+}
+
 TEST_CASE("plan: checkpointing, batch and chunk size move the activations", "[plan]") {
   const auto m = published("llama-7b");
   auto cfg = recipe("llama7b.yaml");
