@@ -2,7 +2,9 @@
 # Builds the libFuzzer targets (tests/fuzz/) with clang + ASan/UBSan and runs each for SECONDS
 # (default 10) from its seed corpus in tests/fuzz/corpus/<target>/. New inputs go to a work
 # corpus under the build folder; the seed corpus in git is never changed. Exit 1 on a finding
-# (the crashing input is kept as build-fuzz/crash-<target>-*).
+# (the crashing input is kept as build-fuzz/crash-<target>-*). Without TARGETs it then runs
+# `sanitized_tests`: the unit tests of the instrumented code (parsers, loader, layers, kernels,
+# eval tasks and batching) under the same sanitizers; a failure or report is exit 1 too.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      targets: safetensors config tokenizer token_dataset
 #                                              eval_tasks packed_model
@@ -13,7 +15,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_EACH=${1:-10}
 shift || true
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(safetensors config tokenizer token_dataset eval_tasks packed_model)
+UNIT_TESTS=0
+((${#TARGETS[@]})) || { TARGETS=(safetensors config tokenizer token_dataset eval_tasks packed_model); UNIT_TESTS=1; }
 BUILD=${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
 CXX=${CXX:-clang++}
 say() { printf '[fuzz] %s\n' "$*" >&2; }
@@ -31,19 +34,22 @@ fi
 command -v "$CXX" >/dev/null || { say "error: $CXX not found (apt-get install clang)"; exit 1; }
 
 PREFIX=${CMAKE_PREFIX_PATH:-}
+PY=${ONEBIT_PYTHON:-$HOME/.cache/onebit/venv-torch-2.11.0/bin/python}
 if [[ -z "${TORCH_DIR:-}" && -z "$PREFIX" ]]; then
-  PY=${ONEBIT_PYTHON:-$HOME/.cache/onebit/venv-torch-2.11.0/bin/python}
   PREFIX=$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)') ||
     { say "error: no LibTorch: run scripts/setup.sh first, or set TORCH_DIR"; exit 1; }
 fi
 ARGS=(-S "$ROOT/tests/fuzz" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$CXX")
 [[ -n "$PREFIX" ]] && ARGS+=(-DCMAKE_PREFIX_PATH="$PREFIX")
 [[ -n "${TORCH_DIR:-}" ]] && ARGS+=(-DTorch_DIR="$TORCH_DIR")
+[[ -x "$PY" ]] && ARGS+=(-DONEBIT_PYTHON="$PY")  # the unit tests' references (setup.sh installs them)
 command -v ninja >/dev/null && [[ ! -f "$BUILD/CMakeCache.txt" || -f "$BUILD/build.ninja" ]] && ARGS+=(-G Ninja)
 command -v ccache >/dev/null && ARGS+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 mkdir -p "$BUILD"
 cmake "${ARGS[@]}" >"$BUILD/configure.log" 2>&1 || { tail -20 "$BUILD/configure.log" >&2; say "error: configure failed"; exit 1; }
-cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target "${TARGETS[@]/#/fuzz_}"
+BUILD_TARGETS=("${TARGETS[@]/#/fuzz_}")
+((UNIT_TESTS)) && BUILD_TARGETS+=(sanitized_tests)
+cmake --build "$BUILD" -j "${JOBS:-$(nproc)}" --target "${BUILD_TARGETS[@]}"
 
 status=0
 for t in "${TARGETS[@]}"; do
@@ -62,4 +68,15 @@ for t in "${TARGETS[@]}"; do
     grep -m5 -E 'ERROR|SUMMARY|runtime error|deadly signal|Test unit written' "$log" >&2 || tail -20 "$log" >&2
   fi
 done
+if ((UNIT_TESTS)); then
+  log="$BUILD/sanitized_tests.log"
+  if ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+       "$BUILD/sanitized_tests" >"$log" 2>&1; then
+    say "unit tests under ASan/UBSan: $(grep -E '^(All tests passed|test cases:)' "$log" | tail -1)"
+  else
+    status=1
+    say "unit tests under ASan/UBSan: FAILED (log: $log)"
+    grep -m10 -E 'FAILED|ERROR|SUMMARY|runtime error|deadly signal' "$log" >&2 || tail -30 "$log" >&2
+  fi
+fi
 exit $status

@@ -9,6 +9,11 @@
 #include <string>
 #include <utility>
 
+// LibTorch before Catch2: c10's logging header defines a one-argument CHECK(condition), and a
+// test file that includes torch after Catch2 would otherwise get c10's CHECK (the main build's
+// precompiled header already puts torch first; the fuzz project's sanitized_tests has none).
+#include <torch/torch.h>
+
 #if defined(ONEBIT_CATCH3)
 #include <catch2/catch_all.hpp>
 #define OB_CONTAINS(s) Catch::Matchers::ContainsSubstring(s)
