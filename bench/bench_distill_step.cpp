@@ -116,10 +116,7 @@ struct OnebitSide {
     trainer = std::make_unique<distill::Trainer>(cfg, teacher, student, [this] { return ids; }, no_sync,
                                                  /*total_steps=*/1 << 30);
     for (const auto& [name, t] : trainer->trainable()) params.push_back(t);
-    kd.kd_loss_scale = cfg.kd.kd_loss_scale;
-    kd.alpha = cfg.kd.alpha;
-    kd.ce_weight = cfg.kd.ce_weight;
-    kd.chunk_tokens = cfg.kd.chunk_tokens;
+    kd = cfg.kd;
   }
 
   distill::StepStats step() {

@@ -81,6 +81,9 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"kd.alpha", &c.kd.alpha, "weight of the hidden-state (MSE) term"},
       {"kd.ce_weight", &c.kd.ce_weight, "weight of cross-entropy on next-token labels"},
       {"kd.chunk_tokens", &c.kd.chunk_tokens, "KL computed over this many tokens at a time"},
+      {"kd.block_warmup_steps", &c.kd.block_warmup_steps,
+       "first optimizer steps that train each block alone on the teacher's inputs (block_loss)"},
+      {"kd.temperature", &c.kd.temperature, "softmax temperature of the KL term, scaled by its square (1 = the paper)"},
 
       {"optim.lr", &c.optim.lr, "peak learning rate (AdamW)"},
       {"optim.beta1", &c.optim.beta1, "AdamW beta1"},
@@ -93,6 +96,7 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"optim.grad_clip", &c.optim.grad_clip, "global gradient-norm clip; <= 0 = off"},
       {"optim.grad_accum", &c.optim.grad_accum, "micro-steps per optimizer step; 0 = from train.global_batch"},
       {"optim.state_dtype", &c.optim.state_dtype, "AdamW moments storage: fp32 | bf16 (stochastic rounding)"},
+      {"optim.gh_lr_scale", &c.optim.gh_lr_scale, "learning rate of the OneBit g and h vectors = optim.lr * this"},
 
       {"train.epochs", &c.train.epochs, "passes over the packed blocks"},
       {"train.max_steps", &c.train.max_steps, "> 0: stop after this many optimizer steps (overrides epochs)"},
@@ -387,6 +391,8 @@ void TrainConfig::validate() const {
   need(kd.kd_loss_scale > 0 || kd.alpha > 0 || kd.ce_weight > 0, "kd.kd_loss_scale, kd.alpha or kd.ce_weight",
        "> 0 (the loss would be zero)", "all 0");
   positive(kd.chunk_tokens, "kd.chunk_tokens");
+  non_negative(kd.block_warmup_steps, "kd.block_warmup_steps");
+  need(std::isfinite(kd.temperature) && kd.temperature > 0, "kd.temperature", "> 0", show(kd.temperature));
 
   positive(optim.lr, "optim.lr");
   need(std::isfinite(optim.beta1) && optim.beta1 >= 0 && optim.beta1 < 1, "optim.beta1", "in [0, 1)", show(optim.beta1));
@@ -401,6 +407,7 @@ void TrainConfig::validate() const {
   non_negative(optim.grad_accum, "optim.grad_accum");
   need(optim.grad_accum > 0 || train.global_batch > 0, "optim.grad_accum", "> 0 unless train.global_batch is set", "0");
   one_of(optim.state_dtype, "optim.state_dtype", {"fp32", "bf16"});
+  need(std::isfinite(optim.gh_lr_scale) && optim.gh_lr_scale > 0, "optim.gh_lr_scale", "> 0", show(optim.gh_lr_scale));
 
   positive(train.epochs, "train.epochs");
   non_negative(train.max_steps, "train.max_steps");
@@ -461,7 +468,8 @@ std::string value_text(const Field& f) {
 bool defines_checkpoint(const std::string& key) {
   if (key == "model.device" || key == "model.gradient_checkpointing") return false;
   // The layout and dtypes of the optimizer state.
-  if (key == "dist.sharding" || key == "dist.bucket_mb" || key == "optim.state_dtype") return true;
+  if (key == "dist.sharding" || key == "dist.bucket_mb" || key == "optim.state_dtype" || key == "optim.gh_lr_scale")
+    return true;
   for (const char* prefix : {"model.", "student.", "embedded.", "data."})
     if (key.rfind(prefix, 0) == 0) return true;
   return false;

@@ -64,6 +64,8 @@ struct KdCfg {
   double alpha = 1.0;           // weight of the hidden-state term
   double ce_weight = 0.0;       // weight of CE on next-token labels
   int64_t chunk_tokens = 1024;  // KL computed over this many tokens at a time
+  double temperature = 1.0;     // KD softmax temperature τ (KL scaled by τ²); the paper: 1
+  int64_t block_warmup_steps = 0;  // first steps: each block alone reproduces its teacher block
 };
 
 struct OptimCfg {
@@ -76,6 +78,7 @@ struct OptimCfg {
   double grad_clip = 1.0;           // <= 0: off
   int64_t grad_accum = 1;           // 0 = derived from train.global_batch (see grad_accum_for)
   std::string state_dtype = "fp32"; // AdamW moments: fp32 | bf16 (stochastic rounding)
+  double gh_lr_scale = 1.0;         // learning rate of the OneBit g and h vectors = lr · this
 };
 
 struct TrainCfg {

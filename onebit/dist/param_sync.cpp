@@ -8,6 +8,7 @@
 #include <cmath>
 #include <deque>
 #include <map>
+#include <tuple>
 
 #include "onebit/core/error.h"
 #include "onebit/optim/stochastic_round.h"
@@ -62,6 +63,7 @@ struct ParamSync::Impl final : models::LayerHooks {
     int64_t layer = -1;
     int64_t padded = 0, shard = 0;  // elements: whole bucket (a multiple of shards), one shard
     int64_t elem = 4;               // bytes per element
+    double lr_scale = 1;            // its tensors' learning rate = step()'s lr · lr_scale
     torch::Tensor param;            // [padded]; the tensors are views of it
     torch::Tensor grad;             // [padded] gradient buffer (none, optimizer)
     torch::Tensor grad_shard;       // [shard] this rank's averaged gradient (optimizer, gradients)
@@ -307,7 +309,10 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
   OB_CHECK(options.bucket_bytes > 0, "dist.bucket_mb must be > 0");
   OB_CHECK(layer_of.empty() || layer_of.size() == m.params.size(), "dist: ParamSync got ", layer_of.size(),
            " layer indices for ", m.params.size(), " tensors");
+  OB_CHECK(options.lr_scale.empty() || options.lr_scale.size() == m.params.size(), "dist: ParamSync got ",
+           options.lr_scale.size(), " learning-rate scales for ", m.params.size(), " tensors");
   auto layer = [&](size_t i) { return layer_of.empty() ? int64_t(-1) : layer_of[i]; };
+  auto lr_scale = [&](size_t i) { return options.lr_scale.empty() ? 1.0 : options.lr_scale[i]; };
   for (const auto& p : m.params) {
     m.numel_of.push_back(p.numel());
     m.shape_of.push_back(p.sizes().vec());
@@ -315,10 +320,10 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
   if (m.world > 1) m.check_same_layout();
   torch::NoGradGuard no_grad;
 
-  // Buckets: tensors of one dtype and device in order, about bucket_bytes each, never spanning
-  // two layers. Each dtype and device has its own open bucket, so interleaved dtypes (a bf16
-  // latent W between fp32 g and h) make one bucket series per dtype, not one bucket per tensor.
-  std::map<std::pair<int, std::string>, size_t> open;  // (dtype, device) -> its open bucket
+  // Buckets: tensors of one dtype, device and lr scale in order, about bucket_bytes each, never
+  // spanning two layers. Each such kind has its own open bucket, so interleaved kinds (a bf16
+  // latent W between fp32 g and h) make one bucket series per kind, not one bucket per tensor.
+  std::map<std::tuple<int, std::string, double>, size_t> open;  // kind -> its open bucket
   m.bucket_of.resize(m.params.size());
   std::vector<int64_t> numel, bytes;
   for (size_t i = 0; i < m.params.size(); ++i) {
@@ -327,11 +332,12 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
              " is not a trainable leaf");
     const int64_t b = p.numel() * int64_t(p.element_size());
     if (!m.buckets.empty() && m.buckets.back().layer != layer(i)) open.clear();
-    const auto key = std::make_pair(int(p.scalar_type()), p.device().str());
+    const auto key = std::make_tuple(int(p.scalar_type()), p.device().str(), lr_scale(i));
     auto it = open.find(key);
     if (it == open.end() || bytes[it->second] + b > options.bucket_bytes) {
       m.buckets.emplace_back();
       m.buckets.back().layer = layer(i);
+      m.buckets.back().lr_scale = lr_scale(i);
       numel.push_back(0);
       bytes.push_back(0);
       it = open.insert_or_assign(key, m.buckets.size() - 1).first;
@@ -446,22 +452,26 @@ void ParamSync::step(double lr) {
   torch::NoGradGuard no_grad;
   OB_CHECK(!m.materialized && !m.ended, "dist: ParamSync training has ended; no more steps");
   auto adamw = [&](at::TensorList ps, at::TensorList gs, at::TensorList avg, at::TensorList avg_sq,
-                   at::TensorList steps) {
-    at::_fused_adamw_(ps, gs, avg, avg_sq, {}, steps, lr, m.o.beta1, m.o.beta2, m.o.weight_decay, m.o.eps,
-                      /*amsgrad=*/false, /*maximize=*/false);
+                   at::TensorList steps, double lr_scale) {
+    at::_fused_adamw_(ps, gs, avg, avg_sq, {}, steps, lr * lr_scale, m.o.beta1, m.o.beta2, m.o.weight_decay,
+                      m.o.eps, /*amsgrad=*/false, /*maximize=*/false);
   };
-  // fp32 buckets with fp32 state: one fused call over all of them.
-  std::vector<torch::Tensor> ps, gs, avg, avg_sq, steps;
+  // fp32 buckets with fp32 state: one fused call over all of them per lr scale.
+  struct Group {
+    std::vector<torch::Tensor> ps, gs, avg, avg_sq, steps;
+  };
+  std::map<double, Group> groups;
   for (auto& b : m.buckets) {
     b.step.add_(1);  // the kernel reads the step count; torch.optim counts first
     if (m.lean(b)) continue;
-    ps.push_back(m.owned_param(b));
-    gs.push_back(m.owned_grad(b));
-    avg.push_back(b.exp_avg);
-    avg_sq.push_back(b.exp_avg_sq);
-    steps.push_back(b.step);
+    auto& g = groups[b.lr_scale];
+    g.ps.push_back(m.owned_param(b));
+    g.gs.push_back(m.owned_grad(b));
+    g.avg.push_back(b.exp_avg);
+    g.avg_sq.push_back(b.exp_avg_sq);
+    g.steps.push_back(b.step);
   }
-  if (!ps.empty()) adamw(ps, gs, avg, avg_sq, steps);
+  for (auto& [scale, g] : groups) adamw(g.ps, g.gs, g.avg, g.avg_sq, g.steps, scale);
   // Lean buckets, one at a time: AdamW in fp32 copies, then each bf16 tensor gets its new value
   // back by stochastic rounding (an update below bf16's spacing still moves it, on average).
   // Every bucket has taken the same steps: one step count seeds them all.
@@ -474,7 +484,7 @@ void ParamSync::step(double lr) {
     const torch::Tensor p = m.owned_param(b), g = m.owned_grad(b);
     auto fp32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };  // t itself when fp32
     const torch::Tensor p32 = fp32(p), m32 = fp32(b.exp_avg), v32 = fp32(b.exp_avg_sq);
-    adamw({p32}, {fp32(g)}, {m32}, {v32}, {b.step});
+    adamw({p32}, {fp32(g)}, {m32}, {v32}, {b.step}, b.lr_scale);
     // Back into the stored dtypes; bf16 by stochastic rounding, one random stream per tensor.
     const int64_t offset = m.shards == 1 ? 0 : m.rank * b.shard;  // the shard's place in its bucket
     auto store = [&](torch::Tensor dst, const torch::Tensor& src, uint64_t stream) {

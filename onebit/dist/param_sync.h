@@ -65,6 +65,9 @@ struct ParamSyncOptions {
   // (seed, s, b, e), e counted over the whole bucket, so they depend on neither the rank nor
   // a resume.
   uint64_t seed = 0;
+  // Per tensor (empty: all 1): its learning rate is step()'s lr times this (optim.gh_lr_scale).
+  // Tensors of different scales never share a bucket.
+  std::vector<double> lr_scale;
 };
 
 class ParamSync {

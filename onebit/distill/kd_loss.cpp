@@ -26,12 +26,13 @@ using torch::autograd::variable_list;
 struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& s_h, const torch::Tensor& s_w,
                                const torch::Tensor& t_h, const torch::Tensor& t_w, const torch::Tensor& labels,
-                               int64_t chunk, bool need_h, bool need_w, bool ce_grad) {
+                               int64_t chunk, bool need_h, bool need_w, bool ce_grad, double tau) {
     AutocastGuard fp32_only(s_h.device().type(), std::nullopt);
     const auto f32 = torch::kFloat32;
     const torch::Tensor sw = s_w.to(f32), tw = t_w.to(f32);
     const int64_t n = s_h.size(0), V = sw.size(0);
     const bool grads = need_h || need_w;
+    const bool tempered = tau != 1.0;
     const auto opts = s_h.options().dtype(f32);
     torch::Tensor dkl_h, dce_h, dkl_w, dce_w;
     if (need_h) dkl_h = torch::empty({n, s_h.size(1)}, opts);
@@ -52,25 +53,31 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
         const int64_t m = std::min(rows, len - r);
         // Two block temporaries (logq, logp); everything else is in place.
         auto s = s_logits.narrow(0, r, m), t = t_logits.narrow(0, r, m);
-        const auto logq = torch::log_softmax(s, -1);
-        auto logp = torch::log_softmax(t, -1);
+        // With τ ≠ 1 the KL softmaxes take the logits / τ, and the CE its own softmax at τ = 1
+        // (one more block temporary).
+        const auto logq = tempered ? torch::log_softmax(s / tau, -1) : torch::log_softmax(s, -1);
+        auto logp = tempered ? torch::log_softmax(t / tau, -1) : torch::log_softmax(t, -1);
         torch::exp_out(t, logp);                        // t = p
         kl += logp.sub_(logq).mul_(t).sum();             // Σ p·(log p − log q); logp is free after
+        const auto logq1 = tempered ? torch::log_softmax(s, -1) : logq;
         const auto l = lab.narrow(0, r, m);
         const auto valid = l.ge(0).to(f32).unsqueeze(1);
         const auto idx = l.clamp_min(0).unsqueeze(1);
-        ce -= (logq.gather(1, idx) * valid).sum();
+        ce -= (logq1.gather(1, idx) * valid).sum();
         if (!grads) continue;
-        torch::exp_out(s, logq);                        // s = q
         if (ce_grad) {
-          auto& e = logp;                               // valid·(q − onehot), then into t
-          torch::mul_out(e, s, valid);
-          e.scatter_add_(1, idx, -valid);
+          auto& e = logp;                               // valid·(q₁ − onehot), then into t
+          torch::exp_out(e, logq1);
+          e.mul_(valid).scatter_add_(1, idx, -valid);
+          torch::exp_out(s, logq);                      // s = q
           s.sub_(t);
           t.copy_(e);
         } else {
+          torch::exp_out(s, logq);
           s.sub_(t);                                    // s = q − p
         }
+        // d τ²·KL(p_τ ‖ q_τ) / d s_logits = τ·(q_τ − p_τ)
+        if (tempered) s.mul_(tau);
       }
       if (!grads) continue;
       if (need_h) {
@@ -84,6 +91,7 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
       }
       if (need_w && ce_grad) dce_w.addmm_(t_logits.t(), sh);
     }
+    if (tempered) kl.mul_(tau * tau);
     ctx->save_for_backward({dkl_h, dkl_w, dce_h, dce_w});
     ctx->saved_data["h_dtype"] = static_cast<int64_t>(s_h.scalar_type());
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(s_w.scalar_type());
@@ -103,7 +111,7 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
       return d.to(dt);
     };
     return {combine(dkl_h, dce_h, h_dtype), combine(dkl_w, dce_w, w_dtype), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -164,16 +172,17 @@ struct NormalizedMse : public torch::autograd::Function<NormalizedMse> {
 std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, const torch::Tensor& s_w,
                                                       const torch::Tensor& t_h, const torch::Tensor& t_w,
                                                       const torch::Tensor& labels, int64_t chunk_tokens,
-                                                      bool ce_grad) {
+                                                      bool ce_grad, double temperature) {
   OB_CHECK(s_h.dim() == 2 && t_h.dim() == 2 && s_h.sizes() == t_h.sizes(),
            "kd_loss: teacher/student final hidden states must both be [N,H], got ", s_h.sizes(), " and ",
            t_h.sizes());
   OB_CHECK(s_w.size(0) == t_w.size(0), "kd_loss: teacher vocabulary ", t_w.size(0), " != student vocabulary ",
            s_w.size(0));
   OB_CHECK(chunk_tokens > 0, "kd_loss: kd.chunk_tokens must be > 0, got ", chunk_tokens);
+  OB_CHECK(temperature > 0, "kd_loss: kd.temperature must be > 0, got ", temperature);
   const bool grad = torch::GradMode::is_enabled();
   auto out = ChunkedKlCe::apply(s_h, s_w, t_h.detach(), t_w.detach(), labels, chunk_tokens,
-                                grad && s_h.requires_grad(), grad && s_w.requires_grad(), ce_grad);
+                                grad && s_h.requires_grad(), grad && s_w.requires_grad(), ce_grad, temperature);
   return {out[0], out[1]};
 }
 
@@ -199,7 +208,7 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
   const auto t_last = teacher.last_hidden.reshape({B * T, -1});
   auto [kl_sum, ce_sum] = chunked_kl_ce(s_last, student_lm_head, t_last, teacher_lm_head,
                                         labels.reshape({-1}).to(s_last.device()), o.chunk_tokens,
-                                        /*ce_grad=*/o.ce_weight != 0);
+                                        /*ce_grad=*/o.ce_weight != 0, o.temperature);
   const auto kl = kl_sum / static_cast<double>(B);
   const auto ce = ce_sum / static_cast<double>(std::max<int64_t>(1, B * (T - 1)));
 
@@ -222,6 +231,23 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
   parts.kl = kl.detach();
   parts.hidden = hidden.detach();
   parts.ce = ce.detach();
+  return parts;
+}
+
+KdLossParts block_loss(const models::ForwardOutput& teacher, const models::ForwardOutput& student) {
+  const size_t L1 = teacher.hidden_states.size();
+  OB_CHECK(L1 >= 2 && student.hidden_states.size() == L1, "block_loss: need L+1 hidden states from both models, got ",
+           L1, " (teacher) and ", student.hidden_states.size(), " (student); forward with output_hidden_states");
+  AutocastGuard fp32_only(student.last_hidden.device().type(), std::nullopt);
+  auto flat = [](const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}); };
+  auto hidden = torch::zeros({}, student.last_hidden.options().dtype(torch::kFloat32));
+  for (size_t i = 1; i < L1; ++i)
+    hidden = hidden + normalized_mse(flat(student.hidden_states[i]), flat(teacher.hidden_states[i]));
+  KdLossParts parts;
+  parts.total = hidden;
+  parts.hidden = hidden.detach();
+  parts.kl = torch::zeros_like(parts.hidden);
+  parts.ce = torch::zeros_like(parts.hidden);
   return parts;
 }
 

@@ -19,6 +19,10 @@ namespace {
 constexpr const char* kLossScale = "loss_scale";
 constexpr const char* kLossScaleGrowth = "loss_scale_growth";
 
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
 bool all_finite(const std::vector<torch::Tensor>& ts) {
   for (const auto& t : ts)
     if (!torch::isfinite(t).all().item<bool>()) return false;
@@ -31,10 +35,6 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
                  std::function<torch::Tensor()> next_batch, dist::GradSync& sync, int64_t total_steps)
     : cfg_(cfg), teacher_(std::move(teacher)), student_(std::move(student)), next_batch_(std::move(next_batch)),
       sync_(sync), total_steps_(total_steps) {
-  kd_.kd_loss_scale = cfg.kd.kd_loss_scale;
-  kd_.alpha = cfg.kd.alpha;
-  kd_.ce_weight = cfg.kd.ce_weight;
-  kd_.chunk_tokens = cfg.kd.chunk_tokens;
   OB_CHECK(cfg.optim.grad_accum >= 1, "trainer: optim.grad_accum must be >= 1, got ", cfg.optim.grad_accum,
            " (0 is resolved from train.global_batch by config::grad_accum_for)");
   for (auto& p : teacher_->parameters()) p.requires_grad_(false);
@@ -50,7 +50,7 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   // sees the stored tensors: fp32, but the latent W (".weight") in student.latent_dtype.
   const torch::Dtype latent = config_dtype(cfg.student.latent_dtype, "student.latent_dtype");
   for (size_t i = 0; i < params_.size(); ++i) {
-    const bool is_w = names_[i].size() > 7 && names_[i].compare(names_[i].size() - 7, 7, ".weight") == 0;
+    const bool is_w = ends_with(names_[i], ".weight");
     const torch::Dtype want = is_w ? latent : torch::kFloat32;
     OB_CHECK(params_[i].scalar_type() == want, "trainer: trainable parameter '", names_[i], "' is ",
              params_[i].scalar_type(), ", expected ", c10::toString(want),
@@ -66,6 +66,10 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   po.weight_decay = cfg.optim.weight_decay;
   po.state_dtype = config_dtype(cfg.optim.state_dtype, "optim.state_dtype");
   po.seed = cfg.train.seed;
+  // optim.gh_lr_scale: the OneBit layers' g and h vectors ("....g", "....h") get their own lr.
+  if (cfg.optim.gh_lr_scale != 1.0)
+    for (const auto& name : names_)
+      po.lr_scale.push_back(ends_with(name, ".g") || ends_with(name, ".h") ? cfg.optim.gh_lr_scale : 1.0);
   // The decoder layer of each tensor ("...layers.<i>...."): full sharding gathers layer by layer.
   std::vector<int64_t> layer_of;
   for (const auto& name : names_) layer_of.push_back(models::decoder_layer_of(name));
@@ -196,9 +200,16 @@ StepStats Trainer::step() {
         torch::NoGradGuard no_grad;
         t = teacher_->forward(ids, args);
       }
-      // student forward + KD loss
-      const models::ForwardOutput s = student_->forward(ids, args);
-      parts = kd_loss(t, teacher_->lm_head_weight(), s, student_->lm_head_weight(), ids, kd_);
+      // student forward + KD loss; during kd.block_warmup_steps every layer reads the teacher's
+      // input of that layer and learns to reproduce its teacher layer's output
+      if (step_ < cfg_.kd.block_warmup_steps) {
+        models::ForwardArgs forced = args;
+        forced.layer_inputs = &t.hidden_states;
+        parts = block_loss(t, student_->forward(ids, forced));
+      } else {
+        const models::ForwardOutput s = student_->forward(ids, args);
+        parts = kd_loss(t, teacher_->lm_head_weight(), s, student_->lm_head_weight(), ids, cfg_.kd);
+      }
     }
     // backward outside autocast, as torch.autocast prescribes (averaged over micro-steps; fp16:
     // times the loss scale, a power of two, so the fp16 gradients stay above underflow). On the

@@ -78,7 +78,6 @@ class Trainer {
   std::function<torch::Tensor()> next_batch_;
   dist::GradSync& sync_;
   int64_t total_steps_;
-  KdLossOptions kd_;
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_;
   std::unique_ptr<dist::ParamSync> opt_;

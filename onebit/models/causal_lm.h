@@ -32,6 +32,10 @@ struct ForwardArgs {
   KVCache* cache = nullptr;            // non-null: read and append keys/values
   bool output_hidden_states = false;   // fill ForwardOutput::hidden_states (L+1 tensors)
   bool compute_logits = true;          // false: skip lm_head (see CausalLMImpl::lm_head)
+  // Teacher forcing of the decoder (block-wise distillation): layer i reads layer_inputs[i]
+  // (cast to the running dtype) instead of layer i−1's output, so each layer sees a given input,
+  // e.g. the teacher's hidden_states[0..L−1]. At least L entries; nullptr = off.
+  const std::vector<torch::Tensor>* layer_inputs = nullptr;
 };
 
 struct ForwardOutput {

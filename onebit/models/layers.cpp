@@ -220,7 +220,10 @@ torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& laye
     args.cache->v.resize(L);
   }
   const bool ckpt = checkpointing && torch::GradMode::is_enabled() && !args.cache;
+  OB_CHECK(!args.layer_inputs || static_cast<int64_t>(args.layer_inputs->size()) >= L, "forward: layer_inputs has ",
+           args.layer_inputs ? args.layer_inputs->size() : 0, " tensors for ", L, " decoder layers");
   for (int64_t i = 0; i < L; ++i) {
+    if (args.layer_inputs) h = (*args.layer_inputs)[i].detach().to(h.scalar_type());
     if (hooks) hooks->before_layer(i);
     if (ckpt) {
       // By value: backward runs this closure after forward has returned.

@@ -46,8 +46,9 @@ def _where(path, key):
     return f"{path}: '{key}'"
 
 
-def _values(path, key, v):
-    """The list of values of an axis (each a scalar string)."""
+def _values(path, key, v, distinct=True):
+    """The list of values of an axis (each a scalar string); distinct=False: repeats allowed (a
+    zipped axis, whose rows are checked as a whole)."""
     if not isinstance(v, list):
         raise ToolError(f"{_where(path, key)} expects a list of values, got {type(v).__name__}")
     if not v:
@@ -55,7 +56,7 @@ def _values(path, key, v):
     for x in v:
         if isinstance(x, (list, dict)):
             raise ToolError(f"{_where(path, key)}: every value must be a single value, got {x!r}")
-    if len(set(v)) != len(v):
+    if distinct and len(set(v)) != len(v):
         raise ToolError(f"{_where(path, key)} lists a value twice: {v}")
     return list(v)
 
@@ -120,11 +121,18 @@ def parse_grid(path, data=None):
                 for k, v in group.items():
                     _check_key(where, k, seen)
                     seen[k] = f"zip group {i + 1}"
-                    axes.append((k, _values(where, k, v)))
+                    axes.append((k, _values(where, k, v, distinct=False)))
                 n = {k: len(v) for k, v in axes}
                 if len(set(n.values())) != 1:
                     raise ToolError(f"{where}: zip group {i + 1} has lists of different lengths "
                                     f"({', '.join(f'{k}: {m}' for k, m in n.items())})")
+                # An axis may repeat a value (one-at-a-time designs); a whole row may not.
+                rows = [tuple(str(x) for x in row) for row in zip(*(v for _, v in axes))]
+                for j, row in enumerate(rows):
+                    if row in rows[:j]:
+                        raise ToolError(f"{where}: zip group {i + 1} lists the same values twice (rows "
+                                        f"{rows.index(row) + 1} and {j + 1}: "
+                                        f"{', '.join(f'{k}={x}' for (k, _), x in zip(axes, row))})")
                 g.zips.append(axes)
         elif key == "seeds":
             seeds = _values(where, "seeds", value if isinstance(value, list) else [value])

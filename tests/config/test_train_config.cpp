@@ -170,6 +170,8 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"train.eval_windows=-1", "train.eval_windows must be >= 0"},
       {"kd.kd_loss_scale=-1", "kd.kd_loss_scale must be >= 0"},
       {"kd.chunk_tokens=0", "kd.chunk_tokens must be > 0"},
+      {"kd.temperature=0", "kd.temperature must be > 0, got 0"},
+      {"optim.gh_lr_scale=-2", "optim.gh_lr_scale must be > 0, got -2"},
       {"embedded.num_heads=3", "embedded.hidden_size must be an even multiple of embedded.num_heads (3)"},
       {"embedded.num_kv_heads=3", "embedded.num_kv_heads must be a divisor of embedded.num_heads (4)"},
       {"embedded.lr=0", "embedded.lr must be > 0"},
@@ -239,7 +241,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 76);
+  CHECK(lines == 79);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -271,7 +273,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 76);
+  CHECK(keys == 79);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

@@ -39,8 +39,10 @@ torch::Tensor naive(const Fake& f, const onebit::distill::KdLossOptions& o) {
   const int64_t B = f.ids.size(0), T = f.ids.size(1);
   const auto s_logits = torch::matmul(f.student.last_hidden, f.s_w.t());
   const auto t_logits = torch::matmul(f.teacher.last_hidden, f.t_w.t());
-  const auto kl = F::kl_div(torch::log_softmax(s_logits, -1), torch::log_softmax(t_logits, -1),
-                            F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+  // Hinton et al.'s distillation term: τ²·KL at temperature τ (the paper's loss is τ = 1).
+  const double tau = o.temperature;
+  const auto kl = tau * tau * F::kl_div(torch::log_softmax(s_logits / tau, -1), torch::log_softmax(t_logits / tau, -1),
+                                        F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
   auto hidden = torch::zeros({}, s_logits.options());
   for (size_t i = 0; i + 1 < f.teacher.hidden_states.size(); ++i) {
     const auto t = F::normalize(f.teacher.hidden_states[i].reshape({B * T, -1}), F::NormalizeFuncOptions().dim(-1));
@@ -62,6 +64,8 @@ TEST_CASE("kd_loss equals the naive formula, value and gradients", "[distill]") 
   o.alpha = 1.5;
   o.ce_weight = 0.25;
   o.chunk_tokens = 5;  // 14 tokens: chunks 5, 5, 4
+  o.temperature = GENERATE(1.0, 2.5, 0.5);  // the CE stays at temperature 1
+  INFO("kd.temperature " << o.temperature);
 
   auto ref = naive(f, o);
   auto ref_grads = torch::autograd::grad({ref}, f.leaves);
@@ -204,4 +208,29 @@ TEST_CASE("kd_loss: alpha = 0 logs the hidden term but builds no graph for it", 
   parts.total.backward();
   for (size_t i = 0; i + 1 < f.leaves.size(); ++i) CHECK(!f.leaves[i].grad().defined());  // the hidden states
   CHECK(f.leaves.back().grad().defined());  // last_hidden, through the KL
+}
+
+TEST_CASE("block_loss: the normalised distance of states 1..L, each with its own gradient", "[distill]") {
+  Fake f = make_fake(2, 5, 8, 10, 3);
+  const size_t L1 = f.teacher.hidden_states.size();
+  std::vector<torch::Tensor> states(f.student.hidden_states.begin() + 1, f.student.hidden_states.end());
+  auto ref = torch::zeros({}, torch::kFloat64);
+  for (size_t i = 1; i < L1; ++i) {
+    const auto t = F::normalize(f.teacher.hidden_states[i].reshape({10, -1}), F::NormalizeFuncOptions().dim(-1));
+    const auto s = F::normalize(f.student.hidden_states[i].reshape({10, -1}), F::NormalizeFuncOptions().dim(-1));
+    ref = ref + (t - s).pow(2).sum(-1).mean();
+  }
+  const auto ref_grads = torch::autograd::grad({ref}, states);
+  const auto parts = onebit::distill::block_loss(f.teacher, f.student);
+  const auto grads = torch::autograd::grad({parts.total}, states);
+  CHECK(std::abs(parts.total.item<double>() - ref.item<double>()) <= kTol * ref.item<double>());
+  CHECK(parts.hidden.item<double>() == parts.total.item<double>());
+  CHECK(parts.kl.item<double>() == 0);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    INFO("state " << i + 1);
+    CHECK(torch::allclose(grads[i].to(torch::kDouble), ref_grads[i], kTol, kTol));
+  }
+  auto missing = f.student;
+  missing.hidden_states.pop_back();
+  CHECK_THROWS_WITH(onebit::distill::block_loss(f.teacher, missing), OB_CONTAINS("need L+1 hidden states"));
 }

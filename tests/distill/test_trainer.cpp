@@ -109,6 +109,58 @@ TEST_CASE("trainer: distillation loss falls on a fixed batch", "[distill]") {
   for (const auto& [name, t] : tr.trainable()) CHECK(name.find("embed") == std::string::npos);
 }
 
+TEST_CASE("trainer: kd.block_warmup_steps trains each block alone on the teacher's inputs, then end to end",
+          "[distill]") {
+  // `steps` steps with 3 of warm-up, without clipping (a global norm would couple the layers).
+  auto run = [](int steps, bool flip_layer0, bool checkpointing) {
+    Setup s = make_setup();
+    s.cfg.kd.block_warmup_steps = 3;
+    s.cfg.optim.grad_clip = 0;
+    s.cfg.model.gradient_checkpointing = checkpointing;
+    if (flip_layer0) {
+      torch::NoGradGuard no_grad;
+      for (auto& p : s.student->named_parameters())
+        if (p.key().find("layers.0.") != std::string::npos && p.key().find(".weight") != std::string::npos)
+          p.value().mul_(-1);
+    }
+    onebit::dist::NoSync sync;
+    onebit::distill::Trainer tr(s.cfg, s.teacher, s.student, [&] { return s.batch; }, sync, 30);
+    std::vector<onebit::distill::StepStats> stats;
+    for (int i = 0; i < steps; ++i) stats.push_back(tr.step());
+    return std::make_pair(stats, snapshot(tr));
+  };
+  const auto [stats, after] = run(5, false, false);
+  // Warm-up steps: only the block term (kl is not computed), and it falls; then the KD loss.
+  for (int i = 0; i < 3; ++i) {
+    CHECK(stats[i].kl == 0);
+    CHECK(stats[i].hidden > 0);
+    CHECK(stats[i].loss == stats[i].hidden);
+  }
+  CHECK(stats[2].hidden < stats[0].hidden);
+  CHECK(stats[3].kl > 0);
+  // One warm-up step updates layer 1 the same whatever layer 0 holds: its input is the
+  // teacher's, not layer 0's output. After the warm-up, layer 0 matters.
+  const auto a = run(1, false, false).second, b = run(1, true, false).second;
+  const auto a5 = run(5, true, false).second;
+  int checked = 0;
+  bool differs_later = false;
+  for (const auto& [name, t] : a) {
+    if (name.find("layers.1.") == std::string::npos) continue;
+    INFO(name);
+    CHECK(torch::equal(t, b.at(name)));
+    differs_later = differs_later || !torch::allclose(after.at(name), a5.at(name));
+    ++checked;
+  }
+  CHECK(checked > 0);
+  CHECK(differs_later);
+  // Gradient checkpointing recomputes the forced layers to the same result.
+  const auto ckpt = run(5, false, true).second;
+  for (const auto& [name, t] : after) {
+    INFO(name);
+    CHECK(torch::allclose(t, ckpt.at(name), 1e-6, 1e-7));
+  }
+}
+
 TEST_CASE("trainer: a NaN loss streak stops with a clear error", "[distill]") {
   Setup s = make_setup();
   {

@@ -127,6 +127,11 @@ class GridExpansion(unittest.TestCase):
         self.assertEqual(pts[0][0], "alpha=0_teacher=a_lr=1e-3_seed=1")
         self.assertEqual(len({n for n, _, _ in pts}), len(pts))
 
+    def test_one_at_a_time_zip(self):
+        # A zipped axis may repeat a value (each row changes one key of the baseline row).
+        pts = gridmod.expand(parse("zip:\n  - kd.alpha: [1, 0, 1]\n    optim.lr: [1e-3, 1e-3, 2e-3]\n"))
+        self.assertEqual([n for n, _, _ in pts], ["alpha=1_lr=1e-3", "alpha=0_lr=1e-3", "alpha=1_lr=2e-3"])
+
     def test_seed_keys(self):
         pts = gridmod.expand(parse("seeds: [5]\nseed_keys: [train.seed]\n"))
         self.assertEqual(pts, [("seed=5", [("train.seed", "5")], [("train.seed", "5")])])
@@ -154,6 +159,8 @@ class GridExpansion(unittest.TestCase):
             ("zip: [{kd.alpha: [0, 1], optim.lr: [1e-3]}]\n", "zip group 1 has lists of different lengths"),
             ("kd.alpha: []\n", "'kd.alpha' has an empty list of values"),
             ("kd.alpha: [0, 0]\n", "lists a value twice"),
+            ("zip: [{kd.alpha: [0, 1, 0], optim.lr: [1, 2, 1]}]\n",
+             "zip group 1 lists the same values twice (rows 1 and 3: kd.alpha=0, optim.lr=1)"),
             ("output_dir: [a, b]\n", "'output_dir' is set by the sweep"),
             ("seeds: [1, x]\n", "'seeds' expects non-negative integers, got 'x'"),
             ("seeds: [1]\ntrain.seed: [3, 4]\n", "'train.seed' is set by 'seeds'"),
