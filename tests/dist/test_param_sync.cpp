@@ -116,12 +116,17 @@ TEST_CASE("ParamSync: per-tensor lr scales equal torch::optim::AdamW with two pa
     groups.emplace_back(std::vector<torch::Tensor>{ref[1], ref[3]},
                         std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(base).lr(0.08)));
     torch::optim::AdamW adam(std::move(groups), base);
+    auto steps = [](ParamSync& sync_of, const std::vector<torch::Tensor>& params) {
+      for (int64_t step = 0; step < 5; ++step) {
+        sync_of.begin_backward(true);
+        loss_of(params, step).backward();
+        sync_of.finish_backward();
+        sync_of.step(0.02);
+        sync_of.zero_grad();
+      }
+    };
+    steps(ps, ours);
     for (int64_t step = 0; step < 5; ++step) {
-      ps.begin_backward(true);
-      loss_of(ours, step).backward();
-      ps.finish_backward();
-      ps.step(0.02);
-      ps.zero_grad();
       adam.zero_grad();
       loss_of(ref, step).backward();
       adam.step();
@@ -129,16 +134,10 @@ TEST_CASE("ParamSync: per-tensor lr scales equal torch::optim::AdamW with two pa
     const double d = max_diff(ours, ref);
     CAPTURE(d);
     CHECK(d < kAdamTol);
-    // The scale mattered: one lr for all moves the 1-D tensors less.
+    // The scale mattered: one lr for all moves the 1-D tensors differently.
     auto plain = make_params(5);
     ParamSync one(plain, sync, ParamSyncOptions{});
-    for (int64_t step = 0; step < 5; ++step) {
-      one.begin_backward(true);
-      loss_of(plain, step).backward();
-      one.finish_backward();
-      one.step(0.02);
-      one.zero_grad();
-    }
+    steps(one, plain);
     CHECK((plain[1] - ref[1]).abs().max().item<double>() > 0.01);
   }
   onebit::dist::NoSync sync;
