@@ -31,6 +31,13 @@ std::vector<torch::Tensor> clones(const std::vector<torch::Tensor>& ps) {
   return out;
 }
 
+ParamSyncOptions sharded(Sharding mode, int64_t bucket_bytes) {
+  ParamSyncOptions o;
+  o.sharding = mode;
+  o.bucket_bytes = bucket_bytes;
+  return o;
+}
+
 // A loss with different curvature per tensor, so AdamW's per-element state matters.
 torch::Tensor loss_of(const std::vector<torch::Tensor>& ps, int64_t step) {
   auto l = torch::zeros({});
@@ -104,9 +111,7 @@ TEST_CASE("ParamSync: per-tensor lr scales equal torch::optim::AdamW with two pa
     auto ours = make_params(5);
     auto ref = clones(ours);
     onebit::dist::NoSync sync;
-    ParamSyncOptions o;
-    o.sharding = mode;
-    o.bucket_bytes = 256;
+    ParamSyncOptions o = sharded(mode, 256);
     o.lr_scale = {1.0, 4.0, 1.0, 4.0};
     ParamSync ps(ours, sync, o);
     const auto base = torch::optim::AdamWOptions(0.02).betas({0.9, 0.999}).eps(1e-8).weight_decay(0.01);
@@ -152,10 +157,7 @@ TEST_CASE("ParamSync: accumulated gradients and clipping match torch", "[dist]")
     auto ours = make_params(5);
     auto ref = clones(ours);
     onebit::dist::NoSync sync;
-    ParamSyncOptions o;
-    o.sharding = mode;
-    o.bucket_bytes = 100;
-    ParamSync ps(ours, sync, o);
+    ParamSync ps(ours, sync, sharded(mode, 100));
     for (int64_t micro = 0; micro < 3; ++micro) {
       ps.begin_backward(micro == 2);
       loss_of(ours, micro).backward();
