@@ -9,6 +9,7 @@
 #include "onebit/core/error.h"
 #include "onebit/data/seed.h"
 #include "onebit/tokenizer/tokenizer.h"
+#include "onebit/util/strings.h"
 
 namespace onebit::data {
 
@@ -117,9 +118,6 @@ torch::Tensor BatchIterator::next() {
 // ======================================================================================
 
 namespace {
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 bool blank(const std::string& line) { return line.find_first_not_of(" \t\r\f\v") == std::string::npos; }
 }  // namespace
 

@@ -54,7 +54,7 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
         // Two block temporaries (logq, logp); everything else is in place.
         auto s = s_logits.narrow(0, r, m), t = t_logits.narrow(0, r, m);
         // With τ ≠ 1 the KL softmaxes take the logits / τ, and the CE its own softmax at τ = 1
-        // (one more block temporary).
+        // (three more block temporaries: s / τ, t / τ and that softmax).
         const auto logq = tempered ? torch::log_softmax(s / tau, -1) : torch::log_softmax(s, -1);
         auto logp = tempered ? torch::log_softmax(t / tau, -1) : torch::log_softmax(t, -1);
         torch::exp_out(t, logp);                        // t = p
@@ -192,12 +192,30 @@ torch::Tensor normalized_mse(const torch::Tensor& s, const torch::Tensor& t) {
   return NormalizedMse::apply(s, t.detach());
 }
 
+namespace {
+
+// Σ over hidden states i of normalized_mse(student_i, teacher_i), fp32, i from `first` to L − 1,
+// or to L (the state after the final norm) with_final. `who` names the caller in the error.
+torch::Tensor state_distance(const models::ForwardOutput& teacher, const models::ForwardOutput& student,
+                             size_t first, bool with_final, const char* who) {
+  const size_t L1 = teacher.hidden_states.size();
+  OB_CHECK(L1 >= 2 && student.hidden_states.size() == L1, who, ": need L+1 hidden states from both models, got ", L1,
+           " (teacher) and ", student.hidden_states.size(), " (student); forward with output_hidden_states");
+  const size_t end = with_final ? L1 : L1 - 1;
+  auto flat = [](const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}); };
+  auto sum = torch::zeros({}, student.last_hidden.options().dtype(torch::kFloat32));
+  for (size_t i = first; i < end; ++i)
+    sum = sum + normalized_mse(flat(student.hidden_states[i]), flat(teacher.hidden_states[i]));
+  return sum;
+}
+
+}  // namespace
+
 KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& teacher_lm_head,
                     const models::ForwardOutput& student, const torch::Tensor& student_lm_head,
                     const torch::Tensor& input_ids, const KdLossOptions& o) {
   OB_CHECK(input_ids.dim() == 2, "kd_loss: input_ids must be [B,T], got ", input_ids.sizes());
   const int64_t B = input_ids.size(0), T = input_ids.size(1);
-  const auto f32 = torch::kFloat32;
   // The whole loss is fp32, also when the forwards ran under autocast: states are upcast below.
   AutocastGuard fp32_only(student.last_hidden.device().type(), std::nullopt);
 
@@ -212,17 +230,12 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
   const auto kl = kl_sum / static_cast<double>(B);
   const auto ce = ce_sum / static_cast<double>(std::max<int64_t>(1, B * (T - 1)));
 
-  const size_t L1 = teacher.hidden_states.size();
-  OB_CHECK(L1 >= 2 && student.hidden_states.size() == L1, "kd_loss: need L+1 hidden states from both models, got ",
-           L1, " (teacher) and ", student.hidden_states.size(), " (student); forward with output_hidden_states");
-  auto hidden = torch::zeros({}, s_last.options().dtype(f32));
+  torch::Tensor hidden;
   {
     // With alpha = 0 the term is only logged: no graph.
     std::optional<torch::NoGradGuard> log_only;
     if (o.alpha == 0) log_only.emplace();
-    for (size_t i = 0; i + 1 < L1; ++i)  // index L (after the final norm) is not used
-      hidden = hidden + normalized_mse(student.hidden_states[i].reshape({B * T, -1}),
-                                       teacher.hidden_states[i].reshape({B * T, -1}));
+    hidden = state_distance(teacher, student, /*first=*/0, /*with_final=*/false, "kd_loss");
   }
 
   KdLossParts parts;
@@ -235,14 +248,8 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
 }
 
 KdLossParts block_loss(const models::ForwardOutput& teacher, const models::ForwardOutput& student) {
-  const size_t L1 = teacher.hidden_states.size();
-  OB_CHECK(L1 >= 2 && student.hidden_states.size() == L1, "block_loss: need L+1 hidden states from both models, got ",
-           L1, " (teacher) and ", student.hidden_states.size(), " (student); forward with output_hidden_states");
   AutocastGuard fp32_only(student.last_hidden.device().type(), std::nullopt);
-  auto flat = [](const torch::Tensor& x) { return x.reshape({-1, x.size(-1)}); };
-  auto hidden = torch::zeros({}, student.last_hidden.options().dtype(torch::kFloat32));
-  for (size_t i = 1; i < L1; ++i)
-    hidden = hidden + normalized_mse(flat(student.hidden_states[i]), flat(teacher.hidden_states[i]));
+  const auto hidden = state_distance(teacher, student, /*first=*/1, /*with_final=*/true, "block_loss");
   KdLossParts parts;
   parts.total = hidden;
   parts.hidden = hidden.detach();

@@ -11,6 +11,7 @@
 #include "onebit/models/loader.h"
 #include "onebit/models/param_shapes.h"
 #include "onebit/distill/train_models.h"
+#include "onebit/util/strings.h"
 
 namespace onebit::distill {
 namespace {
@@ -18,10 +19,6 @@ namespace {
 // Checkpoint keys of the fp16 scaler state (TrainState::scalars / counters).
 constexpr const char* kLossScale = "loss_scale";
 constexpr const char* kLossScaleGrowth = "loss_scale_growth";
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 bool all_finite(const std::vector<torch::Tensor>& ts) {
   for (const auto& t : ts)

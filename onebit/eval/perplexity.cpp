@@ -16,6 +16,7 @@
 #include "onebit/models/causal_lm.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/progress.h"
+#include "onebit/util/strings.h"
 
 namespace onebit::eval {
 
@@ -28,10 +29,6 @@ std::string slurp(const std::string& path) {
   os << in.rdbuf();
   OB_CHECK(!in.bad(), "cannot read '", path, "'");
   return os.str();
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 bool is_blank(const std::string& s) {

@@ -7,6 +7,7 @@
 
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
+#include "onebit/util/strings.h"
 
 namespace onebit::eval {
 
@@ -18,10 +19,6 @@ bool ascii_blank(const std::string& s) {
   for (char c : s)
     if (c != ' ' && c != '\t' && c != '\r' && c != '\n' && c != '\v' && c != '\f') return false;
   return true;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // MosaicML's delimiter: " " + text unless text already starts with whitespace.

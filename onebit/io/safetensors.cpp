@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "onebit/core/error.h"
+#include "onebit/util/strings.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -285,13 +286,9 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : impl_(std::make_
       std::vector<fs::path> idx, st;
       for (const auto& de : fs::directory_iterator(dir)) {
         const std::string fn = de.path().filename().string();
-        auto ends = [&](const std::string& suf) {
-          return fn.size() >= suf.size() &&
-                 fn.compare(fn.size() - suf.size(), suf.size(), suf) == 0;
-        };
-        if (ends(".safetensors.index.json"))
+        if (ends_with(fn, ".safetensors.index.json"))
           idx.push_back(de.path());
-        else if (ends(".safetensors"))
+        else if (ends_with(fn, ".safetensors"))
           st.push_back(de.path());
       }
       if (idx.size() == 1)
@@ -303,8 +300,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) : impl_(std::make_
     }
   } else {
     const std::string fn = fs::path(path).filename().string();
-    const std::string suf = ".json";
-    if (fn.size() >= suf.size() && fn.compare(fn.size() - suf.size(), suf.size(), suf) == 0)
+    if (ends_with(fn, ".json"))
       impl_->add_index(path);
     else
       impl_->add_file(path);

@@ -18,6 +18,7 @@
 #include "onebit/models/param_shapes.h"
 #include "onebit/models/to_onebit.h"
 #include "onebit/nn/replace.h"
+#include "onebit/util/strings.h"
 
 namespace onebit::models {
 
@@ -33,7 +34,7 @@ std::string shape_str(c10::IntArrayRef s) {
 
 // Tensors transformers may store that have no parameter here.
 bool ignorable(const std::string& name, const ModelConfig& cfg) {
-  if (name.size() >= 19 && name.compare(name.size() - 19, 19, "rotary_emb.inv_freq") == 0) return true;
+  if (ends_with(name, "rotary_emb.inv_freq")) return true;
   return cfg.tie_word_embeddings && name == "lm_head.weight";
 }
 
