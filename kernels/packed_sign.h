@@ -71,6 +71,13 @@ void build_lut(const float* xg, int64_t blocks, float* lut);
 void gemv_lut_rows(const float* lut, const GemmArgs& a, int64_t o_begin, int64_t o_end);  // a.n == 1
 
 // ---- instruction-set kernels (cpu/avx2.cpp, cpu/avx512.cpp), same contract ----
+// Both are lookup tables over groups of inputs, built per call for a chunk of the input and
+// all tokens; two helpers they share (cpu/generic.cpp, built without instruction-set flags):
+// Words of 32 signs per chunk: as many as keep the tables of n tokens (table_bytes_per_word
+// each) within budget_bytes, a multiple of `align` words (at least `align`), at most `words`.
+int64_t lut_chunk_words(int64_t budget_bytes, int64_t n, int64_t table_bytes_per_word, int64_t align, int64_t words);
+// The epilogue on the sums the kernel left in y: y[t, o] = y[t, o] · h[o] (+ bias[o]).
+void scale_rows(const GemmArgs& a, int64_t o_begin, int64_t o_end);
 void gemm_rows_avx2(const GemmArgs& a, int64_t o_begin, int64_t o_end);
 void gemm_rows_avx512(const GemmArgs& a, int64_t o_begin, int64_t o_end);
 

@@ -118,10 +118,8 @@ constexpr Rows8Fn kRows8[kMaxTokens + 1] = {nullptr,  rows8<1>, rows8<2>, rows8<
 void gemm_rows_avx2(const GemmArgs& a, int64_t o_begin, int64_t o_end) {
   if (o_begin >= o_end || a.n <= 0) return;
   const int64_t words = a.blocks * kWordsPerBlock;
-  // Chunk of the input whose tables (all tokens) fit the budget: whole blocks, ≥ 8 words.
-  int64_t chunk = kTableBudget / (a.n * kTableFloats * int64_t(sizeof(float)));
-  chunk = std::max<int64_t>(8, chunk / 8 * 8);
-  chunk = std::min(chunk, words);
+  // Chunk of the input whose tables (all tokens) fit the budget: whole blocks of 8 words.
+  const int64_t chunk = lut_chunk_words(kTableBudget, a.n, kTableFloats * int64_t(sizeof(float)), 8, words);
   struct alignas(32) Table {
     float t[8];
   };
@@ -147,10 +145,7 @@ void gemm_rows_avx2(const GemmArgs& a, int64_t o_begin, int64_t o_end) {
       }
     }
   }
-  for (int64_t t = 0; t < a.n; ++t) {
-    float* y = a.y + t * a.ys;
-    for (int64_t o = o_begin; o < o_end; ++o) y[o] = y[o] * a.h[o] + (a.bias ? a.bias[o] : 0.0f);
-  }
+  scale_rows(a, o_begin, o_end);
 }
 
 }  // namespace onebit::kernels

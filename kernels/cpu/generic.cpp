@@ -1,5 +1,6 @@
 // Portable packed kernels (kernels/packed_sign.h): plain C++ that the compiler vectorises,
 // used where no instruction-set kernel applies, and the lookup-table GEMV.
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/packed_sign.h"
@@ -54,6 +55,18 @@ void unpack_rows(const SignBlock* packed, int64_t in, int64_t o_begin, int64_t o
     float* d = dst + (o - o_begin) * in;
     for (int64_t j = 0; j < full; ++j) std::memcpy(d + 8 * j, s.v[row[j]], sizeof(s.v[0]));
     for (int64_t i = 8 * full; i < in; ++i) d[i] = s.v[row[full]][i % 8];
+  }
+}
+
+int64_t lut_chunk_words(int64_t budget_bytes, int64_t n, int64_t table_bytes_per_word, int64_t align, int64_t words) {
+  const int64_t fit = budget_bytes / (n * table_bytes_per_word);
+  return std::min(std::max(align, fit / align * align), words);
+}
+
+void scale_rows(const GemmArgs& a, int64_t o_begin, int64_t o_end) {
+  for (int64_t t = 0; t < a.n; ++t) {
+    float* y = a.y + t * a.ys;
+    for (int64_t o = o_begin; o < o_end; ++o) y[o] = y[o] * a.h[o] + (a.bias ? a.bias[o] : 0.0f);
   }
 }
 
