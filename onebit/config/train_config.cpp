@@ -61,6 +61,8 @@ std::vector<Field> fields_of(TrainConfig& c) {
 
       {"data.source", &c.data.source, "sample (self-sampled by the teacher) | dataset | text"},
       {"data.path", &c.data.path, "dataset: onebit-sample output folder; text: a .txt/.jsonl file"},
+      {"data.mix_text", &c.data.mix_text, "sample/dataset: a .txt/.jsonl file of real text mixed into the blocks"},
+      {"data.mix_fraction", &c.data.mix_fraction, "share of the training blocks taken from data.mix_text, in [0, 1)"},
       {"data.sample_dir", &c.data.sample_dir, "source=sample: sample cache folder (empty = <output_dir>/samples)"},
       {"data.num_samples", &c.data.sample.num_samples, "source=sample: number of sequences to sample"},
       {"data.sample_length", &c.data.sample.max_length, "source=sample: max tokens per sample"},
@@ -84,6 +86,7 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"kd.block_warmup_steps", &c.kd.block_warmup_steps,
        "first optimizer steps that train each block alone on the teacher's inputs (block_loss)"},
       {"kd.temperature", &c.kd.temperature, "softmax temperature of the KL term, scaled by its square (1 = the paper)"},
+      {"kd.top_k", &c.kd.top_k, "> 0: the KL term uses the teacher's k largest logits per token, renormalised (0 = all)"},
 
       {"optim.lr", &c.optim.lr, "peak learning rate (AdamW)"},
       {"optim.beta1", &c.optim.beta1, "AdamW beta1"},
@@ -371,6 +374,12 @@ void TrainConfig::validate() const {
   one_of(data.source, "data.source", {"sample", "dataset", "text"});
   need(data.source == "sample" || !data.path.empty(), "data.path",
        "set when data.source is '" + data.source + "'", "''");
+  need(std::isfinite(data.mix_fraction) && data.mix_fraction >= 0 && data.mix_fraction < 1, "data.mix_fraction",
+       "in [0, 1)", show(data.mix_fraction));
+  need((data.mix_fraction > 0) == !data.mix_text.empty(), "data.mix_text",
+       "set exactly when data.mix_fraction > 0", data.mix_text.empty() ? "''" : "'" + data.mix_text + "'");
+  need(data.mix_fraction == 0 || data.source != "text", "data.mix_fraction",
+       "0 when data.source is 'text' (the blocks are all text already)", show(data.mix_fraction));
   const SampleCfg& smp = data.sample;
   positive(smp.num_samples, "data.num_samples");
   need(smp.max_length >= 2, "data.sample_length", ">= 2", show(smp.max_length));
@@ -393,6 +402,7 @@ void TrainConfig::validate() const {
   positive(kd.chunk_tokens, "kd.chunk_tokens");
   non_negative(kd.block_warmup_steps, "kd.block_warmup_steps");
   need(std::isfinite(kd.temperature) && kd.temperature > 0, "kd.temperature", "> 0", show(kd.temperature));
+  non_negative(kd.top_k, "kd.top_k");
 
   positive(optim.lr, "optim.lr");
   need(std::isfinite(optim.beta1) && optim.beta1 >= 0 && optim.beta1 < 1, "optim.beta1", "in [0, 1)", show(optim.beta1));

@@ -57,6 +57,8 @@ struct DataCfg {
   int64_t seq_len = 2048;         // training block length
   int64_t batch_size = 4;         // per device, per micro-step
   uint64_t seed = 0;              // shuffling (per epoch) and sampling
+  std::string mix_text;           // a .txt/.jsonl file of real text mixed into the blocks
+  double mix_fraction = 0;        // share of the training blocks taken from mix_text, in [0, 1)
 };
 
 struct KdCfg {
@@ -66,6 +68,7 @@ struct KdCfg {
   int64_t chunk_tokens = 1024;  // KL computed over this many tokens at a time
   double temperature = 1.0;     // KD softmax temperature τ (KL scaled by τ²); the paper: 1
   int64_t block_warmup_steps = 0;  // first steps: each block alone reproduces its teacher block
+  int64_t top_k = 0;            // > 0: KL on the teacher's k largest logits per token (renormalised)
 };
 
 struct OptimCfg {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -31,8 +32,17 @@ int64_t PackedBlocks::dropped_tokens() const { return stream_tokens() - num_bloc
 
 int64_t PackedBlocks::stream_begin(int64_t s) const { return samples_.begin(s) + per_sample_ * s; }
 
+void PackedBlocks::mix_in(std::shared_ptr<const PackedBlocks> other, int64_t count) {
+  OB_CHECK(other && other->seq_len() == seq_len(), "mixing blocks: the other source's seq_len differs");
+  OB_CHECK(count >= 0 && count <= other->num_blocks(), "mixing blocks: ", other->samples().where(), " has ",
+           other->num_blocks(), " blocks of ", seq_len(), " tokens, fewer than the ", count, " asked for");
+  mixed_ = std::move(other);
+  mixed_blocks_ = count;
+}
+
 void PackedBlocks::read_block(int64_t b, int64_t* out) const {
-  OB_CHECK(b >= 0 && b < num_blocks_, "packed block ", b, " out of range [0, ", num_blocks_, ")");
+  OB_CHECK(b >= 0 && b < num_blocks(), "packed block ", b, " out of range [0, ", num_blocks(), ")");
+  if (b >= num_blocks_) return mixed_->read_block(b - num_blocks_, out);
   const int64_t L = opts_.seq_len;
   int64_t pos = b * L;
   // The last sample starting at or before pos (stream_begin is non-decreasing).
@@ -59,6 +69,11 @@ void PackedBlocks::read_block(int64_t b, int64_t* out) const {
     }
     if (filled < L && opts_.eos_id >= 0) out[filled++] = opts_.eos_id;
   }
+}
+
+int64_t mixed_text_blocks(int64_t own, double fraction) {
+  OB_CHECK(own >= 0 && fraction >= 0 && fraction < 1, "mixed_text_blocks: fraction must be in [0, 1), got ", fraction);
+  return std::llround(double(own) * fraction / (1.0 - fraction));
 }
 
 torch::Tensor PackedBlocks::block(int64_t b) const {

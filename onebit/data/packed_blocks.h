@@ -27,21 +27,31 @@ struct PackOptions {
 class PackedBlocks {
  public:
   PackedBlocks(TokenDataset samples, const PackOptions& opts);
-  int64_t num_blocks() const { return num_blocks_; }
+  int64_t num_blocks() const { return num_blocks_ + mixed_blocks_; }
   int64_t seq_len() const { return opts_.seq_len; }
   int64_t stream_tokens() const;   // tokens after adding BOS/EOS
   int64_t dropped_tokens() const;  // the remainder cut off the end
   const TokenDataset& samples() const { return samples_; }
   void read_block(int64_t b, int64_t* out) const;  // seq_len ids
   torch::Tensor block(int64_t b) const;            // [seq_len] int64, CPU
+  // Appends blocks 0..count−1 of `other` (same seq_len) after this one's own blocks, which
+  // keep their numbers: data.mix_text. The batches' per-epoch shuffle then mixes them.
+  void mix_in(std::shared_ptr<const PackedBlocks> other, int64_t count);
+  int64_t mixed_blocks() const { return mixed_blocks_; }
 
  private:
   int64_t stream_begin(int64_t sample) const;  // where sample starts in the packed stream
   TokenDataset samples_;
   PackOptions opts_;
   int64_t per_sample_ = 0;  // special tokens added per sample (0..2)
-  int64_t num_blocks_ = 0;
+  int64_t num_blocks_ = 0;  // own blocks
+  std::shared_ptr<const PackedBlocks> mixed_;
+  int64_t mixed_blocks_ = 0;
 };
+
+// data.mix_text: so many blocks of the text join `own` blocks that they are `fraction` of all
+// (rounded to the nearest block); fraction in [0, 1).
+int64_t mixed_text_blocks(int64_t own, double fraction);
 
 // Where the next batch comes from. index counts batches within the epoch.
 struct BatchPosition {

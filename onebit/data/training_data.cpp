@@ -25,12 +25,13 @@ std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& c
   const auto& mc = teacher.config();
   const PackOptions pack{cfg.data.seq_len, mc.bos_token_id, mc.eos_token_id};
   const auto& d = cfg.data;
-  if (d.source == "text") {
+  const auto text_blocks = [&](const std::string& path) {
     const auto tok = tokenizer::load_tokenizer(tokenizer_dir);
     tokenizer::check_fits_model(*tok, tokenizer_dir, mc.vocab_size, cfg.model.teacher);
-    return std::make_shared<const PackedBlocks>(tokenize_documents(read_documents(d.path), *tok),
-                                                PackOptions{d.seq_len, tok->bos_id(), tok->eos_id()});
-  }
+    return std::make_shared<PackedBlocks>(tokenize_documents(read_documents(path), *tok),
+                                          PackOptions{d.seq_len, tok->bos_id(), tok->eos_id()});
+  };
+  if (d.source == "text") return text_blocks(d.path);
   std::string dir = d.path;
   if (d.source == "sample") {
     dir = d.sample_dir.empty() ? (std::filesystem::path(cfg.output_dir) / "samples").string() : d.sample_dir;
@@ -49,7 +50,16 @@ std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& c
   TokenDataset ds = TokenDataset::open(dir);
   OB_CHECK(ds.vocab_size() <= mc.vocab_size, dir, ": dataset vocab size ", ds.vocab_size(),
            " does not fit the teacher's ", mc.vocab_size, " (sampled from another model?)");
-  return std::make_shared<const PackedBlocks>(std::move(ds), pack);
+  auto blocks = std::make_shared<PackedBlocks>(std::move(ds), pack);
+  if (d.mix_fraction > 0) {
+    const int64_t want = mixed_text_blocks(blocks->num_blocks(), d.mix_fraction);
+    auto text = text_blocks(d.mix_text);
+    OB_CHECK(want <= text->num_blocks(), "data.mix_text: ", d.mix_text, " gives ", text->num_blocks(), " blocks of ",
+             d.seq_len, " tokens, fewer than the ", want, " that data.mix_fraction=", d.mix_fraction, " needs beside ",
+             blocks->num_blocks(), " blocks of ", dir);
+    blocks->mix_in(std::move(text), want);
+  }
+  return blocks;
 }
 
 BatchOptions batch_options(const config::TrainConfig& cfg, int64_t rank, int64_t world_size) {

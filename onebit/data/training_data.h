@@ -18,6 +18,8 @@ namespace onebit::data {
 //   (rank 0 writes, self_sample.h) and all open the result.
 // data.source = dataset: opens data.path; its vocabulary must fit the teacher's.
 // data.source = text: tokenizes data.path with the tokenizer in `tokenizer_dir`.
+// data.mix_text (sample or dataset): the first mixed_text_blocks(own, data.mix_fraction)
+//   blocks of that text (the teacher's tokenizer) follow the own blocks.
 // Blocks are data.seq_len long. `progress` shows the sampling bar.
 std::shared_ptr<const PackedBlocks> training_blocks(const config::TrainConfig& cfg, models::CausalLMImpl& teacher,
                                                     const std::string& tokenizer_dir, bool progress = true,

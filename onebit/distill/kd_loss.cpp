@@ -26,13 +26,14 @@ using torch::autograd::variable_list;
 struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& s_h, const torch::Tensor& s_w,
                                const torch::Tensor& t_h, const torch::Tensor& t_w, const torch::Tensor& labels,
-                               int64_t chunk, bool need_h, bool need_w, bool ce_grad, double tau) {
+                               int64_t chunk, bool need_h, bool need_w, bool ce_grad, double tau, int64_t top_k) {
     AutocastGuard fp32_only(s_h.device().type(), std::nullopt);
     const auto f32 = torch::kFloat32;
     const torch::Tensor sw = s_w.to(f32), tw = t_w.to(f32);
     const int64_t n = s_h.size(0), V = sw.size(0);
     const bool grads = need_h || need_w;
     const bool tempered = tau != 1.0;
+    const bool truncated = top_k > 0 && top_k < V;  // kd.top_k: the teacher's k largest logits only
     const auto opts = s_h.options().dtype(f32);
     torch::Tensor dkl_h, dce_h, dkl_w, dce_w;
     if (need_h) dkl_h = torch::empty({n, s_h.size(1)}, opts);
@@ -56,9 +57,21 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
         // With τ ≠ 1 the KL softmaxes take the logits / τ, and the CE its own softmax at τ = 1
         // (three more block temporaries: s / τ, t / τ and that softmax).
         const auto logq = tempered ? torch::log_softmax(s / tau, -1) : torch::log_softmax(s, -1);
-        auto logp = tempered ? torch::log_softmax(t / tau, -1) : torch::log_softmax(t, -1);
-        torch::exp_out(t, logp);                        // t = p
-        kl += logp.sub_(logq).mul_(t).sum();             // Σ p·(log p − log q); logp is free after
+        torch::Tensor logp;  // log p, then a free [m,V] block
+        if (truncated) {
+          // p̃: the teacher's softmax over its k largest logits, 0 elsewhere (the order of the
+          // logits, so the k, is the same at every τ); KL(p̃ ‖ q) = Σ_k p̃ (log p̃ − log q).
+          const auto [tk, ik] = torch::topk(t, top_k, -1);
+          const auto logpk = tempered ? torch::log_softmax(tk / tau, -1) : torch::log_softmax(tk, -1);
+          const auto pk = logpk.exp();
+          kl += (pk * (logpk - logq.gather(1, ik))).sum();
+          t.zero_().scatter_(1, ik, pk);                // t = p̃
+          if (grads && ce_grad) logp = torch::empty_like(t);
+        } else {
+          logp = tempered ? torch::log_softmax(t / tau, -1) : torch::log_softmax(t, -1);
+          torch::exp_out(t, logp);                      // t = p
+          kl += logp.sub_(logq).mul_(t).sum();           // Σ p·(log p − log q); logp is free after
+        }
         const auto logq1 = tempered ? torch::log_softmax(s, -1) : logq;
         const auto l = lab.narrow(0, r, m);
         const auto valid = l.ge(0).to(f32).unsqueeze(1);
@@ -76,7 +89,7 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
           torch::exp_out(s, logq);
           s.sub_(t);                                    // s = q − p
         }
-        // d τ²·KL(p_τ ‖ q_τ) / d s_logits = τ·(q_τ − p_τ)
+        // d τ²·KL(p_τ ‖ q_τ) / d s_logits = τ·(q_τ − p_τ) (p̃ in place of p with kd.top_k)
         if (tempered) s.mul_(tau);
       }
       if (!grads) continue;
@@ -111,7 +124,8 @@ struct ChunkedKlCe : public torch::autograd::Function<ChunkedKlCe> {
       return d.to(dt);
     };
     return {combine(dkl_h, dce_h, h_dtype), combine(dkl_w, dce_w, w_dtype), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -172,7 +186,7 @@ struct NormalizedMse : public torch::autograd::Function<NormalizedMse> {
 std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, const torch::Tensor& s_w,
                                                       const torch::Tensor& t_h, const torch::Tensor& t_w,
                                                       const torch::Tensor& labels, int64_t chunk_tokens,
-                                                      bool ce_grad, double temperature) {
+                                                      bool ce_grad, double temperature, int64_t top_k) {
   OB_CHECK(s_h.dim() == 2 && t_h.dim() == 2 && s_h.sizes() == t_h.sizes(),
            "kd_loss: teacher/student final hidden states must both be [N,H], got ", s_h.sizes(), " and ",
            t_h.sizes());
@@ -180,9 +194,10 @@ std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, 
            s_w.size(0));
   OB_CHECK(chunk_tokens > 0, "kd_loss: kd.chunk_tokens must be > 0, got ", chunk_tokens);
   OB_CHECK(temperature > 0, "kd_loss: kd.temperature must be > 0, got ", temperature);
+  OB_CHECK(top_k >= 0, "kd_loss: kd.top_k must be >= 0, got ", top_k);
   const bool grad = torch::GradMode::is_enabled();
   auto out = ChunkedKlCe::apply(s_h, s_w, t_h.detach(), t_w.detach(), labels, chunk_tokens,
-                                grad && s_h.requires_grad(), grad && s_w.requires_grad(), ce_grad, temperature);
+                                grad && s_h.requires_grad(), grad && s_w.requires_grad(), ce_grad, temperature, top_k);
   return {out[0], out[1]};
 }
 
@@ -226,7 +241,7 @@ KdLossParts kd_loss(const models::ForwardOutput& teacher, const torch::Tensor& t
   const auto t_last = teacher.last_hidden.reshape({B * T, -1});
   auto [kl_sum, ce_sum] = chunked_kl_ce(s_last, student_lm_head, t_last, teacher_lm_head,
                                         labels.reshape({-1}).to(s_last.device()), o.chunk_tokens,
-                                        /*ce_grad=*/o.ce_weight != 0, o.temperature);
+                                        /*ce_grad=*/o.ce_weight != 0, o.temperature, o.top_k);
   const auto kl = kl_sum / static_cast<double>(B);
   const auto ce = ce_sum / static_cast<double>(std::max<int64_t>(1, B * (T - 1)));
 

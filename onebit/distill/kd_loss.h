@@ -1,6 +1,8 @@
 // The OneBit distillation loss (method.md §3):
 //   kd_loss_scale · τ² · KL(softmax(t/τ) ‖ softmax(s/τ))   batchmean over [B,T,V]; τ = kd.temperature,
-//                                                           1 (none) in the paper
+//                                                           1 (none) in the paper; with kd.top_k = k > 0
+//                                                           the teacher's softmax over its k largest logits
+//                                                           (renormalised, 0 elsewhere) takes its place
 // + alpha · Σ_{i=0}^{L-1} mean_tokens ‖normalize(t_i) − normalize(s_i)‖²   (HF hidden_states 0..L-1)
 // + ce_weight · CE(next-token labels).
 // The logit terms are computed chunk by chunk from the final hidden states and the lm_head
@@ -49,6 +51,7 @@ KdLossParts block_loss(const models::ForwardOutput& teacher, const models::Forwa
 torch::Tensor normalized_mse(const torch::Tensor& s, const torch::Tensor& t);
 
 // Sum over tokens of τ²·KL(softmax(t_h·t_wᵀ/τ) ‖ softmax(s_h·s_wᵀ/τ)) and sum of CE (at τ = 1)
+// (top_k > 0: the teacher's softmax over its top_k largest logits of each token, renormalised)
 // over tokens whose label is >= 0, both fp32 scalars; s_h, t_h [N,H], labels [N] (int64, −1 = none).
 // Differentiable in s_h and s_w (the CE only when ce_grad; otherwise it is a logged value).
 // With grad mode on and s_h or s_w requiring grad, the forward already computes the gradients
@@ -57,6 +60,7 @@ torch::Tensor normalized_mse(const torch::Tensor& s, const torch::Tensor& t);
 std::pair<torch::Tensor, torch::Tensor> chunked_kl_ce(const torch::Tensor& s_h, const torch::Tensor& s_w,
                                                       const torch::Tensor& t_h, const torch::Tensor& t_w,
                                                       const torch::Tensor& labels, int64_t chunk_tokens,
-                                                      bool ce_grad = true, double temperature = 1.0);
+                                                      bool ce_grad = true, double temperature = 1.0,
+                                                      int64_t top_k = 0);
 
 }  // namespace onebit::distill

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "onebit/core/error.h"
+#include "onebit/data/packed_blocks.h"
 #include "onebit/distill/embedded_teacher.h"
 #include "onebit/distill/train_models.h"
 #include "onebit/io/safetensors.h"
@@ -122,7 +123,10 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   // ---- run length (optim.grad_accum 0: derived from train.global_batch for this world) ----
   const int64_t B = cfg.data.batch_size, T = cfg.data.seq_len, accum = cfg.optim.grad_accum > 0 ? cfg.optim.grad_accum : config::grad_accum_for(cfg, W);
   p.tokens_per_step = B * T * accum * W;
-  if (cfg.data.source == "sample") p.blocks = cfg.data.sample.num_samples * cfg.data.sample.max_length / T;
+  if (cfg.data.source == "sample") {
+    p.blocks = cfg.data.sample.num_samples * cfg.data.sample.max_length / T;
+    p.blocks += data::mixed_text_blocks(p.blocks, cfg.data.mix_fraction);  // data.mix_text
+  }
   const int64_t per_epoch = p.blocks >= 0 ? p.blocks / (B * W) : -1;  // batches per epoch
   if (cfg.train.max_steps > 0) {
     p.steps = cfg.train.max_steps;

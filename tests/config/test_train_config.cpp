@@ -171,6 +171,10 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"kd.kd_loss_scale=-1", "kd.kd_loss_scale must be >= 0"},
       {"kd.chunk_tokens=0", "kd.chunk_tokens must be > 0"},
       {"kd.temperature=0", "kd.temperature must be > 0, got 0"},
+      {"kd.top_k=-1", "kd.top_k must be >= 0, got -1"},
+      {"data.mix_fraction=1", "data.mix_fraction must be in [0, 1), got 1"},
+      {"data.mix_fraction=0.2", "data.mix_text must be set exactly when data.mix_fraction > 0"},
+      {"data.mix_text=a.txt", "data.mix_text must be set exactly when data.mix_fraction > 0"},
       {"optim.gh_lr_scale=-2", "optim.gh_lr_scale must be > 0, got -2"},
       {"embedded.num_heads=3", "embedded.hidden_size must be an even multiple of embedded.num_heads (3)"},
       {"embedded.num_kv_heads=3", "embedded.num_kv_heads must be a divisor of embedded.num_heads (4)"},
@@ -241,7 +245,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 79);
+  CHECK(lines == 82);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -273,7 +277,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 79);
+  CHECK(keys == 82);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

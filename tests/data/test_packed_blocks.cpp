@@ -97,6 +97,35 @@ TEST_CASE("packing: matches the materialised stream for random samples", "[data]
   }
 }
 
+TEST_CASE("packing: data.mix_text blocks follow the own blocks; batches cover both", "[data]") {
+  // Own: 4 blocks of 3 (ids < 20); text: 5 blocks of 3 (ids 20..), of which the first 2 join.
+  std::vector<std::vector<int64_t>> own(6, std::vector<int64_t>{1, 2}), text(5, std::vector<int64_t>{20, 21, 22});
+  auto pb = std::make_shared<PackedBlocks>(TokenDataset::from_samples(own, 30), PackOptions{3, -1, -1});
+  auto tx = std::make_shared<const PackedBlocks>(TokenDataset::from_samples(text, 30), PackOptions{3, -1, -1});
+  REQUIRE(pb->num_blocks() == 4);
+  CHECK(mixed_text_blocks(4, 1.0 / 3) == 2);  // 2 of 6 blocks are text
+  CHECK(mixed_text_blocks(90, 0.1) == 10);
+  CHECK(mixed_text_blocks(7, 0) == 0);
+  CHECK(mixed_text_blocks(3, 0.5) == 3);
+  CHECK_THROWS_WITH(mixed_text_blocks(3, 1.0), OB_CONTAINS("fraction must be in [0, 1)"));
+  CHECK_THROWS_WITH(pb->mix_in(tx, 6), OB_CONTAINS("has 5 blocks of 3 tokens, fewer than the 6 asked for"));
+  pb->mix_in(tx, 2);
+  REQUIRE(pb->num_blocks() == 6);
+  CHECK(pb->mixed_blocks() == 2);
+  CHECK(row(pb->block(3)) == std::vector<int64_t>{2, 1, 2});   // own blocks keep their numbers
+  CHECK(row(pb->block(4)) == std::vector<int64_t>{20, 21, 22});
+  CHECK(row(pb->block(5)) == std::vector<int64_t>{20, 21, 22});
+  CHECK_THROWS_WITH(pb->block(6), OB_CONTAINS("packed block 6 out of range [0, 6)"));
+  // One epoch of shuffled batches reads every own and every mixed block once: 2 of 6 are text.
+  BatchOptions bo;
+  bo.batch_size = 3;
+  bo.seed = 5;
+  BatchIterator it(pb, bo);
+  int text_rows = 0;
+  for (int b = 0; b < it.batches_per_epoch(); ++b) text_rows += it.next().select(1, 0).eq(20).sum().item<int>();
+  CHECK(text_rows == 2);
+}
+
 TEST_CASE("batches: shuffled per (seed, epoch), each epoch covers every block once", "[data]") {
   std::vector<std::vector<int64_t>> samples;
   for (int64_t i = 0; i < 24; ++i) samples.push_back({i, i, i});  // with BOS+EOS: 5 tokens, block i = sample i

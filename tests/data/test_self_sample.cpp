@@ -226,6 +226,13 @@ TEST_CASE("training data: blocks from a TrainConfig for each data.source", "[dat
   // Text through a tokenizer folder (the synthetic language's: 370 ids, too many here).
   onebit::data::synthetic::write_tokenizer(tmp.str("tok"));
   std::ofstream(tmp.path / "t.txt") << "tom runs .\n\nmia sings .\n";
+  // data.mix_text goes through the same tokenizer check as data.source=text.
+  cfg.data.path = tmp.str("run/samples");
+  cfg.data.mix_text = tmp.str("t.txt");
+  cfg.data.mix_fraction = 0.25;
+  CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("has 370 ids but the model at"));
+  cfg.data.mix_text.clear();
+  cfg.data.mix_fraction = 0;
   cfg.data.source = "text";
   cfg.data.path = tmp.str("t.txt");
   CHECK_THROWS_WITH(training_blocks(cfg, lm, tmp.str("tok")), OB_CONTAINS("has 370 ids but the model at"));

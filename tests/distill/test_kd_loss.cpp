@@ -41,8 +41,18 @@ torch::Tensor naive(const Fake& f, const onebit::distill::KdLossOptions& o) {
   const auto t_logits = torch::matmul(f.teacher.last_hidden, f.t_w.t());
   // Hinton et al.'s distillation term: τ²·KL at temperature τ (the paper's loss is τ = 1).
   const double tau = o.temperature;
-  const auto kl = tau * tau * F::kl_div(torch::log_softmax(s_logits / tau, -1), torch::log_softmax(t_logits / tau, -1),
-                                        F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+  torch::Tensor kl;
+  if (o.top_k > 0) {
+    // Top-k logit distillation: the teacher's softmax over its k largest logits, renormalised,
+    // as a dense target with zeros elsewhere (F::kl_div takes 0·log 0 as 0).
+    const auto [tk, ik] = t_logits.topk(o.top_k, -1);
+    const auto target = torch::zeros_like(t_logits).scatter(-1, ik, torch::softmax(tk / tau, -1));
+    kl = tau * tau * F::kl_div(torch::log_softmax(s_logits / tau, -1), target,
+                               F::KLDivFuncOptions().reduction(torch::kBatchMean));
+  } else {
+    kl = tau * tau * F::kl_div(torch::log_softmax(s_logits / tau, -1), torch::log_softmax(t_logits / tau, -1),
+                               F::KLDivFuncOptions().reduction(torch::kBatchMean).log_target(true));
+  }
   auto hidden = torch::zeros({}, s_logits.options());
   for (size_t i = 0; i + 1 < f.teacher.hidden_states.size(); ++i) {
     const auto t = F::normalize(f.teacher.hidden_states[i].reshape({B * T, -1}), F::NormalizeFuncOptions().dim(-1));
@@ -65,7 +75,8 @@ TEST_CASE("kd_loss equals the naive formula, value and gradients", "[distill]") 
   o.ce_weight = 0.25;
   o.chunk_tokens = 5;  // 14 tokens: chunks 5, 5, 4
   o.temperature = GENERATE(1.0, 2.5, 0.5);  // the CE stays at temperature 1
-  INFO("kd.temperature " << o.temperature);
+  o.top_k = GENERATE(0, 1, 7, 50);           // 50 = the whole vocabulary: the same as 0
+  INFO("kd.temperature " << o.temperature << ", kd.top_k " << o.top_k);
 
   auto ref = naive(f, o);
   auto ref_grads = torch::autograd::grad({ref}, f.leaves);
