@@ -376,8 +376,7 @@ void TrainConfig::validate() const {
        "set when data.source is '" + data.source + "'", "''");
   need(std::isfinite(data.mix_fraction) && data.mix_fraction >= 0 && data.mix_fraction < 1, "data.mix_fraction",
        "in [0, 1)", show(data.mix_fraction));
-  need((data.mix_fraction > 0) == !data.mix_text.empty(), "data.mix_text",
-       "set exactly when data.mix_fraction > 0", data.mix_text.empty() ? "''" : "'" + data.mix_text + "'");
+  need(data.mix_fraction == 0 || !data.mix_text.empty(), "data.mix_text", "set when data.mix_fraction > 0", "''");
   need(data.mix_fraction == 0 || data.source != "text", "data.mix_fraction",
        "0 when data.source is 'text' (the blocks are all text already)", show(data.mix_fraction));
   const SampleCfg& smp = data.sample;
