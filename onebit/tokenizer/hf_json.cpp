@@ -254,6 +254,10 @@ class JsonTokenizer : public TokenizerBase {
 
     const json& vocab = req(model, "vocab", path);
     if (!vocab.is_object()) fail(path, ": model.vocab is not an object");
+    // Real files number their tokens densely (vocabulary, then added tokens); an id far past the
+    // file's token count is a broken file and would size the id table to it.
+    const size_t added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
+    max_id_ = 2 * int64_t(vocab.size() + added) + 255;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
         fail(path, ": vocab id of '", it.key(), "' is not a non-negative integer");
@@ -382,6 +386,9 @@ class JsonTokenizer : public TokenizerBase {
 
  private:
   void grow(int64_t id) {
+    if (id > max_id_)
+      fail(path_, ": token id ", id, " is out of range for a file of ", (max_id_ - 255) / 2, " tokens (at most ",
+           max_id_, ")");
     if (id >= int64_t(id_to_token_.size())) id_to_token_.resize(size_t(id) + 1);
   }
 
@@ -600,6 +607,7 @@ class JsonTokenizer : public TokenizerBase {
   static constexpr size_t kCacheMaxPiece = 256;  // bytes; longer pieces rarely repeat
 
   std::string path_;
+  int64_t max_id_ = 0;  // the largest token id the file may use (grow)
   Model model_ = Model::BPE;
   std::vector<Step> steps_;
   std::unordered_map<std::string, int64_t> vocab_;

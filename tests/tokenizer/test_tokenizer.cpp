@@ -234,6 +234,16 @@ TEST_CASE("load_tokenizer errors name the folder and the problem", "[tokenizer]"
       "pre_tokenizer": {"type": "ByteLevel"}, "decoder": {"type": "ByteLevel"}})");
   CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
                     OB_CONTAINS("merge token 'b' is not in the vocabulary"));
+  // A token id far past the file's token count (a fuzzing find: it sized the id table to it,
+  // std::length_error or gigabytes); dense ids with holes stay accepted.
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", "vocab": {"a": 0, "b": 4000000000000}}})");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()),
+                    OB_CONTAINS("token id 4000000000000 is out of range for a file of 2 tokens (at most 259)"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", "vocab": {"a": 0}},
+      "added_tokens": [{"id": 1000, "content": "<x>", "special": true}]})");
+  CHECK_THROWS_WITH(load_tokenizer(dir.path.string()), OB_CONTAINS("token id 1000 is out of range"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "WordLevel", "vocab": {"a": 0, "b": 200}}})");
+  CHECK(load_tokenizer(dir.path.string())->vocab_size() == 201);
 }
 
 TEST_CASE("SentencePiece stories260K tokenizer", "[tokenizer]") {
