@@ -257,7 +257,7 @@ class JsonTokenizer : public TokenizerBase {
     // Real files number their tokens densely (vocabulary, then added tokens); an id far past the
     // file's token count is a broken file and would size the id table to it.
     const size_t added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
-    max_id_ = 2 * int64_t(vocab.size() + added) + 255;
+    file_tokens_ = int64_t(vocab.size() + added);
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
         fail(path, ": vocab id of '", it.key(), "' is not a non-negative integer");
@@ -386,9 +386,9 @@ class JsonTokenizer : public TokenizerBase {
 
  private:
   void grow(int64_t id) {
-    if (id > max_id_)
-      fail(path_, ": token id ", id, " is out of range for a file of ", (max_id_ - 255) / 2, " tokens (at most ",
-           max_id_, ")");
+    const int64_t max_id = 2 * file_tokens_ + 255;  // room for holes, never gigabytes
+    if (id > max_id)
+      fail(path_, ": token id ", id, " is out of range for a file of ", file_tokens_, " tokens (at most ", max_id, ")");
     if (id >= int64_t(id_to_token_.size())) id_to_token_.resize(size_t(id) + 1);
   }
 
@@ -607,7 +607,7 @@ class JsonTokenizer : public TokenizerBase {
   static constexpr size_t kCacheMaxPiece = 256;  // bytes; longer pieces rarely repeat
 
   std::string path_;
-  int64_t max_id_ = 0;  // the largest token id the file may use (grow)
+  int64_t file_tokens_ = 0;  // entries of model.vocab and added_tokens (bounds the ids: grow)
   Model model_ = Model::BPE;
   std::vector<Step> steps_;
   std::unordered_map<std::string, int64_t> vocab_;
