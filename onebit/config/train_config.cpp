@@ -47,6 +47,10 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"student.layers", &c.student.layers, "regex of linears to replace; empty = all decoder linears"},
       {"student.latent_dtype", &c.student.latent_dtype,
        "latent W storage: fp32 | bf16 (updated in fp32, stored by stochastic rounding)"},
+      {"student.progressive_steps", &c.student.progressive_steps,
+       "> 0: decoder layers start as the teacher's and become 1-bit one by one over these steps (0 = all at once)"},
+      {"student.progressive_order", &c.student.progressive_order,
+       "order of progressive replacement: first_to_last | last_to_first"},
 
       {"embedded.hidden_size", &c.embedded.hidden_size, "embedded teacher: hidden size"},
       {"embedded.intermediate_size", &c.embedded.intermediate_size, "embedded teacher: MLP size"},
@@ -98,7 +102,8 @@ std::vector<Field> fields_of(TrainConfig& c) {
       {"optim.min_lr_ratio", &c.optim.min_lr_ratio, "final lr = lr * min_lr_ratio"},
       {"optim.grad_clip", &c.optim.grad_clip, "global gradient-norm clip; <= 0 = off"},
       {"optim.grad_accum", &c.optim.grad_accum, "micro-steps per optimizer step; 0 = from train.global_batch"},
-      {"optim.state_dtype", &c.optim.state_dtype, "AdamW moments storage: fp32 | bf16 (stochastic rounding)"},
+      {"optim.state_dtype", &c.optim.state_dtype,
+       "AdamW moments storage: fp32 | bf16 | int8 (8-bit blockwise codes); stochastic rounding"},
       {"optim.gh_lr_scale", &c.optim.gh_lr_scale, "learning rate of the OneBit g and h vectors = optim.lr * this"},
 
       {"train.epochs", &c.train.epochs, "passes over the packed blocks"},
@@ -350,6 +355,11 @@ void TrainConfig::validate() const {
   positive(student.latent_scale, "student.latent_scale");
   one_of(student.ste, "student.ste", {"tanh", "identity", "clipped"});
   one_of(student.latent_dtype, "student.latent_dtype", {"fp32", "bf16"});
+  non_negative(student.progressive_steps, "student.progressive_steps");
+  one_of(student.progressive_order, "student.progressive_order", {"first_to_last", "last_to_first"});
+  need(student.progressive_steps == 0 || !dist.shard_teacher, "student.progressive_steps",
+       "0 with dist.shard_teacher (the layers not yet replaced run the teacher's tensors, which are then sharded)",
+       show(student.progressive_steps));
   try {
     std::regex re(student.layers);
   } catch (const std::regex_error& e) {
@@ -415,7 +425,7 @@ void TrainConfig::validate() const {
   need(std::isfinite(optim.grad_clip), "optim.grad_clip", "finite", show(optim.grad_clip));
   non_negative(optim.grad_accum, "optim.grad_accum");
   need(optim.grad_accum > 0 || train.global_batch > 0, "optim.grad_accum", "> 0 unless train.global_batch is set", "0");
-  one_of(optim.state_dtype, "optim.state_dtype", {"fp32", "bf16"});
+  one_of(optim.state_dtype, "optim.state_dtype", {"fp32", "bf16", "int8"});
   need(std::isfinite(optim.gh_lr_scale) && optim.gh_lr_scale > 0, "optim.gh_lr_scale", "> 0", show(optim.gh_lr_scale));
 
   positive(train.epochs, "train.epochs");

@@ -24,6 +24,8 @@ struct StudentCfg {
   bool keep_bias = true;              // OPT: keep the original bias (before the norm)
   std::string layers = "";            // regex of linears to replace; "" = all decoder linears
   std::string latent_dtype = "fp32";  // latent W: fp32 | bf16 (AdamW writes it back by stochastic rounding)
+  int64_t progressive_steps = 0;      // > 0: decoder layers become 1-bit one after another over these steps
+  std::string progressive_order = "first_to_last";  // first_to_last | last_to_first
 };
 
 // Pretraining of the embedded teacher (quickstart only: model.teacher = embedded).
@@ -80,7 +82,7 @@ struct OptimCfg {
   double min_lr_ratio = 0.0;        // final lr = lr · min_lr_ratio
   double grad_clip = 1.0;           // <= 0: off
   int64_t grad_accum = 1;           // 0 = derived from train.global_batch (see grad_accum_for)
-  std::string state_dtype = "fp32"; // AdamW moments: fp32 | bf16 (stochastic rounding)
+  std::string state_dtype = "fp32"; // AdamW moments: fp32 | bf16 | int8 (8-bit blockwise); stochastic rounding
   double gh_lr_scale = 1.0;         // learning rate of the OneBit g and h vectors = lr · this
 };
 

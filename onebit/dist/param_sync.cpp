@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "onebit/core/error.h"
+#include "onebit/optim/quantized_moment.h"
 #include "onebit/optim/stochastic_round.h"
 
 namespace onebit::dist {
@@ -68,6 +69,7 @@ struct ParamSync::Impl final : models::LayerHooks {
     torch::Tensor grad;             // [padded] gradient buffer (none, optimizer)
     torch::Tensor grad_shard;       // [shard] this rank's averaged gradient (optimizer, gradients)
     torch::Tensor exp_avg, exp_avg_sq, step;  // AdamW state of the owned elements
+    torch::Tensor exp_avg_scale, exp_avg_sq_scale;  // int8 moments: their block scales (quantized_moment.h)
     // backward bookkeeping
     int64_t pending = 0;
     bool launched = false;
@@ -99,7 +101,8 @@ struct ParamSync::Impl final : models::LayerHooks {
       if (t.defined()) n += t.numel() * int64_t(t.element_size());
     };
     for (const auto& b : buckets) {
-      for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.step, &b.shard_param})
+      for (const auto* t : {&b.param, &b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.exp_avg_scale,
+                            &b.exp_avg_sq_scale, &b.step, &b.shard_param})
         add(*t);
       if (!transient) continue;
       add(b.staging);
@@ -114,9 +117,9 @@ struct ParamSync::Impl final : models::LayerHooks {
   }
   void note_peak() { peak_bytes = std::max(peak_bytes, held_bytes()); }
 
-  // A bucket updated through fp32 copies and stochastic rounding (bf16 tensors or bf16 moments).
+  // A bucket updated through fp32 copies and stochastic rounding (bf16 tensors, bf16 or int8 moments).
   bool lean(const Bucket& b) const {
-    return b.exp_avg.scalar_type() == torch::kBFloat16 || params[b.params.front()].scalar_type() == torch::kBFloat16;
+    return b.exp_avg.scalar_type() != torch::kFloat32 || params[b.params.front()].scalar_type() == torch::kBFloat16;
   }
   bool per_micro() const { return o.sharding == Sharding::Gradients || o.sharding == Sharding::Full; }
   // A bucket that lives sharded and is gathered around its layer.
@@ -359,8 +362,15 @@ ParamSync::ParamSync(std::vector<torch::Tensor> params, GradSync& sync, const Pa
     if (!options.frozen) {
       if (!m.per_micro()) b.grad = torch::zeros({b.padded}, opts);
       if (options.sharding != Sharding::None) b.grad_shard = torch::zeros({b.shard}, opts);
-      b.exp_avg = torch::zeros({b.shard}, opts.dtype(options.state_dtype));
-      b.exp_avg_sq = torch::zeros({b.shard}, opts.dtype(options.state_dtype));
+      if (options.state_dtype == torch::kChar) {  // 8-bit blockwise codes and their scales
+        auto qm = optim::make_quantized_moment(b.shard, /*is_signed=*/true, opts);
+        auto qv = optim::make_quantized_moment(b.shard, /*is_signed=*/false, opts);
+        b.exp_avg = qm.codes, b.exp_avg_scale = qm.scales;
+        b.exp_avg_sq = qv.codes, b.exp_avg_sq_scale = qv.scales;
+      } else {
+        b.exp_avg = torch::zeros({b.shard}, opts.dtype(options.state_dtype));
+        b.exp_avg_sq = torch::zeros({b.shard}, opts.dtype(options.state_dtype));
+      }
       b.step = torch::zeros({}, opts.dtype(torch::kFloat32));
     }
     for (size_t j = 0; j < b.params.size(); ++j) {
@@ -482,19 +492,28 @@ void ParamSync::step(double lr) {
     auto& b = m.buckets[bi];
     if (!m.lean(b)) continue;
     const torch::Tensor p = m.owned_param(b), g = m.owned_grad(b);
+    const bool int8 = b.exp_avg_scale.defined();
+    optim::QuantizedMoment qm{b.exp_avg, b.exp_avg_scale, true}, qv{b.exp_avg_sq, b.exp_avg_sq_scale, false};
     auto fp32 = [](const torch::Tensor& t) { return t.to(torch::kFloat32); };  // t itself when fp32
-    const torch::Tensor p32 = fp32(p), m32 = fp32(b.exp_avg), v32 = fp32(b.exp_avg_sq);
+    const torch::Tensor p32 = fp32(p), m32 = int8 ? optim::dequantize(qm) : fp32(b.exp_avg),
+                        v32 = int8 ? optim::dequantize(qv) : fp32(b.exp_avg_sq);
     adamw({p32}, {fp32(g)}, {m32}, {v32}, {b.step}, b.lr_scale);
-    // Back into the stored dtypes; bf16 by stochastic rounding, one random stream per tensor.
+    // Back into the stored dtypes; bf16 and int8 by stochastic rounding, one random stream per tensor.
     const int64_t offset = m.shards == 1 ? 0 : m.rank * b.shard;  // the shard's place in its bucket
+    auto seed = [&](uint64_t stream) { return optim::mix_seed({m.o.seed, s, uint64_t(bi), stream}); };
     auto store = [&](torch::Tensor dst, const torch::Tensor& src, uint64_t stream) {
       if (dst.scalar_type() == torch::kFloat32) return;  // updated in place
       if (dst.scalar_type() != torch::kBFloat16) return void(dst.copy_(src));
-      optim::stochastic_round_(dst, src, optim::mix_seed({m.o.seed, s, uint64_t(bi), stream}), offset);
+      optim::stochastic_round_(dst, src, seed(stream), offset);
     };
     store(p, p32, 0);
-    store(b.exp_avg, m32, 1);
-    store(b.exp_avg_sq, v32, 2);
+    if (int8) {
+      optim::quantize_(qm, m32, seed(1), offset);
+      optim::quantize_(qv, v32, seed(2), offset);
+    } else {
+      store(b.exp_avg, m32, 1);
+      store(b.exp_avg_sq, v32, 2);
+    }
   }
   gather_params();
 }
@@ -537,6 +556,10 @@ std::map<std::string, torch::Tensor> ParamSync::state() const {
     out.emplace(k + "param", m.owned_param(b));
     out.emplace(k + "exp_avg", b.exp_avg);
     out.emplace(k + "exp_avg_sq", b.exp_avg_sq);
+    if (b.exp_avg_scale.defined()) {
+      out.emplace(k + "exp_avg_scale", b.exp_avg_scale);
+      out.emplace(k + "exp_avg_sq_scale", b.exp_avg_sq_scale);
+    }
     out.emplace(k + "step", b.step);
   }
   return out;
@@ -580,7 +603,9 @@ void ParamSync::end_training() {
     p.mutable_grad().reset();
   }
   for (auto& b : m.buckets)
-    for (auto* t : {&b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.staging, &b.recv}) *t = torch::Tensor();
+    for (auto* t : {&b.grad, &b.grad_shard, &b.exp_avg, &b.exp_avg_sq, &b.exp_avg_scale, &b.exp_avg_sq_scale,
+                    &b.staging, &b.recv})
+      *t = torch::Tensor();
   m.ended = true;
 }
 

@@ -26,10 +26,11 @@
 // ready, so it overlaps with the rest of the backward. The update is one fused AdamW call
 // (PyTorch's _fused_adamw_, i.e. torch.optim.AdamW(fused=True): decoupled weight decay, bias
 // correction) over this rank's shard of all fp32 buckets with fp32 state. Lean precision (a bf16
-// bucket, e.g. student.latent_dtype=bf16, or bf16 moments, optim.state_dtype=bf16): that
-// bucket's shard, gradient and moments are upcast to fp32 temporaries, updated by the same
-// kernel, and written back with stochastic rounding (onebit/optim/stochastic_round.h), one
-// bucket at a time, so the fp32 copies never exceed one bucket.
+// bucket, e.g. student.latent_dtype=bf16, or bf16/int8 moments, optim.state_dtype=bf16/int8):
+// that bucket's shard, gradient and moments are upcast (int8: decoded) to fp32 temporaries,
+// updated by the same kernel, and written back with stochastic rounding
+// (onebit/optim/stochastic_round.h, quantized_moment.h), one bucket at a time, so the fp32
+// copies never exceed one bucket.
 #pragma once
 #include <torch/types.h>
 
@@ -59,7 +60,9 @@ struct ParamSyncOptions {
   // gathering of the decoder layers' tensors (layer_hooks, hold_layer); no gradients, no
   // optimizer state, no step.
   bool frozen = false;
-  // AdamW moments: fp32 | bf16 (stored rounded stochastically; math in fp32).
+  // AdamW moments: fp32 | bf16 (stored rounded stochastically; math in fp32) | kChar: 8-bit
+  // blockwise codes with per-block scales (onebit/optim/quantized_moment.h; state() then holds
+  // "exp_avg_scale" and "exp_avg_sq_scale" too).
   torch::ScalarType state_dtype = torch::kFloat32;
   // Stochastic rounding: element e of bucket b at AdamW step s uses the random bits of
   // (seed, s, b, e), e counted over the whole bucket, so they depend on neither the rank nor

@@ -29,7 +29,7 @@ constexpr const char* kPrefix = "step-";
 const std::vector<std::string> kRank0Files = {"rng.pt", "state.json"};
 
 std::string shard_file(int64_t shard, int64_t shards) {
-  char buf[48];
+  char buf[64];  // two 19-digit numbers fit
   std::snprintf(buf, sizeof buf, "shard-%05lld-of-%05lld.pt", static_cast<long long>(shard),
                 static_cast<long long>(shards));
   return buf;

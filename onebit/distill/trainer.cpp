@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
@@ -61,7 +62,7 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   po.beta2 = cfg.optim.beta2;
   po.eps = cfg.optim.eps;
   po.weight_decay = cfg.optim.weight_decay;
-  po.state_dtype = config_dtype(cfg.optim.state_dtype, "optim.state_dtype");
+  po.state_dtype = cfg.optim.state_dtype == "int8" ? torch::kChar : config_dtype(cfg.optim.state_dtype, "optim.state_dtype");
   po.seed = cfg.train.seed;
   // optim.gh_lr_scale: the OneBit layers' g and h vectors ("....g", "....h") get their own lr.
   if (cfg.optim.gh_lr_scale != 1.0)
@@ -75,6 +76,16 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
   student_->set_gradient_checkpointing(cfg.model.gradient_checkpointing || po.sharding == dist::Sharding::Full);
   student_->set_layer_hooks(opt_->layer_hooks());
   if (cfg.dist.shard_teacher) shard_teacher(po.bucket_bytes);
+  if (cfg.student.progressive_steps > 0) {
+    OB_CHECK(!cfg.dist.shard_teacher, "student.progressive_steps cannot be used with dist.shard_teacher");
+    progressive_ = std::make_unique<ProgressiveReplacement>(*teacher_, *student_, cfg.student.progressive_steps,
+                                                            cfg.student.progressive_order);
+    const int64_t L = student_->config().num_hidden_layers;
+    const int64_t last = std::max(progressive_->first_step(0), progressive_->first_step(L - 1));
+    OB_CHECK(last < total_steps, "student.progressive_steps=", cfg.student.progressive_steps,
+             " keeps a decoder layer full precision until step ", last, ", but the run has only ", total_steps,
+             " steps; lower it below the run's steps");
+  }
   if (cfg.train.precision == "bf16") autocast_ = torch::kBFloat16;
   if (cfg.train.precision == "fp16") {
     autocast_ = torch::kHalf;
@@ -86,6 +97,7 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
 }
 
 Trainer::~Trainer() {
+  if (progressive_) progressive_->apply(std::numeric_limits<int64_t>::max());  // no stand-in outlives training
   if (student_) student_->set_layer_hooks(nullptr);
   if (teacher_) teacher_->set_layer_hooks(nullptr);
 }
@@ -123,6 +135,7 @@ dist::ParamSync& Trainer::param_sync() {
 void Trainer::finish() {
   if (finished_) return;
   finished_ = true;
+  if (progressive_) progressive_->apply(std::numeric_limits<int64_t>::max());
   if (opt_->sharding() == dist::Sharding::Full) {
     opt_->end_training();  // the shards stay; the layer hooks gather them for every forward
     return;
@@ -181,6 +194,7 @@ StepStats Trainer::step() {
   const int64_t accum = cfg_.optim.grad_accum;
   const auto device = params_.front().device();
   st.loss_scale = scaler_ ? scaler_->scale() : 1.0;
+  if (progressive_) progressive_->apply(step_);  // which layers run 1-bit in this step
 
   for (int64_t micro = 0; micro < accum; ++micro) {
     // batch

@@ -24,6 +24,7 @@
 #include "onebit/distill/checkpoint.h"
 #include "onebit/distill/kd_loss.h"
 #include "onebit/distill/loss_scaler.h"
+#include "onebit/distill/progressive.h"
 #include "onebit/models/causal_lm.h"
 
 namespace onebit::distill {
@@ -51,7 +52,7 @@ class Trainer {
   std::map<std::string, torch::Tensor> trainable() const;
   // Gradient reduction, AdamW and its (sharded) state: checkpoints save and load through it.
   dist::ParamSync& param_sync();
-  // Ends training: frees the gradients, the optimizer state and the communication buffers.
+  // Ends training (and student.progressive_steps: every layer is 1-bit from here on): frees the gradients, the optimizer state and the communication buffers.
   // dist.sharding=full keeps the student's decoder layers sharded, gathered one at a time by
   // each forward (every rank must then run the same forwards) and by save_student. step() and
   // param_sync() may not be called afterwards.
@@ -84,6 +85,7 @@ class Trainer {
   std::unique_ptr<dist::ParamSync> teacher_shards_;  // dist.shard_teacher: the teacher's layers, frozen
   std::optional<torch::ScalarType> autocast_;  // bf16 | fp16; none for fp32
   std::unique_ptr<LossScaler> scaler_;         // fp16 only
+  std::unique_ptr<ProgressiveReplacement> progressive_;  // student.progressive_steps > 0
   int64_t step_ = 0, bad_streak_ = 0;
   bool finished_ = false;
 

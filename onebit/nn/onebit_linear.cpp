@@ -216,6 +216,13 @@ torch::Tensor OneBitLinearImpl::forward(const torch::Tensor& x) {
   OB_CHECK(x.dim() >= 1 && x.size(-1) == options.in_features(),
            "OneBitLinear: input last dim must be in_features=", options.in_features(),
            ", got input shape ", x.sizes());
+  if (stand_in_weight_.defined()) {
+    // Under autocast linear casts its operands itself; otherwise they follow x's dtype (a
+    // bf16 teacher in an fp32 run computes its stand-in layers in fp32).
+    const bool autocast = autocast_dtype(x.device().type()).has_value();
+    auto as_x = [&](const torch::Tensor& t) { return !t.defined() || autocast ? t : t.to(x.scalar_type()); };
+    return torch::nn::functional::linear(x, as_x(stand_in_weight_), as_x(stand_in_bias_));
+  }
   return functional::onebit_linear(x, weight, g, h, bias, options.post_layernorm(),
                                    options.ln_eps(), options.ste());
 }
@@ -272,6 +279,20 @@ std::shared_ptr<OneBitLinearImpl> OneBitLinearImpl::from_linear(const torch::Ten
     }
   }
   return m;
+}
+
+void OneBitLinearImpl::set_stand_in(torch::Tensor w, torch::Tensor b) {
+  if (w.defined()) {
+    OB_CHECK(w.dim() == 2 && w.size(0) == options.out_features() && w.size(1) == options.in_features(),
+             "OneBitLinear: stand-in weight must be [", options.out_features(), ", ", options.in_features(),
+             "], got ", w.sizes());
+    OB_CHECK(!b.defined() || (b.dim() == 1 && b.size(0) == options.out_features()),
+             "OneBitLinear: stand-in bias must be [", options.out_features(), "], got ", b.sizes());
+  } else {
+    b = torch::Tensor();
+  }
+  stand_in_weight_ = std::move(w);
+  stand_in_bias_ = std::move(b);
 }
 
 double OneBitLinearImpl::bits_per_parameter() const {

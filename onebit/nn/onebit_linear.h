@@ -51,6 +51,13 @@ class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
   // Storage cost when deployed: 1 bit per weight + 16-bit g, h (and bias): method.md §8.
   double bits_per_parameter() const;
 
+  // Progressive replacement (student.progressive_steps): while a stand-in is set, forward is
+  // the full-precision linear x·weightᵀ (+ bias) of the given frozen tensors (the teacher's
+  // layer), and W, g, h take no part in it (no gradient). An undefined weight clears it.
+  // The tensors are shared, not copied, and are neither parameters nor saved.
+  void set_stand_in(torch::Tensor weight, torch::Tensor bias = {});
+  bool has_stand_in() const { return stand_in_weight_.defined(); }
+
   OneBitLinearOptions options;
   torch::Tensor weight;  // latent [out, in], fp32 master (or bf16: models::set_latent_dtype)
   torch::Tensor g;       // [in]
@@ -61,6 +68,7 @@ class OneBitLinearImpl : public torch::nn::Cloneable<OneBitLinearImpl> {
 
  private:
   std::optional<torch::TensorOptions> uninitialised_;  // set: reset() allocates without init
+  torch::Tensor stand_in_weight_, stand_in_bias_;       // set_stand_in
 };
 TORCH_MODULE(OneBitLinear);
 

@@ -68,18 +68,21 @@ torch::Tensor stochastic_round(const torch::Tensor& src, uint64_t seed, int64_t 
   return out;
 }
 
-void stochastic_round_generic_(torch::Tensor& dst, const torch::Tensor& src, uint64_t seed, int64_t offset) {
-  check_args(dst, src);
+torch::Tensor random_bits16(int64_t n, uint64_t seed, int64_t offset, const torch::TensorOptions& options) {
   torch::NoGradGuard no_grad;
-  const auto i64 = src.options().dtype(torch::kInt64);
+  const auto i64 = options.dtype(torch::kInt64);
   // z = seed + (offset + i + 1)·golden, then mix64, all modulo 2^64 (int64 arithmetic wraps).
-  torch::Tensor z = torch::arange(offset + 1, offset + 1 + src.numel(), i64)
-                        .mul_(int64_t(kGolden))
-                        .add_(int64_t(seed));
+  torch::Tensor z = torch::arange(offset + 1, offset + 1 + n, i64).mul_(int64_t(kGolden)).add_(int64_t(seed));
   z = z.bitwise_xor_(shr(z, 30)).mul_(int64_t(kMul1));
   z = z.bitwise_xor_(shr(z, 27)).mul_(int64_t(kMul2));
   z = z.bitwise_xor_(shr(z, 31));
-  const torch::Tensor r = shr(z, 48);
+  return shr(z, 48);
+}
+
+void stochastic_round_generic_(torch::Tensor& dst, const torch::Tensor& src, uint64_t seed, int64_t offset) {
+  check_args(dst, src);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor r = random_bits16(src.numel(), seed, offset, src.options());
   const torch::Tensor u = src.reshape({-1}).view(torch::kInt32).to(torch::kInt64).bitwise_and_(int64_t(0xffffffff));
   torch::Tensor bits = shr(u.add_(r), 16).bitwise_and_(int64_t(0xffff));
   bits.masked_fill_(src.reshape({-1}).isnan(), int64_t(kQuietNan));

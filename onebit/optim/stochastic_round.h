@@ -25,6 +25,10 @@ torch::Tensor stochastic_round(const torch::Tensor& src, uint64_t seed, int64_t 
 // the CPU loop (tests/optim/test_stochastic_round.cpp).
 void stochastic_round_generic_(torch::Tensor& dst, const torch::Tensor& src, uint64_t seed, int64_t offset = 0);
 
+// The 16 random bits (as int64 in [0, 65536)) that element i of a tensor of n values rounds
+// with: those of (seed, offset + i), on the device of `options`, with ATen ops.
+torch::Tensor random_bits16(int64_t n, uint64_t seed, int64_t offset, const torch::TensorOptions& options);
+
 // One 64-bit seed from several parts (run seed, step, bucket, stream), each changing every bit.
 uint64_t mix_seed(std::initializer_list<uint64_t> parts);
 

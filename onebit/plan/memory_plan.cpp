@@ -16,6 +16,7 @@
 #include "onebit/io/safetensors.h"
 #include "onebit/models/param_shapes.h"
 #include "onebit/models/to_onebit.h"
+#include "onebit/optim/quantized_moment.h"
 
 namespace onebit::plan {
 
@@ -142,7 +143,8 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   const int64_t tdt = dtype_bytes(cfg.model.dtype, "model.dtype");
   const int64_t c = dtype_bytes(cfg.train.precision, "train.precision");
   const int64_t lat = dtype_bytes(p.latent_dtype, "student.latent_dtype");
-  const int64_t st = dtype_bytes(p.state_dtype, "optim.state_dtype");
+  // AdamW moments: bytes per value (int8: one-byte codes, plus an fp32 scale per block below).
+  const int64_t st = p.state_dtype == "int8" ? 1 : dtype_bytes(p.state_dtype, "optim.state_dtype");
   const int64_t frozen_bytes_each = o.share_frozen ? tdt : 4;
   const int64_t r = frozen_bytes_each;  // residual stream: the dtype of the student's embedding
   const int64_t N = B * T;              // tokens per micro-step on this rank
@@ -174,7 +176,7 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
                                                  : "embeddings, lm_head, norms, biases: fp32 copies";
   const int64_t grad_full = trainable_bytes;  // gradients have their parameter's dtype
   const int64_t grads = shard_grad && W > 1 ? ceil_div(grad_full, W) : grad_full;
-  const int64_t opt_full = 2 * inv.trainable * st;
+  const int64_t opt_full = 2 * inv.trainable * st + (st == 1 ? 2 * 4 * ceil_div(inv.trainable, optim::kQuantBlock) : 0);
   const int64_t optim = shard_opt && W > 1 ? ceil_div(opt_full, W) : opt_full;
   int64_t comm = 0;
   std::string comm_note = "none (one process)";
@@ -219,7 +221,9 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   // The optimizer step: AdamW's sqrt(v) and denominator of the largest tensor (fp32). Lean
   // precision updates one bucket at a time in fp32 copies of what it stores in bf16 (tensors and
   // their gradients, moments): at most 4 copies of a bucket (a tensor larger than a bucket is one).
-  const int64_t lean_copies = (lat == 2 ? 2 : 0) + (st == 2 ? 2 : 0);
+  // int8 moments: their two fp32 copies and the encoder's temporaries (levels, neighbours,
+  // probabilities and the int64 hash of the random bits: about 10 fp32 copies at once).
+  const int64_t lean_copies = (lat == 2 ? 2 : 0) + (st == 2 ? 2 : st == 1 ? 12 : 0);
   const int64_t lean_bucket = std::max(inv.max_param, kBucketBytes / (lat == 2 ? 2 : 4));
   const int64_t optim_ws = std::max(2 * inv.max_param * 4, lean_copies * lean_bucket * 4);
 

@@ -151,7 +151,9 @@ TEST_CASE("config: validate() checks ranges and enumerations", "[config]") {
       {"student.latent_scale=0", "student.latent_scale must be > 0"},
       {"student.layers=(", "student.layers is not a valid regular expression: '('"},
       {"student.latent_dtype=fp16", "student.latent_dtype must be one of fp32, bf16; got 'fp16'"},
-      {"optim.state_dtype=int8", "optim.state_dtype must be one of fp32, bf16; got 'int8'"},
+      {"optim.state_dtype=fp16", "optim.state_dtype must be one of fp32, bf16, int8; got 'fp16'"},
+      {"student.progressive_steps=-1", "student.progressive_steps"},
+      {"student.progressive_order=random", "student.progressive_order must be one of first_to_last, last_to_first"},
       {"model.dtype=int8", "model.dtype must be one of fp32, bf16, fp16; got 'int8'"},
       {"model.device=gpu", "model.device must be auto, cpu, cuda or cuda:N, got 'gpu'"},
       {"model.teacher=", "model.teacher must be set"},
@@ -244,7 +246,7 @@ TEST_CASE("config: to_yaml writes every key and reloads to the same config", "[c
   std::istringstream is(y);
   for (std::string line; std::getline(is, line);)
     if (line.rfind("  ", 0) == 0 || line.rfind("output_dir", 0) == 0) ++lines;
-  CHECK(lines == 82);
+  CHECK(lines == 84);
 
   // And from a file.
   const auto path = std::filesystem::temp_directory_path() / "onebit_test_config_roundtrip.yaml";
@@ -276,7 +278,7 @@ TEST_CASE("config: docs/configuration.md lists every key with its to_yaml() defa
     CHECK(docs.find("| `" + key + "` | `" + value + "` |") != std::string::npos);
     ++keys;
   }
-  CHECK(keys == 82);
+  CHECK(keys == 84);
 }
 
 TEST_CASE("config: resume_conflicts names what makes a checkpoint another run's", "[config]") {

@@ -321,6 +321,33 @@ TEST_CASE("OneBitLinear clones deeply and takes 1-D and non-contiguous inputs", 
   CHECK(max_abs_diff(row, batch[1]) < kFp32Tol);
 }
 
+TEST_CASE("OneBitLinear with a stand-in runs the given full-precision linear and leaves W, g, h alone",
+          "[layer]") {
+  torch::manual_seed(9);
+  OneBitLinear layer(OneBitLinearOptions(6, 4).bias(true));
+  const auto w = torch::randn({4, 6}), b = torch::randn({4});
+  const auto x = torch::randn({3, 6}, torch::requires_grad());
+  const auto before = layer->forward(x.detach());
+  layer->set_stand_in(w, b);
+  CHECK(layer->has_stand_in());
+  const auto y = layer->forward(x);
+  // The dense formula x·wᵀ + b, in double.
+  const auto ref = torch::matmul(x.detach().to(torch::kFloat64), w.to(torch::kFloat64).t()) + b.to(torch::kFloat64);
+  CHECK(max_abs_diff(y, ref) < kFp32Tol);
+  const auto dy = torch::randn({3, 4});
+  y.backward(dy);
+  CHECK(max_abs_diff(x.grad(), torch::matmul(dy.to(torch::kFloat64), w.to(torch::kFloat64))) < kFp32Tol);
+  for (const auto& p : layer->parameters()) CHECK_FALSE(p.grad().defined());
+  // A bf16 stand-in in an fp32 forward computes in fp32; clearing it restores the 1-bit layer.
+  layer->set_stand_in(w.to(torch::kBFloat16), torch::Tensor());
+  CHECK(layer->forward(x.detach()).scalar_type() == torch::kFloat32);
+  layer->set_stand_in({});
+  CHECK_FALSE(layer->has_stand_in());
+  CHECK(torch::equal(layer->forward(x.detach()), before));
+  CHECK_THROWS_WITH(layer->set_stand_in(torch::randn({6, 4})), OB_CONTAINS("stand-in weight must be [4, 6]"));
+  CHECK_THROWS_WITH(layer->set_stand_in(w, torch::randn({6})), OB_CONTAINS("stand-in bias must be [4]"));
+}
+
 TEST_CASE("OneBitLinear storage is 1.0073 bits per parameter for 4096x4096", "[layer]") {
   OneBitLinear layer(OneBitLinearOptions(4096, 4096));
   // method.md §8: (4096·4096 + 2·4096·16) / (4096·4096 + 2·4096).

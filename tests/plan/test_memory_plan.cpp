@@ -68,6 +68,11 @@ TEST_CASE("plan: state components follow the dtypes and the sharding", "[plan]")
   CHECK(p.component("student_trainable").bytes == 2 * replaced + 4 * (trainable - replaced));
   CHECK(p.component("optimizer").bytes == 4 * trainable);
   CHECK(p.component("student_frozen").bytes == 0);
+  // int8 moments: a byte per value and an fp32 scale per 2048 values, for m and for v.
+  cfg.optim.state_dtype = "int8";
+  p = plan::plan_memory(cfg, m, o);
+  cfg.optim.state_dtype = "fp32";
+  CHECK(p.component("optimizer").bytes == 2 * trainable + 2 * 4 * ((trainable + 2047) / 2048));
 
   // 8 ranks: the DP replica's gradients are views of its allreduce buckets (no copy); ZeRO-1
   // divides the state and adds this rank's gradient shard.
