@@ -19,12 +19,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/lut_driver.h"
+
 namespace onebit::kernels {
 
 namespace {
 constexpr int kGroups = 11;             // 3-bit groups per 32-bit word (the last has 2 bits)
 constexpr int64_t kTableFloats = 8 * kGroups;  // per word and token
-constexpr int64_t kWordsPerBlock = kSignsPerBlock / 32;
 constexpr int64_t kTableBudget = 96 * 1024;  // bytes of tables per chunk of the input
 constexpr int kPrefetchRows = 16;             // rows ahead that the weight prefetch runs
 constexpr int kMaxTokens = 8;                 // tokens per pass over a chunk of rows in registers
@@ -116,36 +117,20 @@ constexpr Rows8Fn kRows8[kMaxTokens + 1] = {nullptr,  rows8<1>, rows8<2>, rows8<
 }  // namespace
 
 void gemm_rows_avx2(const GemmArgs& a, int64_t o_begin, int64_t o_end) {
-  if (o_begin >= o_end || a.n <= 0) return;
-  const int64_t words = a.blocks * kWordsPerBlock;
-  // Chunk of the input whose tables (all tokens) fit the budget: whole blocks of 8 words.
-  const int64_t chunk = lut_chunk_words(kTableBudget, a.n, kTableFloats * int64_t(sizeof(float)), 8, words);
-  struct alignas(32) Table {
-    float t[8];
-  };
-  thread_local std::vector<Table> tables;
-  tables.resize(size_t(a.n * chunk * kGroups));
-  float* tab = tables.data()->t;
-  const auto row = [&](int64_t o) { return reinterpret_cast<const uint32_t*>(a.w + o * a.blocks); };
-  for (int64_t c0 = 0; c0 < words; c0 += chunk) {
-    const int64_t ce = std::min(words, c0 + chunk), ts = (ce - c0) * kTableFloats;
-    for (int64_t t = 0; t < a.n; ++t) build_tables(a.xg + t * a.xs + 32 * c0, ce - c0, tab + t * ts);
-    for (int64_t o = o_begin; o < o_end; o += 8) {
-      const int valid = int(std::min<int64_t>(8, o_end - o));
-      const uint32_t* rows[8];
-      for (int i = 0; i < 8; ++i) rows[i] = row(o + std::min(i, valid - 1));
-      // Prefetch the same words of the rows kPrefetchRows ahead (within this call's rows).
-      const char* pf[8];
-      const bool ahead = o + kPrefetchRows < o_end;
-      for (int i = 0; i < 8; ++i)
-        pf[i] = reinterpret_cast<const char*>(row(std::min(o + kPrefetchRows + i, o_end - 1)));
-      for (int64_t t = 0; t < a.n; t += kMaxTokens) {
-        const int64_t nt = std::min<int64_t>(kMaxTokens, a.n - t);
-        kRows8[nt](a, rows, tab + t * ts, ts, c0, ce, t, o, valid, c0 == 0, ahead && t == 0 ? pf : nullptr);
-      }
-    }
-  }
-  scale_rows(a, o_begin, o_end);
+  lut_gemm_rows<8>(a, o_begin, o_end, kTableBudget, kTableFloats, build_tables,
+                   [&](const uint32_t* const* rows, int valid, int64_t o, const auto& row, const float* tab,
+                       int64_t ts, int64_t c0, int64_t ce) {
+                     // Prefetch the same words of the rows kPrefetchRows ahead (within this call's rows).
+                     const char* pf[8];
+                     const bool ahead = o + kPrefetchRows < o_end;
+                     for (int i = 0; i < 8; ++i)
+                       pf[i] = reinterpret_cast<const char*>(row(std::min(o + kPrefetchRows + i, o_end - 1)));
+                     for (int64_t t = 0; t < a.n; t += kMaxTokens) {
+                       const int64_t nt = std::min<int64_t>(kMaxTokens, a.n - t);
+                       kRows8[nt](a, rows, tab + t * ts, ts, c0, ce, t, o, valid, c0 == 0,
+                                  ahead && t == 0 ? pf : nullptr);
+                     }
+                   });
 }
 
 }  // namespace onebit::kernels

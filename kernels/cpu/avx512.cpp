@@ -19,12 +19,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/lut_driver.h"
+
 namespace onebit::kernels {
 
 namespace {
 constexpr int kGroups = 8;                        // 4-bit groups per 32-bit word
 constexpr int64_t kTableFloats = 16 * kGroups;    // per word and token
-constexpr int64_t kWordsPerBlock = kSignsPerBlock / 32;
 constexpr int64_t kTableBudget = 256 * 1024;     // bytes of tables per chunk of the input (L2)
 constexpr int kMaxTokens = 8;                     // tokens per pass over sixteen rows in registers
 
@@ -122,37 +123,18 @@ constexpr Rows16Fn kRows16[kMaxTokens + 1] = {nullptr,   rows16<1>, rows16<2>, r
 }  // namespace
 
 void gemm_rows_avx512(const GemmArgs& a, int64_t o_begin, int64_t o_end) {
-  if (o_begin >= o_end || a.n <= 0) return;
-  const int64_t words = a.blocks * kWordsPerBlock;
-  // Chunk of the input whose tables (all tokens) fit the budget: whole blocks of 16 words.
-  const int64_t chunk = lut_chunk_words(kTableBudget, a.n, kTableFloats * int64_t(sizeof(float)), 16, words);
-  struct alignas(64) Table {
-    float t[16];
-  };
-  thread_local std::vector<Table> tables;
-  tables.resize(size_t(a.n * chunk * kGroups));
-  float* tab = tables.data()->t;
-  const auto row = [&](int64_t o) { return reinterpret_cast<const uint32_t*>(a.w + o * a.blocks); };
-  for (int64_t c0 = 0; c0 < words; c0 += chunk) {
-    const int64_t ce = std::min(words, c0 + chunk), ts = (ce - c0) * kTableFloats;
-    for (int64_t t = 0; t < a.n; ++t) build_tables(a.xg + t * a.xs + 32 * c0, ce - c0, tab + t * ts);
-    for (int64_t o = o_begin; o < o_end; o += 16) {
-      const int valid = int(std::min<int64_t>(16, o_end - o));
-      const uint32_t* rows[16];
-      const uint32_t* next[16];  // the next sixteen rows of this call, prefetched meanwhile
-      for (int i = 0; i < 16; ++i) {
-        rows[i] = row(o + std::min(i, valid - 1));
-        next[i] = row(std::min(o + 16 + i, o_end - 1));
-      }
-      const auto lanes = __mmask16((1u << valid) - 1u);
-      for (int64_t t = 0; t < a.n; t += kMaxTokens) {
-        const int64_t nt = std::min<int64_t>(kMaxTokens, a.n - t);
-        kRows16[nt](a, rows, t == 0 && o + 16 < o_end ? next : nullptr, tab + t * ts, ts, c0, ce, t, o, lanes,
-                    c0 == 0);
-      }
-    }
-  }
-  scale_rows(a, o_begin, o_end);
+  lut_gemm_rows<16>(a, o_begin, o_end, kTableBudget, kTableFloats, build_tables,
+                    [&](const uint32_t* const* rows, int valid, int64_t o, const auto& row, const float* tab,
+                        int64_t ts, int64_t c0, int64_t ce) {
+                      const uint32_t* next[16];  // the next sixteen rows of this call, prefetched meanwhile
+                      for (int i = 0; i < 16; ++i) next[i] = row(std::min(o + 16 + i, o_end - 1));
+                      const auto lanes = __mmask16((1u << valid) - 1u);
+                      for (int64_t t = 0; t < a.n; t += kMaxTokens) {
+                        const int64_t nt = std::min<int64_t>(kMaxTokens, a.n - t);
+                        kRows16[nt](a, rows, t == 0 && o + 16 < o_end ? next : nullptr, tab + t * ts, ts, c0, ce,
+                                    t, o, lanes, c0 == 0);
+                      }
+                    });
 }
 
 }  // namespace onebit::kernels
