@@ -179,7 +179,11 @@ def collect(inputs):
             for e in rec["points"]:
                 rows.append(rows_from_point(os.path.join(path, "points", e["name"]), rec.get("seed_keys") or []))
         elif is_point_dir(path):
-            rows.append(rows_from_point(path, []))
+            # A point named alone keeps its sweep's seed keys (a seed, not a key to group by).
+            sweep = os.path.dirname(os.path.dirname(path))
+            seed_keys = read_json(os.path.join(sweep, SWEEP_JSON), "sweep record").get("seed_keys") or [] \
+                if is_sweep_dir(sweep) else []
+            rows.append(rows_from_point(path, seed_keys))
         elif os.path.isfile(os.path.join(path, "metrics.jsonl")) or os.path.isdir(os.path.join(path, "student")):
             ev = next((p for p in (os.path.join(path, "eval.json"), os.path.join(path, "student", "eval.json"))
                        if os.path.isfile(p)), None)

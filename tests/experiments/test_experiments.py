@@ -193,6 +193,31 @@ class GridExpansion(unittest.TestCase):
 
 
 # ---------------------------------------------------------------------------------------------
+class ReportCollect(unittest.TestCase):
+    """onebit-report's collection of point folders named one by one (no programs run)."""
+
+    def test_a_point_named_alone_keeps_its_sweeps_seed_keys(self):
+        from experiments import report
+        tmp = tempfile.mkdtemp(prefix="onebit-report-test-")
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        names = ["a=1_seed=1", "a=1_seed=2"]
+        with open(os.path.join(tmp, "sweep.json"), "w") as f:
+            json.dump({"format": "onebit-sweep/1", "seed_keys": ["train.seed", "data.seed"],
+                       "points": [{"name": n, "index": i} for i, n in enumerate(names)]}, f)
+        for i, n in enumerate(names):
+            run_dir = os.path.join(tmp, "points", n, "run")
+            os.makedirs(run_dir)
+            with open(os.path.join(tmp, "points", n, "point.json"), "w") as f:
+                json.dump({"name": n, "varied": [["a", 1], ["train.seed", i + 1], ["data.seed", i + 1]]}, f)
+            with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+                f.write(json.dumps({"step": 10, "final_ppl": {"student": 5.0 + i, "teacher": 4.0}}) + "\n")
+        whole = report.collect([tmp])
+        alone = report.collect([os.path.join(tmp, "points", n) for n in names])
+        for rows in (whole, alone):
+            self.assertEqual([r["keys"] for r in rows], [{"a": 1}, {"a": 1}])
+            self.assertEqual([r["seed"] for r in rows], [1, 2])
+
+
 class Sbatch(Tiny2x2):
     """submit --dry-run prints the sbatch lines; without it a stand-in sbatch gets them."""
 
