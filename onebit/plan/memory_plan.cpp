@@ -324,13 +324,16 @@ MemoryPlan plan_memory(const config::TrainConfig& cfg, const models::ModelConfig
            c.data.batch_size /= 2;
            c.optim.grad_accum *= 2;
          });
-  if (cfg.student.latent_dtype != "bf16" || cfg.optim.state_dtype != "bf16")
-    with("student.latent_dtype=bf16 optim.state_dtype=bf16", [](auto& c, auto&) {
-      c.student.latent_dtype = "bf16";
-      c.optim.state_dtype = "bf16";
-    });
+  // The lean combinations measured within 2% of fp32's quality (docs/RESULTS.md).
+  for (const char* state : {"bf16", "int8"})
+    if (cfg.student.latent_dtype != "bf16" || cfg.optim.state_dtype != state)
+      with(std::string("student.latent_dtype=bf16 optim.state_dtype=") + state, [state](auto& c, auto&) {
+        c.student.latent_dtype = "bf16";
+        c.optim.state_dtype = state;
+      });
   for (const auto& t : tries) {
     const MemoryPlan q = compute(t.cfg, teacher, t.opts);
+    if (q.total_bytes >= p.total_bytes) continue;  // e.g. bf16 moments when they are int8 already
     p.suggestions.push_back(t.what + ": " + format_bytes(q.total_bytes) + (q.fits ? " (fits)" : " (does not fit)"));
   }
   // More GPUs with full sharding: the fewest (doubling, up to 1024) that fit, else the most tried.

@@ -3,6 +3,9 @@
 // verdict with suggestions, and the JSON.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <string>
+
 #include "onebit/config/train_config.h"
 #include "onebit/core/error.h"
 #include "onebit/io/safetensors.h"
@@ -127,6 +130,20 @@ TEST_CASE("plan: the shipped LLaMA-7B recipe fits 8 x 80 GB, not one GPU, nor 8 
   auto one = plan::plan_memory(cfg, m, o);
   CHECK_FALSE(one.fits);
   REQUIRE_FALSE(one.suggestions.empty());
+  // The lean combinations measured within 2% of fp32 (docs/RESULTS.md), smallest last; only
+  // changes that lower the plan are suggested.
+  auto suggests = [](const plan::MemoryPlan& p, const std::string& what) {
+    return std::any_of(p.suggestions.begin(), p.suggestions.end(),
+                       [&](const std::string& s) { return s.rfind(what, 0) == 0; });
+  };
+  CHECK(suggests(one, "student.latent_dtype=bf16 optim.state_dtype=bf16: "));
+  CHECK(suggests(one, "student.latent_dtype=bf16 optim.state_dtype=int8: "));
+  auto lean = cfg;
+  lean.student.latent_dtype = "bf16";
+  lean.optim.state_dtype = "int8";
+  const auto leanest = plan::plan_memory(lean, m, o);
+  CHECK_FALSE(suggests(leanest, "student.latent_dtype=bf16 optim.state_dtype=bf16"));
+  CHECK(leanest.total_bytes < one.total_bytes / 2);
   o.world_size = 8;
   const auto eight = plan::plan_memory(cfg, m, o);
   CHECK(eight.fits);
