@@ -154,8 +154,8 @@ int main(int argc, char** argv) {
     app.add_option("--checkpointing", o.checkpointing, "model.gradient_checkpointing");
     app.add_option("--latent-dtype", o.latent_dtype, "student.latent_dtype (lean: bf16)")
         ->check(CLI::IsMember({"fp32", "bf16"}));
-    app.add_option("--state-dtype", o.state_dtype, "optim.state_dtype (lean: bf16)")
-        ->check(CLI::IsMember({"fp32", "bf16"}));
+    app.add_option("--state-dtype", o.state_dtype, "optim.state_dtype (lean: bf16 or int8)")
+        ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
     app.add_flag("--nccl", o.nccl, "gradients through C10dSync at world size 1 (NCCL on CUDA, gloo on CPU)");
     app.add_option("--peak-tflops", o.peak_tflops, "the device's dense bf16 peak, for MFU (H100/H200 SXM: 989)");
     app.add_option("--threads", o.threads, "CPU threads (0: LibTorch's default)");

@@ -7,12 +7,12 @@
 #    default $ROOT/deps when it holds one) against the node's own python3 torch;
 # 2. runs every [cuda] test;
 # (a) a LLaMA-7B-shaped OneBit distillation from a random-weight teacher, 4 x 2048 tokens on ONE
-#     GPU (bf16, gradient checkpointing, lean precision: bf16 latent W and AdamW moments, frozen
+#     GPU (bf16, gradient checkpointing, lean precision: bf16 latent W, int8 AdamW moments, frozen
 #     tensors shared with the teacher): peak GPU memory,
 #     tokens/s, MFU (8·N FLOPs per token against GPU_PEAK_TFLOPS, known for A100/H100/H200);
 # (b) bench-distill-step (onebit vs PyTorch + transformers) at about 1B parameters;
 # (c) the NCCL path at world size 1 (bench-train-step --nccl);
-# (d) the deployment kernel/decode benchmarks, each skipped when its program does not exist.
+# (d) the deployment benchmarks: packed GEMV/GEMM kernels (bench-packed-gemv), decode (bench-packed-decode).
 # Each step writes OUT_DIR/<step>.json; OUT_DIR/gpu-check.json and gpu-check.md sum them up.
 # Without a GPU (or GPU_CHECK_SMALL=1) the same steps run at small CPU shapes, which is what CI
 # checks. Knobs: BUILD_DIR (default build-gpu), JOBS, ONEBIT_PYTHON, GPU_PEAK_TFLOPS.
@@ -119,7 +119,7 @@ t=$(date +%s)
 if [[ ! -x "$BIN/bench-train-step" ]]; then
   result distill_7b failed 0 "no $BIN/bench-train-step"
 elif run_step distill_7b 300 "$BIN/bench-train-step" "${SHAPE[@]}" --steps 3 --warmup 1 --device $DEVICE \
-    --dtype bf16 --checkpointing 1 --latent-dtype bf16 --state-dtype bf16 --peak-tflops "$PEAK" \
+    --dtype bf16 --checkpointing 1 --latent-dtype bf16 --state-dtype int8 --peak-tflops "$PEAK" \
     --dir "$BUILD_DIR/gpu_check_teacher" \
     --json "$OUT/distill_7b.out.json"; then
   result_from distill_7b ok $(( $(date +%s) - t )) "" "$OUT/distill_7b.out.json"
@@ -167,19 +167,54 @@ else
   result nccl failed $(( $(date +%s) - t )) "exit $? (see nccl.log): $(tail -1 "$OUT/nccl.log")"
 fi
 
-# ---- (d) deployment benchmarks, when their programs exist ----
+# ---- (d) deployment benchmarks: the packed GEMV/GEMM kernels, decoding an export ----
+# bench-packed-gemv: the issue's three LLaMA-7B shapes at 1 and 8 rows against the device's copy
+# bandwidth and dense bf16 (same run); bench-packed-decode: a random model of LLaMA-7B widths
+# (8 of its 32 layers, to fit the time) exported to 1 bit against its bf16 model.
 t=$(date +%s)
-ran=()
-for prog in bench-deploy-kernels bench-decode; do
-  [[ -x "$BIN/$prog" ]] || continue
-  if run_step "deploy_$prog" 120 "$BIN/$prog" --device $DEVICE; then ran+=("$prog ok"); else ran+=("$prog failed"); fi
-done
-if ((${#ran[@]})); then
-  status=ok
-  [[ "${ran[*]}" == *failed* ]] && status=failed
-  result deploy $status $(( $(date +%s) - t )) "" "{\"summary\": \"${ran[*]}\"}"
+if ((SMALL)); then
+  GEMV=(--rows 1 --iters 3 --cold-mb 32 --copy-mb 64)
+  DECODE=(--layers 2 --hidden 256 --ffn 688 --vocab 4000 --tokens 8 --repeats 1)
 else
-  result deploy skipped 0 "no deployment benchmark programs (bench-deploy-kernels, bench-decode) in $BIN"
+  GEMV=(--rows 1 8 --iters 20)
+  DECODE=(--layers 8 --hidden 4096 --ffn 11008 --vocab 32000 --tokens 64 --repeats 3)
+fi
+if [[ ! -x "$BIN/bench-packed-gemv" || ! -x "$BIN/bench-packed-decode" ]]; then
+  result deploy failed 0 "no $BIN/bench-packed-gemv or bench-packed-decode"
+elif run_step deploy_gemv 150 "$BIN/bench-packed-gemv" --device $DEVICE "${GEMV[@]}" --json &&
+    run_step deploy_decode 240 "$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" \
+      --work "$BUILD_DIR/gpu_check_decode" --json; then
+  summary=$("$PY" - "$OUT/deploy_gemv.log" "$OUT/deploy_decode.log" <<'PY'
+import json, sys
+def objects(path):
+    out = []
+    for line in open(path, errors="replace"):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+gemv = [o for o in objects(sys.argv[1]) if o.get("bench") == "packed_gemv"]
+decode = [o for o in objects(sys.argv[2]) if o.get("bench") == "packed_decode"]
+# The fastest kernel per shape and row count.
+best = {}
+for o in gemv:
+    k = (o["out"], o["in"], o["rows"])
+    if k not in best or o["weight_gbs"] > best[k]["weight_gbs"]:
+        best[k] = o
+parts = [f"{o['out']}x{o['in']} x{o['rows']}: {o['kernel']} {o['weight_gbs']:.0f} GB/s = {o['pct_copy']:.0f}% of copy, "
+         f"{o['speedup_bf16']:.1f}x bf16" for o in best.values()]
+if decode:
+    d = decode[-1]
+    parts.append(f"decode {d['onebit_bf16_tps']:.0f} vs {d['fp_bf16_tps']:.0f} tokens/s bf16 = {d['speedup_bf16']:.2f}x")
+print(json.dumps({"summary": "; ".join(parts), "gemv": gemv, "decode": decode[-1] if decode else None}))
+PY
+)
+  result deploy ok $(( $(date +%s) - t )) "" "$summary"
+else
+  result deploy failed $(( $(date +%s) - t )) "exit $? (see deploy_gemv.log, deploy_decode.log)"
 fi
 
 "$PY" - "$OUT/meta.json" $(( $(date +%s) - start )) <<'PY'

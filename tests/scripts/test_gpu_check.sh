@@ -69,7 +69,9 @@ if [[ -x "$BUILD/bench-train-step" && -x "$BUILD/onebit_tests" ]]; then
     check "gpu-check: step $s has a status" \
       "$PY" -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['steps'][sys.argv[2]]['status'] in ('ok','skipped','failed') else 1)" "$G/gpu-check.json" "$s"
   done
-  check "gpu-check: (d) is skipped without deployment benchmarks" test "$(json_get "$G/gpu-check.json" "['steps']['deploy']['status']")" = skipped
+  check "gpu-check: (d) ran the kernel and decode benchmarks" test "$(json_get "$G/gpu-check.json" "['steps']['deploy']['status']")" = ok
+  check "gpu-check: (d) has GEMV rates and the decode speed-up" \
+    "$PY" -c "import json,sys; d=json.load(open(sys.argv[1]))['steps']['deploy']; sys.exit(0 if len(d['gemv']) >= 3 and all(g['weight_gbs'] > 0 for g in d['gemv']) and d['decode']['speedup_bf16'] > 0 and 'decode' in d['summary'] else 1)" "$G/gpu-check.json"
   ((fails)) && { cat "$TMP/gpu.log"; cat "$G"/*.log 2>/dev/null | tail -40; }
 else
   echo "FAIL gpu-check: $BUILD has no bench-train-step/onebit_tests"
