@@ -44,18 +44,22 @@ struct Setting {
   const char* name;
   const char* dtype;      // model.dtype = train.precision
   bool checkpointing;
+  const char* latent = "fp32";  // student.latent_dtype
+  const char* state = "fp32";   // optim.state_dtype
 };
-const std::vector<Setting> kSettings = {
-    {"fp32", "fp32", false}, {"bf16", "bf16", false}, {"bf16+ckpt", "bf16", true}};
+const std::vector<Setting> kSettings = {{"fp32", "fp32", false},
+                                        {"bf16", "bf16", false},
+                                        {"bf16+ckpt", "bf16", true},
+                                        {"lean", "bf16", true, "bf16", "int8"}};
 
 struct Options {
   int threads = 2;
   int64_t batch = 2, seq = 256;
-  std::string dir = "build/bench_memory_plan", sizes = "SML";
+  std::string dir = "build/bench_memory_plan", sizes = "SML", settings;
   double tolerance = 0.10;
   // child
   bool child = false;
-  std::string teacher, dtype = "fp32";
+  std::string teacher, dtype = "fp32", latent = "fp32", state = "fp32";
   bool checkpointing = false;
 };
 
@@ -66,6 +70,8 @@ config::TrainConfig run_config(const Options& o) {
   cfg.model.device = "cpu";
   cfg.model.gradient_checkpointing = o.checkpointing;
   cfg.train.precision = o.dtype;
+  cfg.student.latent_dtype = o.latent;
+  cfg.optim.state_dtype = o.state;
   cfg.data.batch_size = o.batch;
   cfg.data.seq_len = o.seq;
   cfg.optim.warmup_steps = 0;
@@ -113,19 +119,23 @@ double mib(int64_t b) { return double(b) / (1 << 20); }
 int main(int argc, char** argv) {
   return guarded_main("bench-memory-plan", [&] {
     CLI::App app{"The --dry-run memory plan against the measured peak of a training step (CPU, random LLaMA "
-                 "teachers of three sizes; fp32, bf16 and bf16 with gradient checkpointing)"};
+                 "teachers of three sizes; fp32, bf16, bf16 with gradient checkpointing, and lean: that with bf16 latent W "
+                 "and int8 AdamW moments)"};
     app.option_defaults()->always_capture_default();
     Options o;
     app.add_option("--threads", o.threads, "CPU threads");
     app.add_option("--batch", o.batch, "data.batch_size");
     app.add_option("--seq", o.seq, "data.seq_len");
     app.add_option("--sizes", o.sizes, "which sizes to run: letters of S (4x256), M (8x512), L (12x768), and T (1x64: LibTorch's fixed CPU cost)");
+    app.add_option("--settings", o.settings, "which settings to run, comma-separated (default all): fp32, bf16, bf16+ckpt, lean");
     app.add_option("--tolerance", o.tolerance, "largest |measured/planned - 1| reported as within");
     app.add_option("--dir", o.dir, "where the random teachers are written");
     app.add_flag("--child", o.child, "internal: measure one setting (one JSON line)")->group("");
     app.add_option("--teacher", o.teacher, "internal: teacher folder")->group("");
     app.add_option("--dtype", o.dtype, "internal: model.dtype and train.precision")->group("");
     app.add_flag("--checkpointing", o.checkpointing, "internal: gradient checkpointing")->group("");
+    app.add_option("--latent", o.latent, "internal: student.latent_dtype")->group("");
+    app.add_option("--state", o.state, "internal: optim.state_dtype")->group("");
     CLI11_PARSE(app, argc, argv);
     at::set_num_threads(o.threads);
     if (o.child) {
@@ -147,8 +157,11 @@ int main(int argc, char** argv) {
         models::save_pretrained(models::build_model(models::parse_model_config(cfg.dump())), teacher);
       }
       for (const auto& st : kSettings) {
+        if (!o.settings.empty() && ("," + o.settings + ",").find(std::string(",") + st.name + ",") == std::string::npos)
+          continue;
         const std::string cmd = std::string(bench::kMallocEnv) + self + " --child --teacher " + teacher +
                                 " --dtype " + st.dtype + (st.checkpointing ? " --checkpointing" : "") +
+                                " --latent " + st.latent + " --state " + st.state +
                                 " --batch " + std::to_string(o.batch) + " --seq " + std::to_string(o.seq) +
                                 " --threads " + std::to_string(o.threads);
         const json r = json::parse(bench::run_capture(cmd));

@@ -222,9 +222,11 @@ MemoryPlan compute(const config::TrainConfig& cfg, const models::ModelConfig& m,
   // precision updates one bucket at a time in fp32 copies of what it stores in bf16 (tensors and
   // their gradients, moments): at most 4 copies of a bucket (a tensor larger than a bucket is one).
   // int8 moments: their two fp32 copies and the encoder's temporaries (levels, neighbours,
-  // probabilities and the int64 hash of the random bits: about 10 fp32 copies at once).
-  const int64_t lean_copies = (lat == 2 ? 2 : 0) + (st == 2 ? 2 : st == 1 ? 12 : 0);
-  const int64_t lean_bucket = std::max(inv.max_param, kBucketBytes / (lat == 2 ? 2 : 4));
+  // probabilities and the int64 hash of the random bits: 12-18 fp32 copies at once, measured).
+  // A bucket holds at most one decoder layer's tensors (ParamSync never spans two layers).
+  const int64_t lean_copies = (lat == 2 ? 2 : 0) + (st == 2 ? 2 : st == 1 ? 14 : 0);
+  const int64_t lean_bucket =
+      std::max(inv.max_param, std::min(kBucketBytes / (lat == 2 ? 2 : 4), inv.max_layer_latent));
   const int64_t optim_ws = std::max(2 * inv.max_param * 4, lean_copies * lean_bucket * 4);
 
   // LibTorch's own CPU memory after the first step (thread pools, oneDNN and BLAS caches, malloc
