@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "onebit/dist/grad_sync.h"
@@ -242,11 +243,7 @@ constexpr double kNeighbourSlack = 1e-3, kFp32Slack = 1e-8;
 constexpr double kLr = 0.01, kB1 = 0.9, kB2 = 0.95, kEps = 1e-8, kWd = 0.1;
 ParamSyncOptions formula_options(torch::ScalarType state_dtype) {
   ParamSyncOptions o;
-  o.beta1 = kB1;
-  o.beta2 = kB2;
-  o.eps = kEps;
-  o.weight_decay = kWd;
-  o.state_dtype = state_dtype;
+  std::tie(o.beta1, o.beta2, o.eps, o.weight_decay, o.state_dtype) = std::tuple{kB1, kB2, kEps, kWd, state_dtype};
   return o;
 }
 
