@@ -64,20 +64,7 @@ struct Options {
 };
 
 config::TrainConfig run_config(const Options& o) {
-  config::TrainConfig cfg;
-  cfg.model.teacher = o.teacher;
-  cfg.model.dtype = o.dtype;
-  cfg.model.device = "cpu";
-  cfg.model.gradient_checkpointing = o.checkpointing;
-  cfg.train.precision = o.dtype;
-  cfg.student.latent_dtype = o.latent;
-  cfg.optim.state_dtype = o.state;
-  cfg.data.batch_size = o.batch;
-  cfg.data.seq_len = o.seq;
-  cfg.optim.warmup_steps = 0;
-  cfg.optim.schedule = "constant";
-  cfg.validate();
-  return cfg;
+  return bench::step_config({o.teacher, "cpu", o.dtype, o.latent, o.state, o.checkpointing, o.batch, o.seq});
 }
 
 int64_t rss_now() {

@@ -65,19 +65,8 @@ json run(const Options& o) {
   const torch::Device device(o.device);
   const auto t_setup = std::chrono::steady_clock::now();
   make_teacher(o, device);
-  config::TrainConfig cfg;
-  cfg.model.teacher = o.dir;
-  cfg.model.dtype = o.dtype;
-  cfg.model.device = o.device;
-  cfg.model.gradient_checkpointing = o.checkpointing;
-  cfg.train.precision = o.dtype;
-  cfg.data.batch_size = o.batch;
-  cfg.data.seq_len = o.seq;
-  cfg.optim.warmup_steps = 0;
-  cfg.optim.schedule = "constant";
-  cfg.student.latent_dtype = o.latent_dtype;
-  cfg.optim.state_dtype = o.state_dtype;
-  cfg.validate();
+  config::TrainConfig cfg = bench::step_config(
+      {o.dir, o.device, o.dtype, o.latent_dtype, o.state_dtype, o.checkpointing, o.batch, o.seq});
   const auto plan = plan::plan_memory(cfg, plan::teacher_model_config(cfg),
                                       plan::run_options(cfg, 1, device.is_cuda()));
 

@@ -1,8 +1,12 @@
-// config.json of a random LLaMA for the bench/ programs (untied embeddings, heads of 64 by default).
+// config.json of a random LLaMA for the bench/ programs (untied embeddings, heads of 64 by default),
+// and the training config their measured steps run.
 #pragma once
 #include <algorithm>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
+
+#include "onebit/config/train_config.h"
 
 namespace onebit::bench {
 
@@ -20,6 +24,29 @@ inline nlohmann::json llama_config(int64_t layers, int64_t hidden, int64_t ffn, 
           {"rms_norm_eps", 1e-5},
           {"tie_word_embeddings", false},
           {"architectures", {"LlamaForCausalLM"}}};
+}
+
+// One measured training step's config: the teacher folder on `device`, model.dtype =
+// train.precision = dtype, the lean keys, batch × seq tokens, a constant lr from step 0; validated.
+struct StepSetup {
+  std::string teacher, device = "cpu", dtype = "fp32", latent = "fp32", state = "fp32";
+  bool checkpointing = false;
+  int64_t batch = 2, seq = 256;
+};
+inline config::TrainConfig step_config(const StepSetup& s) {
+  config::TrainConfig cfg;
+  cfg.model.teacher = s.teacher;
+  cfg.model.dtype = cfg.train.precision = s.dtype;
+  cfg.model.device = s.device;
+  cfg.model.gradient_checkpointing = s.checkpointing;
+  cfg.student.latent_dtype = s.latent;
+  cfg.optim.state_dtype = s.state;
+  cfg.data.batch_size = s.batch;
+  cfg.data.seq_len = s.seq;
+  cfg.optim.warmup_steps = 0;
+  cfg.optim.schedule = "constant";
+  cfg.validate();
+  return cfg;
 }
 
 }  // namespace onebit::bench
