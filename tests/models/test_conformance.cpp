@@ -20,15 +20,24 @@ const char* const kFamilies[] = {"llama_gqa", "qwen2_bias", "mistral_window", "o
 torch::Tensor kept(const torch::Tensor& logits, const torch::Tensor& mask) {
   return logits.index({mask.to(torch::kBool)});
 }
+
+// Runs check(model, ref) under NoGradGuard for each family: its model (loaded with `load`) and its
+// transformers reference tensors.
+template <class Check>
+void for_each_family(const std::filesystem::path& refs, Check check, const LoadOptions& load = {}) {
+  for (const char* family : kFamilies) {
+    INFO(family);
+    auto model = load_pretrained((refs / family).string(), load);
+    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
+    torch::NoGradGuard no_grad;
+    check(model, ref);
+  }
+}
 }  // namespace
 
 TEST_CASE("forward matches transformers in logits and every hidden state", "[models]") {
   OB_REFS_OR_SKIP(refs);
-  for (const char* family : kFamilies) {
-    INFO(family);
-    auto model = load_pretrained((refs / family).string());
-    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
-    torch::NoGradGuard no_grad;
+  for_each_family(refs, [&](CausalLM& model, io::SafetensorsReader& ref) {
     ForwardArgs args;
     args.output_hidden_states = true;
     auto out = model->forward(ref.load("input_ids"), args);
@@ -40,16 +49,12 @@ TEST_CASE("forward matches transformers in logits and every hidden state", "[mod
       CHECK(test::max_abs_diff(out.hidden_states[i], ref.load("hidden_" + std::to_string(i))) <= kHiddenTol);
     }
     CHECK(test::max_abs_diff(out.last_hidden, out.hidden_states.back()) == 0.0);
-  }
+  });
 }
 
 TEST_CASE("left padding with an attention mask matches transformers", "[models]") {
   OB_REFS_OR_SKIP(refs);
-  for (const char* family : kFamilies) {
-    INFO(family);
-    auto model = load_pretrained((refs / family).string());
-    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
-    torch::NoGradGuard no_grad;
+  for_each_family(refs, [&](CausalLM& model, io::SafetensorsReader& ref) {
     const auto mask = ref.load("attention_mask");
     ForwardArgs args;
     args.attention_mask = mask;
@@ -57,16 +62,12 @@ TEST_CASE("left padding with an attention mask matches transformers", "[models]"
     CHECK(test::max_abs_diff(kept(out.logits, mask), kept(ref.load("logits_padded"), mask)) <= kLogitTol);
     // The unpadded row is unaffected by the other row's padding.
     CHECK(test::max_abs_diff(out.logits[0], ref.load("logits")[0]) <= kLogitTol);
-  }
+  });
 }
 
 TEST_CASE("KV-cache incremental logits equal the full forward", "[models]") {
   OB_REFS_OR_SKIP(refs);
-  for (const char* family : kFamilies) {
-    INFO(family);
-    auto model = load_pretrained((refs / family).string());
-    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
-    torch::NoGradGuard no_grad;
+  for_each_family(refs, [&](CausalLM& model, io::SafetensorsReader& ref) {
     const auto ids = ref.load("input_ids");
     const auto mask = ref.load("attention_mask");
     for (bool padded : {false, true}) {
@@ -90,31 +91,24 @@ TEST_CASE("KV-cache incremental logits equal the full forward", "[models]") {
       else
         CHECK(test::max_abs_diff(inc, ref.load("logits")) <= kLogitTol);
     }
-  }
+  });
 }
 
 TEST_CASE("greedy generation reproduces transformers.generate token for token", "[models]") {
   OB_REFS_OR_SKIP(refs);
-  for (const char* family : kFamilies) {
-    INFO(family);
-    auto model = load_pretrained((refs / family).string());
-    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
+  for_each_family(refs, [&](CausalLM& model, io::SafetensorsReader& ref) {
     GenerateOptions o;
     o.max_new_tokens = 32;
     o.temperature = 0;
     auto out = generate(*model, ref.load("gen_prompt"), o);
     CHECK(torch::equal(out, ref.load("gen_out")));
-  }
+  });
 }
 
 TEST_CASE("bf16 models stay close to the fp32 reference", "[models]") {
   OB_REFS_OR_SKIP(refs);
   constexpr double kBf16RelTol = 0.05;  // max |Δlogits| relative to max |logits|
-  for (const char* family : kFamilies) {
-    INFO(family);
-    auto model = load_pretrained((refs / family).string(), {torch::kCPU, torch::kBFloat16});
-    io::SafetensorsReader ref((refs / family / "reference.safetensors").string());
-    torch::NoGradGuard no_grad;
+  for_each_family(refs, [&](CausalLM& model, io::SafetensorsReader& ref) {
     auto logits = model->forward(ref.load("input_ids")).logits;
     REQUIRE(logits.scalar_type() == torch::kBFloat16);
     const auto expect = ref.load("logits");
@@ -123,5 +117,5 @@ TEST_CASE("bf16 models stay close to the fp32 reference", "[models]") {
     o.max_new_tokens = 4;
     o.temperature = 0;
     CHECK(generate(*model, ref.load("gen_prompt"), o).size(1) == 5 + 4);
-  }
+  }, {torch::kCPU, torch::kBFloat16});
 }
