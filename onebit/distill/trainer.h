@@ -6,8 +6,10 @@
 // teacher's own decoder-layer tensors the same way as dist.sharding=full (frozen, forward only):
 // from construction on, every rank must run the same teacher forwards. train.precision: fp32;
 // bf16 (teacher and student forwards under autocast, the KD loss in fp32, fp32 master weights
-// and AdamW state unless student.latent_dtype / optim.state_dtype ask for bf16); fp16 (the same in half precision
-// plus a dynamic LossScaler whose overflow decision all ranks take together).
+// and AdamW state unless student.latent_dtype / optim.state_dtype ask for bf16 or int8); fp16 (the same
+// in half precision plus a dynamic LossScaler whose overflow decision all ranks take together).
+// student.progressive_steps: each step first puts every decoder layer in its mode for that step
+// (the teacher's linears as stand-ins until the layer's turn; onebit/distill/progressive.h).
 #pragma once
 #include <torch/types.h>
 
