@@ -25,6 +25,7 @@
 #include "onebit/distill/checkpoint.h"
 #include "onebit/distill/embedded_teacher.h"
 #include "onebit/distill/train_models.h"
+#include "onebit/distill/progressive.h"
 #include "onebit/distill/trainer.h"
 #include "onebit/eval/perplexity.h"
 #include "onebit/io/safetensors.h"
@@ -115,6 +116,14 @@ struct PlanFlags {
   int world_size = 0;  // 0: from the launcher's environment
 };
 
+// student.progressive_steps against the planned run length, before anything is loaded (the
+// trainer checks the exact length again; self-sampled data may give fewer steps than planned).
+void check_progressive(const config::TrainConfig& cfg, const plan::MemoryPlan& p) {
+  if (cfg.student.progressive_steps > 0 && p.steps > 0)
+    distill::ProgressiveReplacement::check_run_length(p.model.num_hidden_layers, cfg.student.progressive_steps,
+                                                      p.steps);
+}
+
 // --dry-run: the plan of the resolved config, without loading anything but config.json.
 // Exit status 0 when it fits (or no budget is known), 3 when it does not.
 int dry_run(config::TrainConfig cfg, const PlanFlags& f) {
@@ -125,6 +134,7 @@ int dry_run(config::TrainConfig cfg, const PlanFlags& f) {
   if (!f.gpu_memory.empty()) o.budget_bytes = plan::parse_bytes(f.gpu_memory);
   else if (cuda && torch::cuda::is_available()) o.budget_bytes = plan::device_total_bytes(torch::Device("cuda:0"));
   const auto p = plan::plan_memory(cfg, plan::teacher_model_config(cfg), o);
+  check_progressive(cfg, p);
   std::cout << plan::format_plan(p);
   if (!f.json_out.empty()) io::write_file_atomic(f.json_out, plan::plan_json(p));
   return p.fits ? 0 : 3;
@@ -136,6 +146,7 @@ plan::MemoryPlan check_plan(const config::TrainConfig& cfg, const PlanFlags& f, 
   auto o = plan::run_options(cfg, launch.world_size, device.is_cuda());
   o.budget_bytes = f.gpu_memory.empty() ? plan::device_total_bytes(device) : plan::parse_bytes(f.gpu_memory);
   auto p = plan::plan_memory(cfg, plan::teacher_model_config(cfg), o);
+  check_progressive(cfg, p);
   if (!p.fits && !f.force) {
     std::string tries;
     for (const auto& s : p.suggestions) tries += "; " + s;

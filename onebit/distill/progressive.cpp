@@ -35,6 +35,12 @@ ProgressiveReplacement::ProgressiveReplacement(models::CausalLMImpl& teacher, mo
   OB_CHECK(!entries_.empty(), "student.progressive_steps: the student has no OneBit linears");
 }
 
+void ProgressiveReplacement::check_run_length(int64_t layers, int64_t steps, int64_t run_steps) {
+  const int64_t last = last_turn(layers, steps);
+  OB_CHECK(last < run_steps, "student.progressive_steps=", steps, " keeps a decoder layer full precision until step ",
+           last, ", but the run has only ", run_steps, " steps; lower it below the run's steps");
+}
+
 int64_t ProgressiveReplacement::first_step(int64_t layer) const {
   const int64_t rank = reverse_ ? layers_ - 1 - layer : layer;
   return rank * steps_ / layers_;

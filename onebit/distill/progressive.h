@@ -24,6 +24,10 @@ class ProgressiveReplacement {
                          const std::string& order);
   // The optimizer step from which decoder layer `layer` is 1-bit.
   int64_t first_step(int64_t layer) const;
+  // The step from which the last layer (in either order) of `layers` is 1-bit: ⌊(L−1)·steps/L⌋.
+  static int64_t last_turn(int64_t layers, int64_t steps) { return (layers - 1) * steps / layers; }
+  // The one-line error when a run of `run_steps` steps would end with a layer still full precision.
+  static void check_run_length(int64_t layers, int64_t steps, int64_t run_steps);
   // Puts every layer in its mode for optimizer step `step`; returns how many decoder layers are 1-bit.
   int64_t apply(int64_t step);
 

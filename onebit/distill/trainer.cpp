@@ -80,11 +80,8 @@ Trainer::Trainer(const config::TrainConfig& cfg, models::CausalLM teacher, model
     OB_CHECK(!cfg.dist.shard_teacher, "student.progressive_steps cannot be used with dist.shard_teacher");
     progressive_ = std::make_unique<ProgressiveReplacement>(*teacher_, *student_, cfg.student.progressive_steps,
                                                             cfg.student.progressive_order);
-    const int64_t L = student_->config().num_hidden_layers;
-    const int64_t last = std::max(progressive_->first_step(0), progressive_->first_step(L - 1));
-    OB_CHECK(last < total_steps, "student.progressive_steps=", cfg.student.progressive_steps,
-             " keeps a decoder layer full precision until step ", last, ", but the run has only ", total_steps,
-             " steps; lower it below the run's steps");
+    ProgressiveReplacement::check_run_length(student_->config().num_hidden_layers, cfg.student.progressive_steps,
+                                             total_steps);
   }
   if (cfg.train.precision == "bf16") autocast_ = torch::kBFloat16;
   if (cfg.train.precision == "fp16") {

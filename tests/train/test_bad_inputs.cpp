@@ -148,6 +148,10 @@ TEST_CASE("bad inputs: configs and command lines", "[catalogue][config]") {
      yaml("c.yaml", "output_dir: x\nmodel: {teacher: embedded}\noptim: 3\n")},
     {"a value outside its choices", train + "student.svid=foo", 1, "student.svid must be one of nmf, svd, none; got 'foo'"},
     {"a value out of range", train + "data.batch_size=0", 1, "data.batch_size must be > 0, got 0"},
+    {"progressive replacement longer than the run (32 layers: the last from step 38 of 40)",
+     train + "train.max_steps=10 student.progressive_steps=40 model.teacher=" +
+         (onebit::test::source_dir() / "configs" / "models" / "llama-7b").string(),
+     1, "student.progressive_steps=40 keeps a decoder layer full precision until step 38, but the run has only 10"},
     {"invalid YAML", "onebit-train --config c.yaml --dry-run", 1, "c.yaml: invalid YAML at line",
      yaml("c.yaml", "output_dir: x\nmodel: {teacher: embedded\n")},
     {"an override without '='", train + "train.max_steps", 1, "override 'train.max_steps' is not of the form key=value"},
