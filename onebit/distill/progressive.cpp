@@ -2,8 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <set>
-
 #include "onebit/core/error.h"
 #include "onebit/models/param_shapes.h"
 
@@ -47,17 +45,14 @@ int64_t ProgressiveReplacement::first_step(int64_t layer) const {
 }
 
 int64_t ProgressiveReplacement::apply(int64_t step) {
-  std::set<int64_t> onebit_layers;
   for (auto& e : entries_) {
     const bool onebit = step >= first_step(e.layer);
-    if (onebit) {
-      onebit_layers.insert(e.layer);
-      if (e.linear->has_stand_in()) e.linear->set_stand_in({});
-    } else if (!e.linear->has_stand_in()) {
-      e.linear->set_stand_in(e.weight, e.bias);
-    }
+    if (onebit && e.linear->has_stand_in()) e.linear->set_stand_in({});
+    if (!onebit && !e.linear->has_stand_in()) e.linear->set_stand_in(e.weight, e.bias);
   }
-  return static_cast<int64_t>(onebit_layers.size());
+  int64_t onebit_layers = 0;
+  for (int64_t l = 0; l < layers_; ++l) onebit_layers += step >= first_step(l);
+  return onebit_layers;
 }
 
 }  // namespace onebit::distill

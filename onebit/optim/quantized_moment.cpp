@@ -58,11 +58,14 @@ void quantize_(QuantizedMoment& q, const torch::Tensor& src, uint64_t seed, int6
   const int64_t n = src.numel();
   const double log_rho = cb.log_rho(), last = double(cb.top - 1);  // the smallest non-zero level
   const torch::Tensor x = src.reshape({-1});
-  q.scales.copy_(by_block(x.abs()).amax(1));
-  const torch::Tensor scale = by_block(torch::ones_like(x)).mul_(q.scales.unsqueeze(1)).view({-1}).narrow(0, 0, n);
+  const torch::Tensor a = by_block(x.abs());  // [blocks, kQuantBlock], the padding 0
+  q.scales.copy_(a.amax(1));
   // t = |x| / scale in [0, 1]; its level j (real) = −ln t / ln ρ; the two levels around it:
   // j0 = ⌊j⌋ (the larger value, hi) and j0 + 1 (lo); below the last level, lo is 0.
-  const torch::Tensor t = x.abs().div(scale.clamp_min(std::numeric_limits<float>::min())).clamp_max_(1.0);
+  const torch::Tensor t = a.div_(q.scales.clamp_min(std::numeric_limits<float>::min()).unsqueeze(1))
+                              .view({-1})
+                              .narrow(0, 0, n)
+                              .clamp_max(1.0);
   const torch::Tensor j0 = t.log().neg_().div_(log_rho).floor_().clamp_(0.0, last);
   const torch::Tensor hi = j0.neg().mul_(log_rho).exp_();
   const torch::Tensor below = j0 >= last;  // t under the last level, or exactly on it
