@@ -69,19 +69,20 @@ int main(int argc, char** argv) {
     const double copy = copy_gbs(dev, copy_mb, iters);
     std::vector<CpuKernel> kernels;
     if (dev.is_cpu()) {
-      for (CpuKernel k : {CpuKernel::Lut, CpuKernel::Generic, CpuKernel::Avx2, CpuKernel::Avx512, CpuKernel::Tiled})
+      for (CpuKernel k : {CpuKernel::Lut, CpuKernel::Generic, CpuKernel::Avx2, CpuKernel::Avx512,
+                          CpuKernel::Avx512Vnni, CpuKernel::Tiled})
         if (packed::cpu_kernel_available(k) &&
             (kernel_names.empty() ||
              std::find(kernel_names.begin(), kernel_names.end(), packed::to_string(k)) != kernel_names.end()))
           kernels.push_back(k);
-      OB_CHECK(!kernels.empty(), "--kernels: none of the named kernels is available (lut, generic, avx2, avx512, tiled)");
+      OB_CHECK(!kernels.empty(), "--kernels: none of the named kernels is available (lut, generic, avx2, avx512, avx512vnni, tiled)");
     } else {
       kernels = {CpuKernel::Auto};
     }
     if (!json_out) {
       std::printf("device=%s threads=%d copy bandwidth %.1f GB/s (read+write, %lld MB buffer)\n", device.c_str(),
                   torch::get_num_threads(), copy, (long long)copy_mb);
-      std::printf("%-12s %4s %-8s %10s %9s %7s %10s %10s %8s %8s\n", "shape", "rows", "kernel", "packed us", "GB/s",
+      std::printf("%-12s %4s %-10s %10s %9s %7s %10s %10s %8s %8s\n", "shape", "rows", "kernel", "packed us", "GB/s",
                   "%copy", "fp32 us", "bf16 us", "x fp32", "x bf16");
     }
     for (auto [in, out] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}, {11008, 4096}}) {
@@ -102,6 +103,8 @@ int main(int argc, char** argv) {
         const double t16 = median_ms([&] { torch::matmul(x16, s16.t()); sync(dev); }, 2, iters) * 1e3;
         for (CpuKernel k : kernels) {
           const auto& xin = dev.is_cuda() ? x16 : x;
+          if (dev.is_cpu())  // the kernel's own layout, converted before timing
+            for (auto& l : layers) l->use_layout(packed::layout_for(k));
           const double t = median_ms([&] {
                              for (auto& l : layers) l->forward(xin, k);
                              sync(dev);
@@ -117,7 +120,7 @@ int main(int argc, char** argv) {
                                       .dump()
                                       .c_str());
           } else {
-            std::printf("%5lldx%-6lld %4lld %-8s %10.1f %9.2f %6.1f%% %10.1f %10.1f %8.2f %8.2f\n", (long long)in,
+            std::printf("%5lldx%-6lld %4lld %-10s %10.1f %9.2f %6.1f%% %10.1f %10.1f %8.2f %8.2f\n", (long long)in,
                         (long long)out, (long long)rows, packed::to_string(k), t, gbs, 100 * gbs / copy, t32, t16,
                         t32 / t, t16 / t);
           }

@@ -18,16 +18,18 @@ namespace onebit::packed {
 namespace {
 namespace k = onebit::kernels;
 constexpr int64_t kTileRows = 256;  // ±1 rows unpacked at a time on the tiled path
-constexpr int64_t kGrainRows = 32;  // output rows per parallel task at least
+constexpr int64_t kGrainRows = 32;  // output rows per parallel task at least (VNNI kernel: 128)
 
 const k::SignBlock* blocks(const torch::Tensor& signs) {
   return reinterpret_cast<const k::SignBlock*>(signs.data_ptr<uint8_t>());
 }
 
-CpuKernel resolve(CpuKernel kernel, int64_t n) {
+CpuKernel resolve(CpuKernel kernel, int64_t n, SignLayout layout) {
   if (kernel != CpuKernel::Auto) return kernel;
   if (n > kMaxKernelRows) return CpuKernel::Tiled;
+  if (layout == SignLayout::Tiles) return CpuKernel::Avx512Vnni;
   switch (k::best_cpu_isa()) {
+    case k::CpuIsa::Avx512Vnni:
     case k::CpuIsa::Avx512: return CpuKernel::Avx512;
     case k::CpuIsa::Avx2: return CpuKernel::Avx2;
     case k::CpuIsa::Generic: return n == 1 ? CpuKernel::Lut : CpuKernel::Generic;
@@ -35,9 +37,25 @@ CpuKernel resolve(CpuKernel kernel, int64_t n) {
   return CpuKernel::Generic;
 }
 
+// Runtime rows ⇄ runtime tiles of an [out, in] layer (CPU tensors).
+torch::Tensor convert_layout(const torch::Tensor& signs, int64_t out, int64_t in, SignLayout to) {
+  const int64_t nb = k::blocks_per_row(in), row_bytes = nb * int64_t(sizeof(k::SignBlock));
+  const torch::Tensor src = signs.contiguous();
+  if (to == SignLayout::Tiles) {
+    torch::Tensor tiles = torch::empty({k::tiled_rows(out), row_bytes}, torch::kUInt8);
+    k::rows_to_tiles(blocks(src), out, nb, tiles.data_ptr<uint8_t>());
+    return tiles;
+  }
+  torch::Tensor rows = torch::empty({out, row_bytes}, torch::kUInt8);
+  k::tiles_to_rows(src.data_ptr<uint8_t>(), out, nb, reinterpret_cast<k::SignBlock*>(rows.data_ptr<uint8_t>()));
+  return rows;
+}
+
 // y [n, out] fp32 = h ⊙ (xg · Sᵀ) (+ bias); xg [n, padded_in] fp32 with zero padding.
 void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torch::Tensor& h,
-                 const torch::Tensor& bias, int64_t in, CpuKernel kernel, torch::Tensor& y) {
+                 const torch::Tensor& bias, int64_t in, SignLayout layout, CpuKernel kernel, torch::Tensor& y) {
+  OB_CHECK((kernel == CpuKernel::Tiled) || ((kernel == CpuKernel::Avx512Vnni) == (layout == SignLayout::Tiles)),
+           "PackedOneBitLinear: the ", to_string(kernel), " kernel cannot read signs in this layout");
   const int64_t n = xg.size(0), out = y.size(1);
   k::GemmArgs a;
   a.xg = xg.data_ptr<float>();
@@ -57,7 +75,11 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
       for (int64_t o = 0; o < out; o += kTileRows) {
         const int64_t rows = std::min(kTileRows, out - o);
         torch::Tensor tl = tile.narrow(0, 0, rows);
-        k::unpack_rows(a.w, in, o, o + rows, tl.data_ptr<float>());
+        if (layout == SignLayout::Tiles) {
+          k::unpack_tile_rows(signs.data_ptr<uint8_t>(), in, o, o + rows, tl.data_ptr<float>());
+        } else {
+          k::unpack_rows(a.w, in, o, o + rows, tl.data_ptr<float>());
+        }
         torch::Tensor dst = yt.narrow(0, o, rows);
         torch::mm_out(dst, tl, xgt);
       }
@@ -77,6 +99,13 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
       }
       return;
     }
+    case CpuKernel::Avx512Vnni: {  // whole tiles per task
+      const k::GemmRowsFn fn = k::gemm_rows_for(k::CpuIsa::Avx512Vnni);
+      at::parallel_for(0, k::tiled_rows(out) / k::kTileRows, kGrainRows / k::kTileRows, [&](int64_t b, int64_t e) {
+        fn(a, b * k::kTileRows, std::min(out, e * k::kTileRows));
+      });
+      return;
+    }
     default: break;
   }
   k::GemmRowsFn fn = k::gemm_rows_ref;
@@ -89,14 +118,14 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
 
 torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
-                                double ln_eps, CpuKernel kernel) {
+                                double ln_eps, SignLayout layout, CpuKernel kernel) {
   const int64_t n = x2.size(0), out = h.size(0);
   // g folded into x once; rows padded with zeros to whole blocks.
   torch::Tensor xg = torch::zeros({n, k::padded_in(in)});
   torch::Tensor xv = xg.narrow(1, 0, in);
   torch::mul_out(xv, x2.to(torch::kFloat32), g);
   torch::Tensor y = torch::empty({n, out});
-  cpu_product(xg, signs, h, bias, in, resolve(kernel, n), y);
+  cpu_product(xg, signs, h, bias, in, layout, resolve(kernel, n, layout), y);
   if (post_layernorm) k::layernorm_rows(y.data_ptr<float>(), n, out, y.stride(0), ln_eps);
   return y.to(x2.scalar_type());
 }
@@ -142,22 +171,29 @@ torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& s
 
 namespace {
 using OptT = std::optional<torch::Tensor>;
+SignLayout layout_arg(int64_t layout) {
+  OB_CHECK(layout == 0 || layout == 1, "onebit::packed_linear: sign_layout must be 0 (rows) or 1 (tiles), got ", layout);
+  return layout == 1 ? SignLayout::Tiles : SignLayout::Rows;
+}
 torch::Tensor op_cpu(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
-                     const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps) {
-  return packed_linear_cpu(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps, CpuKernel::Auto);
+                     const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps, int64_t layout) {
+  return packed_linear_cpu(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps, layout_arg(layout),
+                           CpuKernel::Auto);
 }
 #ifdef ONEBIT_WITH_CUDA
 torch::Tensor op_cuda(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
-                      const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps) {
+                      const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps, int64_t layout) {
+  OB_CHECK(layout_arg(layout) == SignLayout::Rows, "onebit::packed_linear: CUDA reads runtime rows, not tiles");
   return packed_linear_cuda(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps);
 }
 #endif
 }  // namespace
 
-// torch.ops.onebit.packed_linear(x [n, in], signs (runtime rows), g, h, bias?, in, post_ln, eps).
+// torch.ops.onebit.packed_linear(x [n, in], signs, g, h, bias?, in, post_ln, eps, sign_layout):
+// signs in runtime rows (sign_layout 0) or runtime tiles (1, CPU only).
 TORCH_LIBRARY_FRAGMENT(onebit, m) {
   m.def("packed_linear(Tensor x, Tensor signs, Tensor g, Tensor h, Tensor? bias, int in_features, "
-        "bool post_layernorm, float ln_eps) -> Tensor");
+        "bool post_layernorm, float ln_eps, int sign_layout=0) -> Tensor");
 }
 TORCH_LIBRARY_IMPL(onebit, CPU, m) { m.impl("packed_linear", &op_cpu); }
 #ifdef ONEBIT_WITH_CUDA
@@ -167,7 +203,13 @@ TORCH_LIBRARY_IMPL(onebit, CUDA, m) { m.impl("packed_linear", &op_cuda); }
 bool cpu_kernel_available(CpuKernel kernel) {
   if (kernel == CpuKernel::Avx2) return k::cpu_supports(k::CpuIsa::Avx2);
   if (kernel == CpuKernel::Avx512) return k::cpu_supports(k::CpuIsa::Avx512);
+  if (kernel == CpuKernel::Avx512Vnni) return k::cpu_supports(k::CpuIsa::Avx512Vnni);
   return true;
+}
+
+SignLayout layout_for(CpuKernel kernel) {
+  if (kernel == CpuKernel::Auto || kernel == CpuKernel::Tiled) return k::layout_for(k::best_cpu_isa());
+  return kernel == CpuKernel::Avx512Vnni ? SignLayout::Tiles : SignLayout::Rows;
 }
 
 const char* to_string(CpuKernel kernel) {
@@ -178,6 +220,7 @@ const char* to_string(CpuKernel kernel) {
     case CpuKernel::Generic: return "generic";
     case CpuKernel::Avx2: return "avx2";
     case CpuKernel::Avx512: return "avx512";
+    case CpuKernel::Avx512Vnni: return "avx512vnni";
     case CpuKernel::Tiled: return "tiled";
   }
   return "?";
@@ -220,8 +263,10 @@ void PackedOneBitLinearImpl::reset() {
   OB_CHECK(in > 0 && out > 0, "PackedOneBitLinear: in_features and out_features must be positive, got ", in,
            " and ", out);
   OB_CHECK(options.ln_eps() > 0, "PackedOneBitLinear: ln_eps must be positive, got ", options.ln_eps());
-  signs = register_buffer("weight_packed", torch::zeros({out, k::blocks_per_row(in) * int64_t(sizeof(k::SignBlock))},
-                                                        torch::kUInt8));
+  // In the layer's current layout (a clone is reset, then given the original's buffers).
+  const int64_t rows = layout_ == SignLayout::Tiles ? k::tiled_rows(out) : out;
+  signs = register_buffer("weight_packed",
+                          torch::zeros({rows, k::blocks_per_row(in) * int64_t(sizeof(k::SignBlock))}, torch::kUInt8));
   g = register_buffer("g", torch::ones({in}));
   h = register_buffer("h", torch::ones({out}));
   if (options.bias()) {
@@ -248,7 +293,7 @@ std::shared_ptr<PackedOneBitLinearImpl> PackedOneBitLinearImpl::from(const nn::O
 
 torch::Tensor PackedOneBitLinearImpl::file_signs() const {
   const int64_t out = options.out_features(), in = options.in_features();
-  const torch::Tensor s = signs.to(torch::kCPU).contiguous();
+  const torch::Tensor s = signs_as(SignLayout::Rows).to(torch::kCPU).contiguous();
   torch::Tensor file = torch::empty({out, k::file_row_bytes(in)}, torch::kUInt8);
   k::blocks_to_file_rows(blocks(s), out, in, file.data_ptr<uint8_t>());
   return file;
@@ -268,6 +313,25 @@ void PackedOneBitLinearImpl::set_file_signs(const torch::Tensor& file_rows, cons
   k::file_rows_to_blocks(f.data_ptr<uint8_t>(), out, in, reinterpret_cast<k::SignBlock*>(rows.data_ptr<uint8_t>()));
   torch::NoGradGuard no_grad;
   signs.set_data(rows.to(signs.device()));
+  layout_ = SignLayout::Rows;
+  adopt_best_layout();
+}
+
+torch::Tensor PackedOneBitLinearImpl::signs_as(SignLayout layout) const {
+  if (layout == layout_) return signs;
+  OB_CHECK(signs.is_cpu(), "PackedOneBitLinear: sign layouts are converted on the CPU only");
+  return convert_layout(signs, options.out_features(), options.in_features(), layout);
+}
+
+void PackedOneBitLinearImpl::use_layout(SignLayout layout) {
+  if (layout == layout_) return;
+  torch::NoGradGuard no_grad;
+  signs.set_data(signs_as(layout));
+  layout_ = layout;
+}
+
+void PackedOneBitLinearImpl::adopt_best_layout() {
+  use_layout(signs.is_cpu() ? layout_for(CpuKernel::Auto) : SignLayout::Rows);
 }
 
 void PackedOneBitLinearImpl::to(torch::Device device, torch::Dtype, bool non_blocking) {
@@ -275,7 +339,9 @@ void PackedOneBitLinearImpl::to(torch::Device device, torch::Dtype, bool non_blo
 }
 void PackedOneBitLinearImpl::to(torch::Dtype, bool) {}
 void PackedOneBitLinearImpl::to(torch::Device device, bool non_blocking) {
+  if (!device.is_cpu() && layout_ != SignLayout::Rows) use_layout(SignLayout::Rows);  // CUDA reads rows
   torch::nn::Module::to(device, non_blocking);
+  adopt_best_layout();
 }
 
 torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x) { return forward(x, CpuKernel::Auto); }
@@ -298,13 +364,16 @@ torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CpuKernel 
                                .findSchemaOrThrow("onebit::packed_linear", "")
                                .typed<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
                                                     const torch::Tensor&, const std::optional<torch::Tensor>&,
-                                                    int64_t, bool, double)>();
+                                                    int64_t, bool, double, int64_t)>();
     y = op.call(x2, signs, g, h, bias.defined() ? std::optional<torch::Tensor>(bias) : std::nullopt, in,
-                options.post_layernorm(), options.ln_eps());
+                options.post_layernorm(), options.ln_eps(), layout_ == SignLayout::Tiles ? 1 : 0);
   } else {
     OB_CHECK(x.device().is_cpu(), "PackedOneBitLinear: kernel '", to_string(kernel), "' is a CPU kernel, input on ",
              x.device());
-    y = packed_linear_cpu(x2, signs, g, h, bias, in, options.post_layernorm(), options.ln_eps(), kernel);
+    // A kernel of the other layout (tests, benchmarks) runs on a converted copy.
+    const SignLayout layout = kernel == CpuKernel::Tiled ? layout_ : layout_for(kernel);
+    y = packed_linear_cpu(x2, signs_as(layout), g, h, bias, in, options.post_layernorm(), options.ln_eps(), layout,
+                          kernel);
   }
   auto shape = x.sizes().vec();
   shape.back() = out;

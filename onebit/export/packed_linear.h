@@ -9,6 +9,7 @@
 
 #include <ostream>
 
+#include "kernels/packed_sign.h"
 #include "onebit/nn/onebit_linear.h"
 
 namespace onebit::packed {
@@ -19,19 +20,23 @@ torch::Tensor pack_signs(const torch::Tensor& w);
 torch::Tensor unpack_signs(const torch::Tensor& packed, int64_t in);
 
 // Which CPU kernel a forward uses. Auto: the lookup table for one token without an
-// instruction-set kernel, else the best masked kernel of this CPU (kernels::best_cpu_isa) up
-// to kMaxKernelRows tokens, and above that tiles of ±1 rows unpacked for BLAS.
-enum class CpuKernel { Auto, Ref, Lut, Generic, Avx2, Avx512, Tiled };
+// instruction-set kernel, else the best kernel of this CPU (kernels::best_cpu_isa) that reads
+// the layer's sign layout, up to kMaxKernelRows tokens, and above that tiles of ±1 rows
+// unpacked for BLAS. Avx512Vnni reads runtime tiles, Tiled either layout, the others rows.
+enum class CpuKernel { Auto, Ref, Lut, Generic, Avx2, Avx512, Avx512Vnni, Tiled };
 constexpr int64_t kMaxKernelRows = 16;
 bool cpu_kernel_available(CpuKernel k);
 const char* to_string(CpuKernel k);
+using kernels::SignLayout;
+// The layout a kernel reads; Auto and Tiled: the layout of this CPU's best kernel.
+SignLayout layout_for(CpuKernel k);
 
-// The layer's product on x2 [n, in] (any float dtype; result in x2's dtype), runtime-row signs:
-// the CPU path, and the CUDA path (builds with CUDA). Both are registered as the operator
-// onebit::packed_linear (CPU and CUDA dispatch keys, device guard), which forward calls.
+// The layer's product on x2 [n, in] (any float dtype; result in x2's dtype), signs in `layout`
+// (CUDA: rows): the CPU path, and the CUDA path (builds with CUDA). Both are registered as the
+// operator onebit::packed_linear (CPU and CUDA dispatch keys, device guard), which forward calls.
 torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
-                                double ln_eps, CpuKernel kernel = CpuKernel::Auto);
+                                double ln_eps, SignLayout layout, CpuKernel kernel = CpuKernel::Auto);
 
 struct PackedOneBitLinearOptions {
   PackedOneBitLinearOptions(int64_t in_features, int64_t out_features);
@@ -59,6 +64,11 @@ class PackedOneBitLinearImpl : public torch::nn::Cloneable<PackedOneBitLinearImp
   torch::Tensor file_signs() const;
   void set_file_signs(const torch::Tensor& file_rows, const std::string& where);
 
+  // The layout of `signs`. A layer takes the layout of this CPU's best kernel whenever its signs
+  // are set or it moves to the CPU, and rows on CUDA; use_layout changes it (tiles: CPU only).
+  SignLayout layout() const { return layout_; }
+  void use_layout(SignLayout layout);
+
   // Parameters are fixed buffers: a dtype change leaves them as they are (uint8 signs, fp32
   // scales; activations of any float dtype are accepted), a device change moves them.
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
@@ -68,9 +78,16 @@ class PackedOneBitLinearImpl : public torch::nn::Cloneable<PackedOneBitLinearImp
   void pretty_print(std::ostream& stream) const override;
 
   PackedOneBitLinearOptions options;
-  torch::Tensor signs;  // uint8 [out, 16·blocks_per_row(in)]: runtime rows (kernels/packed_sign.h)
+  // uint8 [out, 16·blocks_per_row(in)]: runtime rows, or [tiled_rows(out), 16·blocks_per_row(in)]:
+  // runtime tiles (kernels/packed_sign.h), as layout() says.
+  torch::Tensor signs;
   torch::Tensor g, h;   // fp32 [in], [out]
   torch::Tensor bias;   // fp32 [out] or undefined
+
+ private:
+  torch::Tensor signs_as(SignLayout layout) const;  // signs in `layout` (a converted copy if needed)
+  void adopt_best_layout();
+  SignLayout layout_ = SignLayout::Rows;
 };
 TORCH_MODULE(PackedOneBitLinear);
 

@@ -14,6 +14,16 @@ using onebit::packed::PackedOneBitLinearImpl;
 namespace {
 constexpr double kPackedTol = 1e-4;  // fp32 sums in another order than the double reference, O(1) outputs
 constexpr double kBf16Tol = 5e-2;    // bf16 inputs and outputs
+// The VNNI kernel's int16 tables: one rounding of ≤ 2^-16 of a block's largest group sum per
+// lookup (kernels/cpu/avx512_vnni.cpp); for these O(1) outputs, random-signed, about 1e-5 each.
+constexpr double kTablesTol = 5e-4;
+
+// The tolerance of CPU kernel k for `rows` tokens on a layer in its default layout.
+double tol(CpuKernel k, int64_t rows) {
+  const bool auto_tables = k == CpuKernel::Auto && rows <= onebit::packed::kMaxKernelRows &&
+                           onebit::packed::layout_for(k) == onebit::kernels::SignLayout::Tiles;
+  return k == CpuKernel::Avx512Vnni || auto_tables ? kTablesTol : kPackedTol;
+}
 
 onebit::nn::OneBitLinear random_layer(int64_t in, int64_t out, bool bias, bool post_ln, uint64_t seed) {
   torch::manual_seed(seed);
@@ -40,7 +50,7 @@ torch::Tensor dense_reference(const onebit::nn::OneBitLinearImpl& l, const torch
 std::vector<CpuKernel> cpu_kernels() {
   std::vector<CpuKernel> ks;
   for (CpuKernel k : {CpuKernel::Auto, CpuKernel::Ref, CpuKernel::Lut, CpuKernel::Generic, CpuKernel::Avx2,
-                      CpuKernel::Avx512, CpuKernel::Tiled})
+                      CpuKernel::Avx512, CpuKernel::Avx512Vnni, CpuKernel::Tiled})
     if (onebit::packed::cpu_kernel_available(k)) ks.push_back(k);
   return ks;
 }
@@ -67,7 +77,7 @@ void check_against_dense(const torch::Device& dev, const std::vector<CpuKernel>&
         auto y = packed->forward(x.to(dev), k).cpu();
         REQUIRE(y.sizes() == ref.sizes());
         REQUIRE(y.scalar_type() == torch::kFloat32);
-        CHECK(max_err(y, ref) < kPackedTol);
+        CHECK(max_err(y, ref) < (dev.is_cpu() ? tol(k, rows) : kPackedTol));
       }
     }
   }
@@ -85,10 +95,36 @@ TEST_CASE("packed signs follow the authors' convention", "[kernels]") {
   // Runtime rows: the same bytes, zero-padded to 16-byte blocks.
   auto layer = random_layer(11, 1, false, false, 3);
   auto packed = PackedOneBitLinearImpl::from(*layer);
+  packed->use_layout(onebit::kernels::SignLayout::Rows);
   CHECK(packed->signs.sizes() == torch::IntArrayRef({1, 16}));
   CHECK(torch::equal(packed->signs.slice(1, 0, 2), onebit::packed::pack_signs(layer->weight)));
   CHECK(packed->signs.slice(1, 2).sum().item<int>() == 0);
   CHECK(torch::equal(packed->file_signs(), onebit::packed::pack_signs(layer->weight)));
+}
+
+TEST_CASE("runtime tiles hold word q of sixteen rows in 64 bytes", "[kernels]") {
+  // in = 200 (2 blocks, 8 words per row), out = 20 (2 tiles, the second with 4 real rows).
+  using onebit::kernels::SignLayout;
+  auto layer = random_layer(200, 20, false, false, 8);
+  auto packed = PackedOneBitLinearImpl::from(*layer);
+  const auto file = packed->file_signs();  // [20, 25]
+  packed->use_layout(SignLayout::Tiles);
+  REQUIRE(packed->layout() == SignLayout::Tiles);
+  REQUIRE(packed->signs.sizes() == torch::IntArrayRef({32, 32}));
+  const auto* t = packed->signs.data_ptr<uint8_t>();
+  const auto* f = file.data_ptr<uint8_t>();
+  for (int64_t o : {0, 5, 15, 16, 19})
+    for (int64_t byte : {0, 3, 4, 17, 24}) {  // byte 24: the file row's last
+      CAPTURE(o, byte);
+      const int64_t q = byte / 4;  // word of the row
+      CHECK(t[((o / 16) * 8 + q) * 64 + 4 * (o % 16) + byte % 4] == f[o * 25 + byte]);
+    }
+  const auto tail = packed->signs.view({2, 8, 16, 4}).select(0, 1).narrow(1, 4, 12);  // rows 20-31
+  CHECK(tail.sum().item<int64_t>() == 0);
+  CHECK(torch::equal(packed->file_signs(), file));  // and back
+  packed->use_layout(SignLayout::Rows);
+  CHECK(packed->signs.sizes() == torch::IntArrayRef({20, 32}));
+  CHECK(torch::equal(packed->file_signs(), file));
 }
 
 TEST_CASE("pack then unpack gives the training sign(W)", "[kernels]") {
@@ -108,38 +144,49 @@ TEST_CASE("every CPU packed kernel equals the dense layer (odd shapes, batch 1-1
 }
 
 TEST_CASE("each instruction-set kernel computes exactly its rows, any row range and token count", "[kernels]") {
-  // The kernel contract below the layer: rows [o_begin, o_end) of y (a range that does not start
-  // on a multiple of 8, as a thread's share may not), no other element touched; tokens 1-17 so
-  // that the AVX2 kernel's token blocks (8 at a time) and input chunks (its tables are split over
-  // the input when many tokens share them) are all exercised; in = 300 has an odd last block.
+  // The kernel contract below the layer: rows [o_begin, o_end) of y, no other element touched.
+  // Row kernels: rows [3, 42) of 45 (a start that is not a multiple of 8, as a thread's share
+  // may not be). The tiles kernel: whole tiles from o_begin, [16, 42), part of the last tile.
+  // Tokens 1-17 so that the token blocks (8 at a time) and input chunks (the tables are split
+  // over the input when many tokens share them: from 9 tokens on for the tiles kernel at
+  // in = 4224) are all exercised; in = 300 has an odd last block.
   namespace k = onebit::kernels;
+  struct Case {
+    k::CpuIsa isa;
+    int64_t o_begin;
+    double tol;  // per √in: sums of ~in terms of size ~1 scaled by h ~1
+  };
+  const Case cases[] = {{k::CpuIsa::Generic, 3, kPackedTol},
+                        {k::CpuIsa::Avx2, 3, kPackedTol},
+                        {k::CpuIsa::Avx512, 3, kPackedTol},
+                        {k::CpuIsa::Avx512Vnni, 16, kTablesTol}};
   torch::manual_seed(5);
   for (int64_t in : {300, 4096 + 128}) {
-    const int64_t out = 45, nb = k::blocks_per_row(in);
+    const int64_t out = 45, o_end = 42, nb = k::blocks_per_row(in);
     const auto w = torch::randn({out, in});
-    std::vector<k::SignBlock> signs(size_t(out * nb));
-    k::pack_ref(w.data_ptr<float>(), out, in, signs.data());
+    std::vector<k::SignBlock> rows(size_t(out * nb));
+    k::pack_ref(w.data_ptr<float>(), out, in, rows.data());
+    std::vector<k::SignBlock> tiles(size_t(k::tiled_rows(out) * nb));
+    k::rows_to_tiles(rows.data(), out, nb, reinterpret_cast<uint8_t*>(tiles.data()));
     const auto h = torch::rand({out}) + 0.5, bias = torch::randn({out});
     for (int64_t n : {1, 2, 3, 8, 9, 17}) {
       const auto xg = torch::zeros({n, k::padded_in(in)});
       xg.narrow(1, 0, in).copy_(torch::randn({n, in}));
       k::GemmArgs a;
       a.xg = xg.data_ptr<float>(), a.n = n, a.xs = xg.stride(0);
-      a.w = signs.data(), a.blocks = nb, a.h = h.data_ptr<float>(), a.bias = bias.data_ptr<float>();
-      const auto ref = torch::full({n, out}, std::nanf(""));
-      a.y = ref.data_ptr<float>(), a.ys = out;
-      k::gemm_rows_ref(a, 3, 42);
-      for (k::CpuIsa isa : {k::CpuIsa::Generic, k::CpuIsa::Avx2, k::CpuIsa::Avx512}) {
-        if (!k::cpu_supports(isa)) continue;
-        CAPTURE(in, n, k::to_string(isa));
+      a.blocks = nb, a.h = h.data_ptr<float>(), a.bias = bias.data_ptr<float>(), a.ys = out;
+      for (const Case& c : cases) {
+        if (!k::cpu_supports(c.isa)) continue;
+        CAPTURE(in, n, k::to_string(c.isa));
+        const auto ref = torch::full({n, out}, std::nanf(""));
+        a.y = ref.data_ptr<float>(), a.w = rows.data();
+        k::gemm_rows_ref(a, c.o_begin, o_end);
         const auto y = torch::full({n, out}, std::nanf(""));
-        a.y = y.data_ptr<float>();
-        k::gemm_rows_for(isa)(a, 3, 42);
-        CHECK(torch::equal(y.isnan(), ref.isnan()));  // rows 0-2 and 42-44 untouched
-        const auto inside = torch::indexing::Slice(3, 42);
-        // Sums of ~in terms of size ~1 scaled by h ~1: fp32 rounding in another order.
-        CHECK(max_err(y.index({torch::indexing::Slice(), inside}), ref.index({torch::indexing::Slice(), inside})) <
-              kPackedTol * std::sqrt(double(in)));
+        a.y = y.data_ptr<float>(), a.w = k::layout_for(c.isa) == k::SignLayout::Tiles ? tiles.data() : rows.data();
+        k::gemm_rows_for(c.isa)(a, c.o_begin, o_end);
+        CHECK(torch::equal(y.isnan(), ref.isnan()));  // the rows outside untouched
+        const auto all = torch::indexing::Slice(), inside = torch::indexing::Slice(c.o_begin, o_end);
+        CHECK(max_err(y.index({all, inside}), ref.index({all, inside})) < c.tol * std::sqrt(double(in)));
       }
     }
   }
@@ -158,7 +205,7 @@ TEST_CASE("CPU packed kernels give the same result on several threads", "[kernel
     torch::set_num_threads(4);
     const auto four = packed->forward(x, k);
     CHECK(torch::equal(one, four));  // rows are independent: the split must not change a bit
-    CHECK(max_err(four, ref) < kPackedTol);
+    CHECK(max_err(four, ref) < tol(k, 5));
   }
   torch::set_num_threads(before);
 }
