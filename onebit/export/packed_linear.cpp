@@ -26,15 +26,14 @@ const k::SignBlock* blocks(const torch::Tensor& signs) {
 
 CpuKernel resolve(CpuKernel kernel, int64_t n, SignLayout layout) {
   if (kernel != CpuKernel::Auto) return kernel;
-  if (n > kMaxKernelRows) return CpuKernel::Tiled;
   if (layout == SignLayout::Tiles) return CpuKernel::Avx512Vnni;
   switch (k::best_cpu_isa()) {
     case k::CpuIsa::Avx512Vnni:
     case k::CpuIsa::Avx512: return CpuKernel::Avx512;
     case k::CpuIsa::Avx2: return CpuKernel::Avx2;
-    case k::CpuIsa::Generic: return n == 1 ? CpuKernel::Lut : CpuKernel::Generic;
+    case k::CpuIsa::Generic: break;
   }
-  return CpuKernel::Generic;
+  return n == 1 ? CpuKernel::Lut : n <= kMaxGenericRows ? CpuKernel::Generic : CpuKernel::Tiled;
 }
 
 // Runtime rows ⇄ runtime tiles of an [out, in] layer (CPU tensors).

@@ -19,12 +19,14 @@ torch::Tensor pack_signs(const torch::Tensor& w);
 // Inverse: uint8 [out, ⌈in/8⌉] → fp32 ±1 [out, in] (tests and debugging).
 torch::Tensor unpack_signs(const torch::Tensor& packed, int64_t in);
 
-// Which CPU kernel a forward uses. Auto: the lookup table for one token without an
-// instruction-set kernel, else the best kernel of this CPU (kernels::best_cpu_isa) that reads
-// the layer's sign layout, up to kMaxKernelRows tokens, and above that tiles of ±1 rows
-// unpacked for BLAS. Avx512Vnni reads runtime tiles, Tiled either layout, the others rows.
+// Which CPU kernel a forward uses. Auto: the best instruction-set kernel of this CPU
+// (kernels::best_cpu_isa) that reads the layer's sign layout, for any number of tokens (the
+// lookup-table kernels beat BLAS on unpacked ±1 tiles at every batch measured, up to 128);
+// without one, the generic lookup table for one token, the generic kernel up to
+// kMaxGenericRows tokens and BLAS on unpacked tiles above. Avx512Vnni reads runtime tiles,
+// Tiled either layout, the others rows.
 enum class CpuKernel { Auto, Ref, Lut, Generic, Avx2, Avx512, Avx512Vnni, Tiled };
-constexpr int64_t kMaxKernelRows = 16;
+constexpr int64_t kMaxGenericRows = 16;
 bool cpu_kernel_available(CpuKernel k);
 const char* to_string(CpuKernel k);
 using kernels::SignLayout;

@@ -18,10 +18,10 @@ constexpr double kBf16Tol = 5e-2;    // bf16 inputs and outputs
 // lookup (kernels/cpu/avx512_vnni.cpp); for these O(1) outputs, random-signed, about 1e-5 each.
 constexpr double kTablesTol = 5e-4;
 
-// The tolerance of CPU kernel k for `rows` tokens on a layer in its default layout.
-double tol(CpuKernel k, int64_t rows) {
-  const bool auto_tables = k == CpuKernel::Auto && rows <= onebit::packed::kMaxKernelRows &&
-                           onebit::packed::layout_for(k) == onebit::kernels::SignLayout::Tiles;
+// The tolerance of CPU kernel k on a layer in its default layout.
+double tol(CpuKernel k) {
+  const bool auto_tables =
+      k == CpuKernel::Auto && onebit::packed::layout_for(k) == onebit::kernels::SignLayout::Tiles;
   return k == CpuKernel::Avx512Vnni || auto_tables ? kTablesTol : kPackedTol;
 }
 
@@ -77,7 +77,7 @@ void check_against_dense(const torch::Device& dev, const std::vector<CpuKernel>&
         auto y = packed->forward(x.to(dev), k).cpu();
         REQUIRE(y.sizes() == ref.sizes());
         REQUIRE(y.scalar_type() == torch::kFloat32);
-        CHECK(max_err(y, ref) < (dev.is_cpu() ? tol(k, rows) : kPackedTol));
+        CHECK(max_err(y, ref) < (dev.is_cpu() ? tol(k) : kPackedTol));
       }
     }
   }
@@ -205,7 +205,7 @@ TEST_CASE("CPU packed kernels give the same result on several threads", "[kernel
     torch::set_num_threads(4);
     const auto four = packed->forward(x, k);
     CHECK(torch::equal(one, four));  // rows are independent: the split must not change a bit
-    CHECK(max_err(four, ref) < tol(k, 5));
+    CHECK(max_err(four, ref) < tol(k));
   }
   torch::set_num_threads(before);
 }
