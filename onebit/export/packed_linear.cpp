@@ -17,7 +17,7 @@ namespace onebit::packed {
 
 namespace {
 namespace k = onebit::kernels;
-constexpr int64_t kTileRows = 256;  // ±1 rows unpacked at a time on the tiled path
+constexpr int64_t kUnpackRows = 256;  // ±1 rows unpacked at a time on the tiled (BLAS) path
 constexpr int64_t kGrainRows = 32;  // output rows per parallel task at least (VNNI kernel: 128)
 
 const k::SignBlock* blocks(const torch::Tensor& signs) {
@@ -69,10 +69,10 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
   switch (kernel) {
     case CpuKernel::Tiled: {
       torch::Tensor yt = torch::empty({out, n});  // yᵀ: tiles are contiguous row slices
-      torch::Tensor tile = torch::empty({std::min(kTileRows, out), in});
+      torch::Tensor tile = torch::empty({std::min(kUnpackRows, out), in});
       const torch::Tensor xgt = xg.narrow(1, 0, in).t();
-      for (int64_t o = 0; o < out; o += kTileRows) {
-        const int64_t rows = std::min(kTileRows, out - o);
+      for (int64_t o = 0; o < out; o += kUnpackRows) {
+        const int64_t rows = std::min(kUnpackRows, out - o);
         torch::Tensor tl = tile.narrow(0, 0, rows);
         if (layout == SignLayout::Tiles) {
           k::unpack_tile_rows(signs.data_ptr<uint8_t>(), in, o, o + rows, tl.data_ptr<float>());
