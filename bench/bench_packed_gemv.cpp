@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
     int64_t cold_mb = 256, copy_mb = 256;
     std::vector<int64_t> rows_list = {1};
     std::vector<std::string> kernel_names;
+    std::vector<std::string> shape_names = {"4096x4096", "4096x11008", "11008x4096"};
     std::string device = "cpu";
     bool json_out = false, post_ln = true;
     app.add_option("--iters", iters, "timed iterations (median)")->capture_default_str();
@@ -51,6 +52,7 @@ int main(int argc, char** argv) {
     app.add_option("--cold-mb", cold_mb, "packed weights cycled per shape (MB), beyond the caches")->capture_default_str();
     app.add_option("--copy-mb", copy_mb, "copy-bandwidth buffer (MB)")->capture_default_str();
     app.add_option("--device", device, "cpu | cuda | cuda:N")->capture_default_str();
+    app.add_option("--shapes", shape_names, "layer shapes INxOUT (default: LLaMA-7B's three)")->capture_default_str();
     app.add_option("--kernels", kernel_names, "CPU kernels to time (default: every available one), e.g. --kernels avx2 lut");
     app.add_flag("--json", json_out, "one JSON object per measurement instead of a table");
     app.add_option("--post-ln", post_ln, "post-LayerNorm in the packed layer")->capture_default_str();
@@ -85,7 +87,15 @@ int main(int argc, char** argv) {
       std::printf("%-12s %4s %-10s %10s %9s %7s %10s %10s %8s %8s\n", "shape", "rows", "kernel", "packed us", "GB/s",
                   "%copy", "fp32 us", "bf16 us", "x fp32", "x bf16");
     }
-    for (auto [in, out] : {std::pair<int64_t, int64_t>{4096, 4096}, {4096, 11008}, {11008, 4096}}) {
+    std::vector<std::pair<int64_t, int64_t>> shapes;
+    for (const auto& name : shape_names) {
+      long long in = 0, out = 0;
+      char end = 0;
+      OB_CHECK(std::sscanf(name.c_str(), "%lldx%lld%c", &in, &out, &end) == 2 && in > 0 && out > 0,
+               "--shapes: '", name, "' is not INxOUT with positive sizes (e.g. 4096x11008)");
+      shapes.emplace_back(in, out);
+    }
+    for (auto [in, out] : shapes) {
       torch::manual_seed(0);
       auto layer = nn::OneBitLinear(nn::OneBitLinearOptions(in, out).post_layernorm(post_ln));
       const int64_t packed_bytes = out * ((in + 7) / 8);
