@@ -20,6 +20,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 namespace onebit::kernels {
@@ -42,6 +43,7 @@ void build_tables(const float* x, int64_t words, uint8_t* tab, float* scales) {
   for (int64_t b = 0; b < words / kWordsPerBlock; ++b) {
     __m512 t[kGroups];
     __m512 vmax = _mm512_setzero_ps();
+    __mmask16 nan = 0;  // max_ps drops NaNs: a NaN input must still give NaN sums
     for (int g = 0; g < kGroups; ++g) {
       const float* u = x + kSignsPerBlock * b + 4 * g;
       __m512 v = _mm512_mul_ps(s0, _mm512_set1_ps(u[0]));
@@ -49,9 +51,11 @@ void build_tables(const float* x, int64_t words, uint8_t* tab, float* scales) {
       v = _mm512_fmadd_ps(s2, _mm512_set1_ps(u[2]), v);
       t[g] = _mm512_fmadd_ps(s3, _mm512_set1_ps(u[3]), v);
       vmax = _mm512_max_ps(vmax, _mm512_abs_ps(t[g]));
+      nan |= _mm512_cmp_ps_mask(t[g], t[g], _CMP_UNORD_Q);
     }
     const float m = _mm512_reduce_max_ps(vmax);
-    scales[b] = m > 0 ? m / 32767.0f : 1.0f;
+    // An infinite input: zero tables at an infinite scale, so NaN sums too.
+    scales[b] = nan ? std::numeric_limits<float>::quiet_NaN() : m > 0 ? m / 32767.0f : 1.0f;
     const __m512 inv = _mm512_set1_ps(m > 0 ? 32767.0f / m : 0.0f);
     for (int g = 0; g < kGroups; ++g) {
       __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(t[g], inv));  // round to nearest

@@ -210,6 +210,23 @@ TEST_CASE("CPU packed kernels give the same result on several threads", "[kernel
   torch::set_num_threads(before);
 }
 
+TEST_CASE("a NaN or infinite input gives non-finite outputs in every CPU kernel", "[kernels]") {
+  // Every output row sums every input (signs are ±1), so one bad input spoils every output of
+  // its token and none of the other token's; a kernel must not round it away into its tables.
+  auto layer = random_layer(300, 40, true, false, 12);
+  auto packed = PackedOneBitLinearImpl::from(*layer);
+  for (float bad : {std::nanf(""), INFINITY}) {
+    auto x = torch::randn({2, 300});
+    x[0][137] = bad;
+    for (CpuKernel k : cpu_kernels()) {
+      CAPTURE(bad, onebit::packed::to_string(k));
+      const auto y = packed->forward(x, k);
+      CHECK(torch::isfinite(y[0]).sum().item<int64_t>() == 0);
+      CHECK(torch::isfinite(y[1]).all().item<bool>());
+    }
+  }
+}
+
 TEST_CASE("packed layer takes bf16 activations and returns bf16", "[kernels]") {
   auto layer = random_layer(200, 50, true, true, 4);
   auto x = torch::randn({3, 200}).to(torch::kBFloat16);
