@@ -26,7 +26,8 @@ const k::SignBlock* blocks(const torch::Tensor& signs) {
 
 CpuKernel resolve(CpuKernel kernel, int64_t n, SignLayout layout) {
   if (kernel != CpuKernel::Auto) return kernel;
-  if (layout == SignLayout::Tiles) return CpuKernel::Avx512Vnni;
+  if (layout == SignLayout::Tiles)  // BLAS where the tiles' kernel cannot run (use_layout on another CPU)
+    return k::cpu_supports(k::CpuIsa::Avx512Vnni) ? CpuKernel::Avx512Vnni : CpuKernel::Tiled;
   switch (k::best_cpu_isa()) {
     case k::CpuIsa::Avx512Vnni:
     case k::CpuIsa::Avx512: return CpuKernel::Avx512;

@@ -342,7 +342,7 @@ torch::Tensor SafetensorsReader::load(const std::string& name, std::optional<tor
       view = torch::from_blob(const_cast<void*>(src), e.info.shape, cpu);
     } else {
       view = torch::empty(e.info.shape, cpu);
-      std::memcpy(view.data_ptr(), src, nbytes);
+      if (nbytes > 0) std::memcpy(view.data_ptr(), src, nbytes);  // an empty tensor has no data pointer
     }
   } catch (const c10::Error&) {
     // A valid header such as [2^32, 2^32, 0] (no element) still overflows LibTorch's size checks.

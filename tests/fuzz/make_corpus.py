@@ -33,6 +33,11 @@ put("safetensors", "f32_bf16_i64", save({"w": torch.randn(2, 3, generator=g),
 put("safetensors", "empty_and_scalar", save({"e": torch.zeros(0, 4, dtype=torch.float16),
                                               "s": torch.tensor(1.5)}))
 put("safetensors", "u8_bool", save({"m": torch.tensor([True, False]), "p": torch.arange(8, dtype=torch.uint8)}))
+# A libFuzzer finding kept as a seed: an empty F64 tensor at a misaligned offset (the reader's
+# aligned copy passed a null data pointer to memcpy for its zero bytes; UBSan nonnull-arg).
+put("safetensors", "regression_empty_misaligned",
+    b"p" + bytes(7) + b'{"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]},"e":{"dtype":"F64","shape":[0,4],'
+    b'"data_offsets":[4,4]}}    ' + struct.pack("<f", 1.5))
 
 # config: the shipped recipes, one with overrides after NUL bytes.
 for name in ("quickstart", "stories260k", "llama7b", "opt-1.3b"):
