@@ -42,6 +42,10 @@ bool file_padding_is_zero(const uint8_t* file, int64_t out, int64_t in);
 // Runtime rows ⇄ runtime tiles (tiled_rows(out)·16·blocks bytes).
 constexpr int64_t kTileRows = 16;
 inline int64_t tiled_rows(int64_t out) { return (out + kTileRows - 1) / kTileRows * kTileRows; }
+// Byte offset in runtime tiles of 32-bit word q of row o (words = 4·blocks per row).
+inline int64_t tile_word_offset(int64_t o, int64_t q, int64_t words) {
+  return ((o / kTileRows) * words + q) * 64 + 4 * (o % kTileRows);
+}
 void rows_to_tiles(const SignBlock* rows, int64_t out, int64_t blocks, uint8_t* tiles);
 void tiles_to_rows(const uint8_t* tiles, int64_t out, int64_t blocks, SignBlock* rows);
 

@@ -62,10 +62,9 @@ void unpack_tile_rows(const uint8_t* tiles, int64_t in, int64_t o_begin, int64_t
   const ByteSigns& s = byte_signs();
   const int64_t words = 4 * blocks_per_row(in);
   for (int64_t o = o_begin; o < o_end; ++o) {
-    const uint8_t* tile_row = tiles + (o / kTileRows) * words * 64 + 4 * (o % kTileRows);
     float* d = dst + (o - o_begin) * in;
     for (int64_t i = 0; i < in; i += 8) {
-      const uint8_t byte = tile_row[(i / 32) * 64 + (i / 8) % 4];
+      const uint8_t byte = tiles[tile_word_offset(o, i / 32, words) + (i / 8) % 4];
       std::memcpy(d + i, s.v[byte], sizeof(float) * size_t(std::min<int64_t>(8, in - i)));
     }
   }

@@ -49,16 +49,14 @@ void rows_to_tiles(const SignBlock* rows, int64_t out, int64_t blocks, uint8_t* 
   std::memset(tiles, 0, size_t(tiled_rows(out) * blocks) * sizeof(SignBlock));
   for (int64_t o = 0; o < out; ++o)
     for (int64_t q = 0; q < words; ++q)
-      std::memcpy(tiles + ((o / kTileRows) * words + q) * 64 + 4 * (o % kTileRows),
-                  reinterpret_cast<const uint8_t*>(rows + o * blocks) + 4 * q, 4);
+      std::memcpy(tiles + tile_word_offset(o, q, words), reinterpret_cast<const uint8_t*>(rows + o * blocks) + 4 * q, 4);
 }
 
 void tiles_to_rows(const uint8_t* tiles, int64_t out, int64_t blocks, SignBlock* rows) {
   const int64_t words = 4 * blocks;
   for (int64_t o = 0; o < out; ++o)
     for (int64_t q = 0; q < words; ++q)
-      std::memcpy(reinterpret_cast<uint8_t*>(rows + o * blocks) + 4 * q,
-                  tiles + ((o / kTileRows) * words + q) * 64 + 4 * (o % kTileRows), 4);
+      std::memcpy(reinterpret_cast<uint8_t*>(rows + o * blocks) + 4 * q, tiles + tile_word_offset(o, q, words), 4);
 }
 
 void gemm_rows_ref(const GemmArgs& a, int64_t o_begin, int64_t o_end) {
