@@ -18,7 +18,8 @@ namespace onebit::packed {
 namespace {
 namespace k = onebit::kernels;
 constexpr int64_t kUnpackRows = 256;  // ±1 rows unpacked at a time on the tiled (BLAS) path
-constexpr int64_t kGrainRows = 32;  // output rows per parallel task at least (VNNI kernel: 128)
+constexpr int64_t kGrainRows = 32;  // output rows per parallel task at least
+constexpr int64_t kGrainTiles = 8;  // VNNI kernel: tiles per task at least (128 rows, one pass of its tables)
 
 const k::SignBlock* blocks(const torch::Tensor& signs) {
   return reinterpret_cast<const k::SignBlock*>(signs.data_ptr<uint8_t>());
@@ -76,7 +77,7 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
         const int64_t rows = std::min(kUnpackRows, out - o);
         torch::Tensor tl = tile.narrow(0, 0, rows);
         if (layout == SignLayout::Tiles) {
-          k::unpack_tile_rows(signs.data_ptr<uint8_t>(), in, o, o + rows, tl.data_ptr<float>());
+          k::unpack_tile_rows(reinterpret_cast<const uint8_t*>(a.w), in, o, o + rows, tl.data_ptr<float>());
         } else {
           k::unpack_rows(a.w, in, o, o + rows, tl.data_ptr<float>());
         }
@@ -101,7 +102,7 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
     }
     case CpuKernel::Avx512Vnni: {  // whole tiles per task
       const k::GemmRowsFn fn = k::gemm_rows_for(k::CpuIsa::Avx512Vnni);
-      at::parallel_for(0, k::tiled_rows(out) / k::kTileRows, kGrainRows / k::kTileRows, [&](int64_t b, int64_t e) {
+      at::parallel_for(0, k::tiled_rows(out) / k::kTileRows, kGrainTiles, [&](int64_t b, int64_t e) {
         fn(a, b * k::kTileRows, std::min(out, e * k::kTileRows));
       });
       return;
