@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/avx512_group_sums.h"
 #include "kernels/cpu/lut_driver.h"
 
 namespace onebit::kernels {
@@ -31,19 +32,7 @@ constexpr int kMaxTokens = 8;                     // tokens per pass over sixtee
 
 // Tables of `words` words of one token's inputs x (32·words floats).
 void build_tables(const float* x, int64_t words, float* tab) {
-  // Lane j of s_k is −1 where bit k of j is set.
-  const __m512 s0 = _mm512_setr_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
-  const __m512 s1 = _mm512_setr_ps(1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1);
-  const __m512 s2 = _mm512_setr_ps(1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1);
-  const __m512 s3 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
-  for (int64_t j = 0; j < words * kGroups; ++j) {
-    const float* u = x + 4 * j;
-    __m512 t = _mm512_mul_ps(s0, _mm512_set1_ps(u[0]));
-    t = _mm512_fmadd_ps(s1, _mm512_set1_ps(u[1]), t);
-    t = _mm512_fmadd_ps(s2, _mm512_set1_ps(u[2]), t);
-    t = _mm512_fmadd_ps(s3, _mm512_set1_ps(u[3]), t);
-    _mm512_store_ps(tab + 16 * j, t);
-  }
+  for (int64_t j = 0; j < words * kGroups; ++j) _mm512_store_ps(tab + 16 * j, group_sums(x + 4 * j));
 }
 
 // In place: r[m] lane i = (before) r[i] lane m, for a 16×16 matrix of 32-bit words.

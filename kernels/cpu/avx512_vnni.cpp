@@ -23,6 +23,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/avx512_group_sums.h"
+
 namespace onebit::kernels {
 
 namespace {
@@ -34,10 +36,6 @@ constexpr int64_t kBudget = 512 * 1024;            // bytes of tables per chunk 
 // Tables and scales of `words` words (a multiple of kWordsPerBlock) of one token's inputs x.
 // Word q's 256 bytes: plane p (low, high byte), nibble e, byte j: p·128 + e·64 + 16j + m.
 void build_tables(const float* x, int64_t words, uint8_t* tab, float* scales) {
-  const __m512 s0 = _mm512_setr_ps(1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1);
-  const __m512 s1 = _mm512_setr_ps(1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1);
-  const __m512 s2 = _mm512_setr_ps(1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1);
-  const __m512 s3 = _mm512_setr_ps(1, 1, 1, 1, 1, 1, 1, 1, -1, -1, -1, -1, -1, -1, -1, -1);
   const __m512i lim = _mm512_set1_epi32(32767);
   constexpr int kGroups = kSignsPerBlock / 4;
   for (int64_t b = 0; b < words / kWordsPerBlock; ++b) {
@@ -45,11 +43,7 @@ void build_tables(const float* x, int64_t words, uint8_t* tab, float* scales) {
     __m512 vmax = _mm512_setzero_ps();
     __mmask16 nan = 0;  // max_ps drops NaNs: a NaN input must still give NaN sums
     for (int g = 0; g < kGroups; ++g) {
-      const float* u = x + kSignsPerBlock * b + 4 * g;
-      __m512 v = _mm512_mul_ps(s0, _mm512_set1_ps(u[0]));
-      v = _mm512_fmadd_ps(s1, _mm512_set1_ps(u[1]), v);
-      v = _mm512_fmadd_ps(s2, _mm512_set1_ps(u[2]), v);
-      t[g] = _mm512_fmadd_ps(s3, _mm512_set1_ps(u[3]), v);
+      t[g] = group_sums(x + kSignsPerBlock * b + 4 * g);
       vmax = _mm512_max_ps(vmax, _mm512_abs_ps(t[g]));
       nan |= _mm512_cmp_ps_mask(t[g], t[g], _CMP_UNORD_Q);
     }
