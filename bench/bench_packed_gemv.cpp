@@ -68,6 +68,14 @@ int main(int argc, char** argv) {
     OB_CHECK(!dev.is_cuda() || torch::cuda::is_available(), "--device ", device, ": no CUDA device");
     torch::NoGradGuard no_grad;
 
+    std::vector<std::pair<int64_t, int64_t>> shapes;
+    for (const auto& name : shape_names) {
+      long long in = 0, out = 0;
+      char end = 0;
+      OB_CHECK(std::sscanf(name.c_str(), "%lldx%lld%c", &in, &out, &end) == 2 && in > 0 && out > 0,
+               "--shapes: '", name, "' is not INxOUT with positive sizes (e.g. 4096x11008)");
+      shapes.emplace_back(in, out);
+    }
     const double copy = copy_gbs(dev, copy_mb, iters);
     std::vector<CpuKernel> kernels;
     if (dev.is_cpu()) {
@@ -86,14 +94,6 @@ int main(int argc, char** argv) {
                   torch::get_num_threads(), copy, (long long)copy_mb);
       std::printf("%-12s %4s %-10s %10s %9s %7s %10s %10s %8s %8s\n", "shape", "rows", "kernel", "packed us", "GB/s",
                   "%copy", "fp32 us", "bf16 us", "x fp32", "x bf16");
-    }
-    std::vector<std::pair<int64_t, int64_t>> shapes;
-    for (const auto& name : shape_names) {
-      long long in = 0, out = 0;
-      char end = 0;
-      OB_CHECK(std::sscanf(name.c_str(), "%lldx%lld%c", &in, &out, &end) == 2 && in > 0 && out > 0,
-               "--shapes: '", name, "' is not INxOUT with positive sizes (e.g. 4096x11008)");
-      shapes.emplace_back(in, out);
     }
     for (auto [in, out] : shapes) {
       torch::manual_seed(0);

@@ -260,6 +260,18 @@ TEST_CASE("packed layer rejects bad input with clear messages", "[kernels]") {
   auto bad = torch::zeros({2, 2}, torch::kUInt8);
   bad[1][1] = 0x20;  // bit 13 of the row: past in = 13
   CHECK_THROWS_WITH(odd->set_file_signs(bad, "t"), OB_CONTAINS("non-zero padding bits past input 13"));
+  // The operator's sign layout, and a kernel given signs in the other layout.
+  const auto op = c10::Dispatcher::singleton()
+                      .findSchemaOrThrow("onebit::packed_linear", "")
+                      .typed<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&,
+                                           const torch::Tensor&, const std::optional<torch::Tensor>&, int64_t, bool,
+                                           double, int64_t)>();
+  CHECK_THROWS_WITH(op.call(torch::zeros({2, 16}), packed->signs, packed->g, packed->h, std::nullopt, 16, true, 1e-5, 2),
+                    OB_CONTAINS("sign_layout must be 0 (rows) or 1 (tiles), got 2"));
+  CHECK_THROWS_WITH(onebit::packed::packed_linear_cpu(torch::zeros({2, 16}), packed->signs, packed->g, packed->h, {},
+                                                      16, true, 1e-5, onebit::kernels::SignLayout::Rows,
+                                                      CpuKernel::Avx512Vnni),
+                    OB_CONTAINS("the avx512vnni kernel cannot read signs in this layout"));
   // A dtype change leaves the packed buffers alone.
   odd->to(torch::kBFloat16);
   CHECK(odd->signs.scalar_type() == torch::kUInt8);

@@ -77,5 +77,12 @@ else
   echo "FAIL gpu-check: $BUILD has no bench-train-step/onebit_tests"
   fails=$((fails + 1))
 fi
+# ---- 4. the (d) benchmark's own bad input: one clear line, a non-zero exit ----
+out=$("$BUILD/bench-packed-gemv" --shapes 12x 2>&1)
+rc=$?
+check "bench-packed-gemv: a bad --shapes exits non-zero" test $rc -ne 0
+check "bench-packed-gemv: a bad --shapes is named in one line" \
+  test "$out" = "bench-packed-gemv: error: --shapes: '12x' is not INxOUT with positive sizes (e.g. 4096x11008)"
+
 echo "$fails failed"
 ((fails == 0))
