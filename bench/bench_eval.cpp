@@ -5,6 +5,7 @@
 //   build/bench-eval --model ~/.cache/onebit/models/SmolLM2-135M-Instruct-Q4_1 \
 //                    --tasks piqa=rows.jsonl winogrande=rows.jsonl --threads 2
 //
+// --dense aten onednn times onebit with each dense matmul backend in turn (nn::dense_linear).
 // Throughput = request tokens (len(context_enc) + len(continuation_enc), summed over all
 // requests: the same count for both sides) per second of wall time, model load excluded.
 #include <torch/torch.h>
@@ -24,6 +25,7 @@
 #include "onebit/eval/zeroshot.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/loader.h"
+#include "onebit/nn/dense_linear.h"
 #include "onebit/tokenizer/tokenizer.h"
 
 using namespace onebit;
@@ -44,6 +46,9 @@ int main(int argc, char** argv) {
     app.add_flag("--no-baseline", no_baseline, "time onebit alone (no lm-eval runs)");
     app.add_option("--threads", threads, "torch intra-op threads (both sides)")->capture_default_str();
     app.add_option("--repeats", repeats, "onebit runs (the median is reported)")->capture_default_str();
+    std::vector<std::string> dense = {nn::to_string(nn::dense_backend())};
+    app.add_option("--dense", dense, "onebit's dense matmul backends to time, in turn (aten, onednn)")
+        ->capture_default_str();
     app.add_option("--python", python, "Python with lm_eval")->capture_default_str();
     app.add_option("--dir", dir, "scratch folder (the request list)")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
@@ -74,42 +79,46 @@ int main(int argc, char** argv) {
     eval::ZeroShotOptions o;
     o.progress = false;
     o.batch_tokens = task_tokens;
-    std::vector<double> secs;
-    std::vector<double> ours;
-    eval::ScoreStats st;
-    for (int64_t r = 0; r < std::max<int64_t>(1, repeats); ++r) {
-      st = {};
-      const auto t0 = std::chrono::steady_clock::now();
-      auto scores = eval::score_requests(*model, questions, o, &st);
-      secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-      if (r == 0)
-        for (const auto& q : scores)
-          for (const auto& s : q) ours.push_back(s.loglik);
-    }
-    std::sort(secs.begin(), secs.end());
-    const double t_ours = secs[secs.size() / 2];
     std::printf("model %s, %lld questions, %lld requests, %lld request tokens, %lld threads\n", model_dir.c_str(),
                 (long long)questions.size(), (long long)n_requests, (long long)request_tokens, (long long)threads);
-    std::printf("onebit  (batch_tokens %lld): %8.3f s  %9.1f tokens/s  (%lld forwards, %lld model tokens, %lld padding)\n",
-                (long long)task_tokens, t_ours, double(request_tokens) / t_ours, (long long)st.forwards,
-                (long long)st.forward_tokens, (long long)st.padded_tokens);
+    // Per backend, the median of `repeats` runs; the first backend's log-likelihoods are the
+    // ones compared with lm-eval.
+    std::vector<std::pair<std::string, double>> timed;
+    std::vector<double> ours;
+    for (const auto& name : dense) {
+      OB_CHECK(name == "aten" || name == "onednn", "--dense: unknown backend '", name, "' (expected aten or onednn)");
+      nn::set_dense_backend(name == "aten" ? nn::DenseBackend::Aten : nn::DenseBackend::OneDnn);
+      std::vector<double> secs;
+      eval::ScoreStats st;
+      for (int64_t r = 0; r < std::max<int64_t>(1, repeats); ++r) {
+        st = {};
+        const auto t0 = std::chrono::steady_clock::now();
+        auto scores = eval::score_requests(*model, questions, o, &st);
+        secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        if (ours.empty())
+          for (const auto& q : scores)
+            for (const auto& s : q) ours.push_back(s.loglik);
+      }
+      std::sort(secs.begin(), secs.end());
+      timed.emplace_back(name, secs[secs.size() / 2]);
+      std::printf("onebit  (dense %s, batch_tokens %lld): %8.3f s  %9.1f tokens/s  (%lld forwards, %lld model tokens, "
+                  "%lld padding)\n",
+                  name.c_str(), (long long)task_tokens, timed.back().second, double(request_tokens) / timed.back().second,
+                  (long long)st.forwards, (long long)st.forward_tokens, (long long)st.padded_tokens);
+    }
     if (no_baseline) hf_batches.clear();
     for (int64_t b : hf_batches) {
-      const auto out = bench::run_capture(python + " " + bench::py_script("lm_eval_loglik.py") + " " + model_dir +
-                                          " " + req_file + " " + std::to_string(b) + " " + std::to_string(threads) +
-                                          " 2>/dev/null");
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(out.substr(out.rfind('{')));
-      } catch (const std::exception&) {
-        fail("lm-eval baseline (batch ", b, ") printed no result; run bench/py/lm_eval_loglik.py by hand");
-      }
+      const std::string cmd = python + " " + bench::py_script("lm_eval_loglik.py") + " " + model_dir + " " +
+                              req_file + " " + std::to_string(b) + " " + std::to_string(threads) + " 2>/dev/null";
+      const auto j = bench::last_json(bench::run_capture(cmd), cmd);
       const double t_hf = j["seconds"].get<double>();
       double max_diff = 0;
       for (size_t i = 0; i < ours.size(); ++i)
         max_diff = std::max(max_diff, std::abs(ours[i] - j["loglik"][i].get<double>()));
-      std::printf("lm-eval HFLM (batch_size %3lld): %8.3f s  %9.1f tokens/s   onebit/lm-eval %.2fx  (max |dloglik| %.2e)\n",
-                  (long long)b, t_hf, double(request_tokens) / t_hf, t_hf / t_ours, max_diff);
+      std::printf("lm-eval HFLM (batch_size %3lld): %8.3f s  %9.1f tokens/s   onebit/lm-eval", (long long)b, t_hf,
+                  double(request_tokens) / t_hf);
+      for (const auto& [name, t] : timed) std::printf(" %.2fx (%s)", t_hf / t, name.c_str());
+      std::printf("  (max |dloglik| %.2e)\n", max_diff);
     }
     return 0;
   });

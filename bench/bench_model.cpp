@@ -62,9 +62,7 @@ int main(int argc, char** argv) {
     const std::string cmd = python + " " + script + " " + dir + " " + std::to_string(threads) + " " +
                             std::to_string(batch) + " " + std::to_string(seq) + " " + std::to_string(new_tokens) +
                             " " + std::to_string(repeats) + " 2>/dev/null";
-    auto py_out = run_capture(cmd);
-    auto line = py_out.substr(py_out.rfind('{'));
-    auto py = nlohmann::json::parse(line);
+    const auto py = bench::last_json(run_capture(cmd), cmd);
 
     torch::NoGradGuard no_grad;
     auto gen = torch::make_generator<at::CPUGeneratorImpl>(0);

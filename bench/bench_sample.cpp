@@ -73,9 +73,7 @@ int main(int argc, char** argv) {
 
     const std::string cmd = python + " " + bench::py_script("self_sample.py") + " " + model_dir + " " +
                             std::to_string(threads) + " " + plan_path + " 2>/dev/null";
-    const auto py_out = bench::run_capture(cmd);
-    OB_CHECK(py_out.rfind('{') != std::string::npos, "no result from: ", cmd);
-    const auto py = nlohmann::json::parse(py_out.substr(py_out.rfind('{')));
+    const auto py = bench::last_json(bench::run_capture(cmd), cmd);
 
     models::generate(*model, torch::tensor({{int64_t(3)}}), {4});  // warm-up
     const std::string out = dir + "/samples";

@@ -34,9 +34,17 @@ inline std::string default_python() {
   return std::filesystem::exists(venv) ? venv.string() : "python3";
 }
 
-// bench/py/<name>, next to the bench sources.
+// bench/py/<name> in the source tree this program was built from.
 inline std::string py_script(const std::string& name) {
-  return (std::filesystem::path(__FILE__).parent_path() / "py" / name).string();
+  return (std::filesystem::path(ONEBIT_BENCH_PY_DIR) / name).string();
+}
+
+// The JSON object on the last line of a Python baseline's stdout; fails naming the command
+// when there is none (the script's own error went to its stderr).
+inline nlohmann::json last_json(const std::string& out, const std::string& cmd) {
+  const auto at = out.rfind('{');
+  OB_CHECK(at != std::string::npos, "the Python baseline printed no result; run it to see why: ", cmd);
+  return nlohmann::json::parse(out.substr(at));
 }
 
 // A Python process that answers each command line written to its stdin with one JSON line on

@@ -211,8 +211,7 @@ PplResult perplexity(models::CausalLMImpl& model, const tokenizer::Tokenizer& to
   // ---- scoring ----
   const int64_t vocab = cfg.vocab_size;
   const torch::Device device = model_device(model);
-  EvalModeGuard eval_mode(model);
-  torch::NoGradGuard no_grad;
+  InferenceScope inference(model);
   std::unique_ptr<util::ProgressBar> bar;
   if (opts.progress)
     bar = std::make_unique<util::ProgressBar>(std::string("ppl ") + protocol_name(opts.protocol),

@@ -1,6 +1,9 @@
-// Shared pieces of the evaluators: where a model lives, eval-mode scoping, fp32 token log-probs.
+// Shared pieces of the evaluators: where a model lives, inference scoping, fp32 token log-probs.
 #pragma once
 #include <torch/types.h>
+#include <torch/utils.h>
+
+#include "onebit/nn/dense_linear.h"
 
 #include <cstdint>
 #include <vector>
@@ -12,22 +15,35 @@ namespace onebit::eval {
 // Device of the model's first parameter (or buffer); CPU for a model with neither.
 torch::Device model_device(const models::CausalLMImpl& model);
 
-// Puts the model in eval mode for a scope and restores its training flag afterwards.
-class EvalModeGuard {
+// An evaluator's scope: the model in eval mode (its training flag restored afterwards),
+// autograd off, and its dense linears and output projection packed for dense_linear
+// (nn::DensePackScope: on CPU in fp32, memory permitting).
+class InferenceScope {
  public:
-  explicit EvalModeGuard(models::CausalLMImpl& model);
-  ~EvalModeGuard();
-  EvalModeGuard(const EvalModeGuard&) = delete;
-  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
+  explicit InferenceScope(models::CausalLMImpl& model);
+  ~InferenceScope();
+  InferenceScope(const InferenceScope&) = delete;
+  InferenceScope& operator=(const InferenceScope&) = delete;
 
  private:
   models::CausalLMImpl& model_;
   bool was_training_;
+  torch::NoGradGuard no_grad_;
+  nn::DensePackScope packed_;
 };
 
 // log p(targets[t] | row t) for logits [T, V] (any dtype) and targets [T] (int64):
 // log-softmax computed in fp32, result [T] in fp64.
 torch::Tensor target_logprobs(const torch::Tensor& logits, const torch::Tensor& targets);
+
+// target_logprobs of fp32 logits [T, V] that the caller no longer needs, bit for bit, computed
+// in place (`logits` is overwritten: no second [T, V] tensor), and whether each target is its
+// row's argmax (greedy).
+struct TargetScores {
+  torch::Tensor logprob;  // [T] fp64
+  torch::Tensor greedy;   // [T] bool
+};
+TargetScores score_targets_(torch::Tensor logits, const torch::Tensor& targets);
 
 // Token ids as an int64 [1, n] tensor on `device`.
 torch::Tensor ids_tensor(const std::vector<int64_t>& ids, torch::Device device);

@@ -13,6 +13,7 @@
 #include "onebit/eval/batching.h"
 #include "onebit/eval/scoring.h"
 #include "onebit/models/causal_lm.h"
+#include "onebit/nn/dense_linear.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/progress.h"
 
@@ -204,15 +205,15 @@ struct Scorer {
         tgt.push_back(rows[i].target);
       }
       auto h = hidden.index_select(0, torch::tensor(idx, torch::kInt64).to(hidden.device()));
-      auto logits = torch::nn::functional::linear(h, W);
-      auto lp = target_logprobs(logits, torch::tensor(tgt, torch::kInt64)).cpu();
-      auto greedy = logits.argmax(-1).cpu();
+      auto scores = score_targets_(nn::dense_linear(h, W).to(torch::kFloat32), torch::tensor(tgt, torch::kInt64));
+      auto lp = scores.logprob.cpu();
+      auto greedy = scores.greedy.cpu();
       auto lp_a = lp.accessor<double, 1>();
-      auto g_a = greedy.accessor<int64_t, 1>();
+      auto g_a = greedy.accessor<bool, 1>();
       for (size_t i = c0; i < c1; ++i) {
         auto& s = out[rows[i].q][rows[i].r];
         s.loglik += lp_a[int64_t(i - c0)];
-        s.greedy = s.greedy && g_a[int64_t(i - c0)] == rows[i].target;
+        s.greedy = s.greedy && g_a[int64_t(i - c0)];
       }
     }
   }
@@ -384,8 +385,7 @@ std::vector<std::vector<RequestScore>> score_requests(models::CausalLMImpl& mode
   std::vector<std::vector<RequestScore>> out(Q);
   for (size_t q = 0; q < Q; ++q) out[q].assign(questions[q].size(), RequestScore{0.0, true});
 
-  EvalModeGuard eval_mode(model);
-  torch::NoGradGuard no_grad;
+  InferenceScope inference(model);
   Scorer sc{model, opts, st, prep, plen, out, model_device(model), model.lm_head_weight(),
             std::vector<int64_t>(Q, -1), {}, {}};
   const int64_t window_tokens = kWindowBatches * opts.batch_tokens;

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "onebit/core/error.h"
+#include "onebit/nn/dense_linear.h"
 
 namespace onebit::models {
 
@@ -72,7 +73,7 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
   auto input = prompt;
   for (int64_t step = 0; step < N; ++step) {
     auto h = model.forward(input, args).last_hidden;
-    auto logits = torch::nn::functional::linear(h.select(1, h.size(1) - 1), weight).to(torch::kFloat32);
+    auto logits = nn::dense_linear(h.select(1, h.size(1) - 1), weight).to(torch::kFloat32);
     const bool greedy = step < opts.greedy_prefix || opts.temperature <= 0;
     auto next = pick(logits, greedy, opts, gen);
     length.index_add_(0, rows, (~done).to(torch::kLong));

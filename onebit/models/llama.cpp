@@ -6,6 +6,7 @@
 
 #include "onebit/core/error.h"
 #include "onebit/models/layers.h"
+#include "onebit/nn/dense_linear.h"
 #include "onebit/nn/replace.h"
 
 namespace onebit::models {
@@ -38,11 +39,6 @@ torch::Tensor rope_inv_freq(const ModelConfig& cfg) {
 
 namespace {
 
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const auto half = x.size(-1) / 2;
-  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
 struct LayerCtx {
   torch::Tensor cos, sin;  // [B, 1, T, D]
   AttnMask mask;
@@ -70,8 +66,8 @@ class LlamaAttentionImpl : public torch::nn::Module, public nn::SlotOwner {
     auto q = q_(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = k_(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     auto v = v_(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
-    q = q * ctx.cos + rotate_half(q) * ctx.sin;
-    k = k * ctx.cos + rotate_half(k) * ctx.sin;
+    q = detail::rotary(q, ctx.cos, ctx.sin);
+    k = detail::rotary(k, ctx.cos, ctx.sin);
     auto out = detail::attend(q, k, v, ctx.mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), kc, vc);
     return o_(out);
   }
@@ -180,7 +176,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     h = model->norm->forward(h);
     if (args.output_hidden_states) out.hidden_states.push_back(h);
     out.last_hidden = h;
-    if (args.compute_logits) out.logits = torch::nn::functional::linear(h, lm_head_weight());
+    if (args.compute_logits) out.logits = nn::dense_linear(h, lm_head_weight());
     return out;
   }
 

@@ -6,6 +6,7 @@
 
 #include "onebit/core/error.h"
 #include "onebit/models/layers.h"
+#include "onebit/nn/dense_linear.h"
 #include "onebit/nn/replace.h"
 
 namespace onebit::models {
@@ -152,7 +153,7 @@ class OptForCausalLMImpl : public CausalLMImpl {
       pos = torch::arange(past, past + T, torch::dtype(torch::kLong).device(device)).unsqueeze(0).expand({B, T});
     }
     auto x = dec.embed_tokens->forward(input_ids);
-    if (dec.project_in) x = dec.project_in->forward(x);
+    if (dec.project_in) x = nn::dense_linear(x, dec.project_in->weight);
     auto h = x + dec.embed_positions->forward(pos + kPositionOffset);
     auto mask = detail::build_mask(args.attention_mask, B, T, past, std::nullopt, device);
 
@@ -167,10 +168,10 @@ class OptForCausalLMImpl : public CausalLMImpl {
         [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out,
         layer_hooks());
     if (dec.final_layer_norm) h = dec.final_layer_norm->forward(h);
-    if (dec.project_out) h = dec.project_out->forward(h);
+    if (dec.project_out) h = nn::dense_linear(h, dec.project_out->weight);
     if (args.output_hidden_states) out.hidden_states.push_back(h);
     out.last_hidden = h;
-    if (args.compute_logits) out.logits = torch::nn::functional::linear(h, lm_head_weight());
+    if (args.compute_logits) out.logits = nn::dense_linear(h, lm_head_weight());
     return out;
   }
 

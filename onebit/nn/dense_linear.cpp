@@ -1,0 +1,173 @@
+#include "onebit/nn/dense_linear.h"
+
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/nn/functional/linear.h>
+#include <torch/nn/modules/linear.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <fstream>
+#include <sstream>
+#include <unordered_set>
+#include <optional>
+#include <string_view>
+
+#include "onebit/core/error.h"
+
+namespace onebit::nn {
+
+namespace {
+
+using LinearPointwise = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                   std::string_view, c10::List<std::optional<c10::Scalar>>,
+                                   std::optional<std::string_view>);
+
+// LibTorch's oneDNN linear operator, when this build registers it.
+std::optional<c10::TypedOperatorHandle<LinearPointwise>> onednn_linear() {
+  if (!at::hasMKLDNN()) return std::nullopt;
+  auto op = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+  if (!op || !op->hasKernelForDispatchKey(c10::DispatchKey::CPU)) return std::nullopt;
+  return op->typed<LinearPointwise>();
+}
+
+using ReorderWeight = at::Tensor(const at::Tensor&, std::optional<int64_t>);
+
+struct Backend {
+  std::atomic<DenseBackend> kind{DenseBackend::Aten};
+  std::optional<c10::TypedOperatorHandle<LinearPointwise>> op;
+  std::optional<c10::TypedOperatorHandle<ReorderWeight>> reorder;  // packs a weight for op
+};
+
+std::unique_ptr<Backend> make_backend() {
+  auto owned = std::make_unique<Backend>();
+  Backend& b = *owned;
+  b.op = onednn_linear();
+  if (b.op) {
+    auto r = c10::Dispatcher::singleton().findSchema({"mkldnn::_reorder_linear_weight", ""});
+    if (r && r->hasKernelForDispatchKey(c10::DispatchKey::CPU)) b.reorder = r->typed<ReorderWeight>();
+  }
+  b.kind = b.op ? DenseBackend::OneDnn : DenseBackend::Aten;
+  if (const char* env = std::getenv("ONEBIT_DENSE_LINEAR")) {
+    const std::string v = env;
+    if (v == "aten") {
+      b.kind = DenseBackend::Aten;
+    } else if (v == "onednn") {
+      OB_CHECK(b.op, "ONEBIT_DENSE_LINEAR=onednn, but this LibTorch has no oneDNN linear operator");
+      b.kind = DenseBackend::OneDnn;
+    } else {
+      fail("unknown ONEBIT_DENSE_LINEAR value '", v, "' (expected aten or onednn)");
+    }
+  }
+  return owned;
+}
+
+Backend& backend() {
+  static const std::unique_ptr<Backend> b = make_backend();
+  return *b;
+}
+
+thread_local const DensePackScope* active_scope = nullptr;
+
+// The rows a packed weight is laid out for (oneDNN's batch hint; any row count runs).
+constexpr int64_t kPackRowsHint = 256;
+
+// MemAvailable of /proc/meminfo in bytes; -1 where it cannot be read.
+int64_t available_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      std::istringstream in(line.substr(13));
+      int64_t kib = -1;
+      in >> kib;
+      return kib < 0 ? -1 : kib * 1024;
+    }
+  return -1;
+}
+
+bool packable(const torch::Tensor& w) {
+  return w.defined() && w.dim() == 2 && w.numel() > 0 && w.device().is_cpu() && w.scalar_type() == torch::kFloat32 &&
+         !w.is_mkldnn();
+}
+
+}  // namespace
+
+DensePackScope::DensePackScope(const std::vector<torch::Tensor>& weights) : outer_(active_scope) {
+  active_scope = this;
+  const auto& be = backend();
+  if (be.kind != DenseBackend::OneDnn || !be.reorder) return;
+  int64_t need = 0;
+  for (const auto& w : weights)
+    if (packable(w)) need += w.nbytes();
+  const int64_t avail = available_memory();
+  if (need == 0 || (avail >= 0 && need > avail / 2)) return;
+  torch::NoGradGuard no_grad;
+  for (const auto& w : weights) {
+    if (!packable(w) || packed_.count(w.unsafeGetTensorImpl())) continue;
+    auto p = be.reorder->call(w.contiguous(), kPackRowsHint);
+    packed_.emplace(w.unsafeGetTensorImpl(), Entry{p, w, w.data_ptr(), w._version()});
+    bytes_ += w.nbytes();
+  }
+}
+
+DensePackScope::~DensePackScope() { active_scope = outer_; }
+
+const DensePackScope::Entry* DensePackScope::find(const torch::Tensor& w) const {
+  for (const DensePackScope* s = this; s; s = s->outer_) {
+    auto it = s->packed_.find(w.unsafeGetTensorImpl());
+    if (it == s->packed_.end()) continue;
+    const Entry& e = it->second;
+    return e.version == w._version() && e.data == w.data_ptr() ? &e : nullptr;
+  }
+  return nullptr;
+}
+
+std::vector<torch::Tensor> linear_weights(torch::nn::Module& root) {
+  std::vector<torch::Tensor> out;
+  std::unordered_set<const void*> seen;
+  auto add = [&](const torch::nn::Module& m) {
+    if (auto* lin = dynamic_cast<const torch::nn::LinearImpl*>(&m))
+      if (seen.insert(lin->weight.unsafeGetTensorImpl()).second) out.push_back(lin->weight);
+  };
+  add(root);  // modules(include_self) would need root to be held by a shared_ptr
+  for (const auto& m : root.modules(/*include_self=*/false)) add(*m);
+  return out;
+}
+
+DenseBackend dense_backend() { return backend().kind; }
+
+bool onednn_linear_available() { return backend().op.has_value(); }
+
+void set_dense_backend(DenseBackend b) {
+  OB_CHECK(b != DenseBackend::OneDnn || onednn_linear_available(),
+           "set_dense_backend: this LibTorch has no oneDNN linear operator");
+  backend().kind = b;
+}
+
+std::string to_string(DenseBackend b) { return b == DenseBackend::OneDnn ? "onednn" : "aten"; }
+
+torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  return dense_linear(backend().kind, x, w, b);
+}
+
+torch::Tensor dense_linear(DenseBackend kind, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const auto& be = backend();
+  OB_CHECK(kind != DenseBackend::OneDnn || be.op, "dense_linear: this LibTorch has no oneDNN linear operator");
+  const bool grad = torch::GradMode::is_enabled() &&
+                    (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
+  if (kind == DenseBackend::OneDnn && !grad && x.device().is_cpu() && w.device().is_cpu() &&
+      x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 && w.dim() == 2 && x.dim() >= 1 &&
+      x.size(-1) == w.size(1) && x.numel() > 0 && w.numel() > 0 &&
+      (!b.defined() || (b.scalar_type() == torch::kFloat32 && b.device().is_cpu() && b.dim() == 1 && b.size(0) == w.size(0)))) {
+    std::optional<at::Tensor> bias;
+    if (b.defined()) bias = b.contiguous();
+    const DensePackScope::Entry* packed = active_scope ? active_scope->find(w) : nullptr;
+    return be.op->call(x.contiguous(), packed ? packed->packed : w.contiguous(), bias, "none", c10::List<std::optional<c10::Scalar>>(),
+                       std::nullopt);
+  }
+  return torch::nn::functional::linear(x, w, b);
+}
+
+}  // namespace onebit::nn

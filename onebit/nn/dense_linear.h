@@ -1,0 +1,67 @@
+// y = x·Wᵀ + b for the high-precision projections (FP models, the teacher, lm_head).
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include <string>
+
+namespace onebit::nn {
+
+enum class DenseBackend { Aten, OneDnn };
+
+// The backend dense_linear uses where it may choose (fp32 on CPU, no autograd): oneDNN's
+// matmul (LibTorch's own mkldnn::_linear_pointwise operator, the kernel PyTorch's compiled CPU
+// inference uses for linears) when this LibTorch has it, else ATen's linear (MKL/OpenBLAS
+// sgemm). ONEBIT_DENSE_LINEAR=aten|onednn overrides; an unknown value or onednn without
+// oneDNN is an error. Read once.
+DenseBackend dense_backend();
+bool onednn_linear_available();
+// Changes dense_backend() for the whole process (benchmarks compare the two in one run).
+void set_dense_backend(DenseBackend b);
+std::string to_string(DenseBackend b);
+
+// torch::nn::functional::linear(x, w, b), with the same result to fp32 rounding: on CPU, in
+// fp32, with autograd off or nothing requiring grad, it runs dense_backend(). oneDNN does not
+// fall back to MKL's generic code path on AMD CPUs and is 1.1-2.5x faster there
+// (docs/BENCHMARKS.md); elsewhere, or for autograd, ATen's linear runs.
+torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
+// The same with the backend given (OneDnn where onednn_linear_available() is false: an error).
+torch::Tensor dense_linear(DenseBackend backend, const torch::Tensor& x, const torch::Tensor& w,
+                           const torch::Tensor& b = {});
+
+// For its lifetime (on the constructing thread), dense_linear multiplies by these weights in
+// oneDNN's blocked layout, packed once here, instead of reordering each weight on every call:
+// 1.3x faster forwards of a few dozen tokens (docs/BENCHMARKS.md). Only fp32 CPU weights are
+// packed, and only when the oneDNN backend is active and the packed copies fit in half of the
+// memory available now (they are extra copies: the module keeps its own). A weight changed in
+// place after packing (its version moved on) runs unpacked. Scopes nest.
+class DensePackScope {
+ public:
+  explicit DensePackScope(const std::vector<torch::Tensor>& weights);
+  ~DensePackScope();
+  DensePackScope(const DensePackScope&) = delete;
+  DensePackScope& operator=(const DensePackScope&) = delete;
+  int64_t packed_bytes() const { return bytes_; }
+
+  struct Entry {
+    torch::Tensor packed;
+    torch::Tensor source;  // kept alive, so that no other tensor can take its address
+    const void* data;
+    uint32_t version;
+  };
+  const Entry* find(const torch::Tensor& w) const;
+
+ private:
+  std::unordered_map<const void*, Entry> packed_;
+  int64_t bytes_ = 0;
+  const DensePackScope* outer_;
+};
+
+// The weights of every torch::nn::Linear in `root` (itself included), once each.
+std::vector<torch::Tensor> linear_weights(torch::nn::Module& root);
+
+}  // namespace onebit::nn
