@@ -212,6 +212,7 @@ PplResult perplexity(models::CausalLMImpl& model, const tokenizer::Tokenizer& to
   const int64_t vocab = cfg.vocab_size;
   const torch::Device device = model_device(model);
   InferenceScope inference(model);
+  const torch::Tensor W = model.lm_head_weight();
   std::unique_ptr<util::ProgressBar> bar;
   if (opts.progress)
     bar = std::make_unique<util::ProgressBar>(std::string("ppl ") + protocol_name(opts.protocol),
@@ -230,15 +231,16 @@ PplResult perplexity(models::CausalLMImpl& model, const tokenizer::Tokenizer& to
       flat.insert(flat.end(), windows[size_t(w)].begin(), windows[size_t(w)].end());
     }
     auto ids = torch::tensor(flat, torch::kInt64).view({b1 - b0, L}).to(device);
-    auto logits = model.forward(ids).logits;
-    OB_CHECK(logits.dim() == 3 && logits.size(0) == b1 - b0 && logits.size(1) == L,
-             "perplexity: model returned logits of shape ", logits.sizes(), " for input ", ids.sizes());
-    // One row at a time keeps the fp32 [L, V] log-softmax the only large temporary.
-    for (int64_t r = 0; r < b1 - b0; ++r) {
-      auto lp = target_logprobs(logits[r].slice(0, 0, L - 1), ids[r].slice(0, 1, L));
-      total_nll -= lp.sum().item<double>();
-      total_pred += L - 1;
-    }
+    models::ForwardArgs args;
+    args.compute_logits = false;  // score_hidden projects a slice of rows at a time
+    auto h = model.forward(ids, args).last_hidden;
+    OB_CHECK(h.defined() && h.dim() == 3 && h.size(0) == b1 - b0 && h.size(1) == L,
+             "perplexity: model returned hidden states of shape ", h.defined() ? h.sizes() : torch::IntArrayRef{},
+             " for input ", ids.sizes());
+    auto rows = h.narrow(1, 0, L - 1).reshape({(b1 - b0) * (L - 1), h.size(2)});
+    auto targets = ids.narrow(1, 1, L - 1).reshape({-1});
+    total_nll -= score_hidden(rows, W, targets).logprob.sum().item<double>();
+    total_pred += (b1 - b0) * (L - 1);
     if (bar) {
       char extra[64];
       std::snprintf(extra, sizeof extra, "ppl %.4f", std::exp(total_nll / double(total_pred)));

@@ -2,6 +2,9 @@
 
 #include "onebit/core/error.h"
 #include "onebit/models/causal_lm.h"
+#include "onebit/nn/dense_linear.h"
+
+#include <algorithm>
 
 namespace onebit::eval {
 
@@ -46,6 +49,22 @@ TargetScores score_targets_(torch::Tensor logits, const torch::Tensor& targets) 
   at::_log_softmax_out(logits, logits, -1, /*half_to_float=*/false);
   s.logprob = logits.gather(-1, t).squeeze(-1).to(torch::kFloat64);
   return s;
+}
+
+TargetScores score_hidden(const torch::Tensor& hidden, const torch::Tensor& W, const torch::Tensor& targets,
+                          int64_t slice_rows) {
+  OB_CHECK(hidden.dim() == 2 && targets.dim() == 1 && targets.size(0) == hidden.size(0) && slice_rows >= 1,
+           "score_hidden: expected hidden [n, H] and targets [n], got ", hidden.sizes(), " and ", targets.sizes());
+  const int64_t n = hidden.size(0);
+  TargetScores all{torch::empty({n}, torch::kFloat64), torch::empty({n}, torch::kBool)};
+  auto t = targets.to(hidden.device());
+  for (int64_t r0 = 0; r0 < n; r0 += slice_rows) {
+    const int64_t m = std::min(slice_rows, n - r0);
+    auto s = score_targets_(nn::dense_linear(hidden.narrow(0, r0, m), W).to(torch::kFloat32), t.narrow(0, r0, m));
+    all.logprob.narrow(0, r0, m).copy_(s.logprob);
+    all.greedy.narrow(0, r0, m).copy_(s.greedy);
+  }
+  return all;
 }
 
 torch::Tensor ids_tensor(const std::vector<int64_t>& ids, torch::Device device) {

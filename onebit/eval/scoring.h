@@ -45,6 +45,12 @@ struct TargetScores {
 };
 TargetScores score_targets_(torch::Tensor logits, const torch::Tensor& targets);
 
+// score_targets_ of the logits hidden · Wᵀ (W: the model's lm_head_weight) for hidden [n, H]
+// and targets [n], projected `slice_rows` rows at a time, so that the largest temporary is one
+// [slice_rows, V] fp32 slice, however many rows are scored. Results on the CPU.
+TargetScores score_hidden(const torch::Tensor& hidden, const torch::Tensor& W, const torch::Tensor& targets,
+                          int64_t slice_rows = 512);
+
 // Token ids as an int64 [1, n] tensor on `device`.
 torch::Tensor ids_tensor(const std::vector<int64_t>& ids, torch::Device device);
 

@@ -13,7 +13,6 @@
 #include "onebit/eval/batching.h"
 #include "onebit/eval/scoring.h"
 #include "onebit/models/causal_lm.h"
-#include "onebit/nn/dense_linear.h"
 #include "onebit/tokenizer/tokenizer.h"
 #include "onebit/util/progress.h"
 
@@ -22,7 +21,6 @@ namespace onebit::eval {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr int64_t kHeadRows = 512;  // lm_head rows per matmul: bounds the [rows, V] logits
 // Batching (docs/evaluation.md): the fixed cost of one forward in tokens, which cut_sorted
 // weighs against padding (SmolLM2-135M on 2 CPU cores: about 30 tokens' time per call), and
 // the prefix store's size in batches of tokens.
@@ -197,24 +195,20 @@ struct Scorer {
 
   // Output projection of the scored rows: fp32 log-softmax, fp64 sums, greedy check.
   void add_scores(const torch::Tensor& hidden, const std::vector<ScoredRow>& rows) {
-    for (size_t c0 = 0; c0 < rows.size(); c0 += size_t(kHeadRows)) {
-      const size_t c1 = std::min(rows.size(), c0 + size_t(kHeadRows));
-      std::vector<int64_t> idx, tgt;
-      for (size_t i = c0; i < c1; ++i) {
-        idx.push_back(rows[i].flat_row);
-        tgt.push_back(rows[i].target);
-      }
-      auto h = hidden.index_select(0, torch::tensor(idx, torch::kInt64).to(hidden.device()));
-      auto scores = score_targets_(nn::dense_linear(h, W).to(torch::kFloat32), torch::tensor(tgt, torch::kInt64));
-      auto lp = scores.logprob.cpu();
-      auto greedy = scores.greedy.cpu();
-      auto lp_a = lp.accessor<double, 1>();
-      auto g_a = greedy.accessor<bool, 1>();
-      for (size_t i = c0; i < c1; ++i) {
-        auto& s = out[rows[i].q][rows[i].r];
-        s.loglik += lp_a[int64_t(i - c0)];
-        s.greedy = s.greedy && g_a[int64_t(i - c0)];
-      }
+    if (rows.empty()) return;
+    std::vector<int64_t> idx, tgt;
+    for (const auto& r : rows) {
+      idx.push_back(r.flat_row);
+      tgt.push_back(r.target);
+    }
+    auto h = hidden.index_select(0, torch::tensor(idx, torch::kInt64).to(hidden.device()));
+    const auto scores = score_hidden(h, W, torch::tensor(tgt, torch::kInt64));
+    auto lp_a = scores.logprob.accessor<double, 1>();
+    auto g_a = scores.greedy.accessor<bool, 1>();
+    for (size_t i = 0; i < rows.size(); ++i) {
+      auto& s = out[rows[i].q][rows[i].r];
+      s.loglik += lp_a[int64_t(i)];
+      s.greedy = s.greedy && g_a[int64_t(i)];
     }
   }
 
