@@ -14,6 +14,7 @@
 #include <optional>
 #include <string_view>
 
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 
 namespace onebit::nn {
@@ -157,7 +158,8 @@ torch::Tensor dense_linear(DenseBackend kind, const torch::Tensor& x, const torc
   OB_CHECK(kind != DenseBackend::OneDnn || be.op, "dense_linear: this LibTorch has no oneDNN linear operator");
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
-  if (kind == DenseBackend::OneDnn && !grad && x.device().is_cpu() && w.device().is_cpu() &&
+  // Under CPU autocast ATen's linear runs in the autocast dtype: leave it to ATen.
+  if (kind == DenseBackend::OneDnn && !grad && !autocast_dtype(c10::DeviceType::CPU) && x.device().is_cpu() && w.device().is_cpu() &&
       x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 && w.dim() == 2 && x.dim() >= 1 &&
       x.size(-1) == w.size(1) && x.numel() > 0 && w.numel() > 0 &&
       (!b.defined() || (b.scalar_type() == torch::kFloat32 && b.device().is_cpu() && b.dim() == 1 && b.size(0) == w.size(0)))) {

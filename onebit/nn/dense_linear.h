@@ -25,7 +25,8 @@ void set_dense_backend(DenseBackend b);
 std::string to_string(DenseBackend b);
 
 // torch::nn::functional::linear(x, w, b), with the same result to fp32 rounding: on CPU, in
-// fp32, with autograd off or nothing requiring grad, it runs dense_backend(). oneDNN does not
+// fp32, with autograd off or nothing requiring grad, and CPU autocast off, it runs
+// dense_backend(). oneDNN does not
 // fall back to MKL's generic code path on AMD CPUs and is 1.1-2.5x faster there
 // (docs/BENCHMARKS.md); elsewhere, or for autograd, ATen's linear runs.
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
 #include "onebit/eval/scoring.h"
 #include "onebit/nn/dense_linear.h"
@@ -64,6 +65,17 @@ TEST_CASE("dense_linear keeps autograd: gradients of x, W and b are the formula'
     CHECK(torch::allclose(x.grad(), gy.matmul(w.detach()), 1e-5, 1e-5));
     CHECK(torch::allclose(w.grad(), gy.t().matmul(x.detach()), 1e-5, 1e-5));
     CHECK(torch::allclose(b.grad(), gy.sum(0), 1e-5, 1e-5));
+  }
+}
+
+TEST_CASE("dense_linear under CPU autocast computes in the autocast dtype, as ATen's linear", "[layer]") {
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({4, 16}), w = torch::randn({8, 16});
+  onebit::AutocastGuard bf16(c10::DeviceType::CPU, torch::kBFloat16);
+  for (auto be : backends()) {
+    auto y = dense_linear(be, x, w);
+    CHECK(y.scalar_type() == torch::kBFloat16);
+    CHECK(y.equal(torch::nn::functional::linear(x, w)));
   }
 }
 
