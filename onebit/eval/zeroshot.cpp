@@ -455,6 +455,7 @@ TaskResult evaluate_task(models::CausalLMImpl& model, const tokenizer::Tokenizer
   out.kind = task.kind;
   out.n = int64_t(task.examples.size());
   OB_CHECK(out.n > 0, task.path, ": no examples");
+  InferenceScope inference(model);  // the slices' own scopes reuse its packed weights
   std::vector<std::vector<EncodedPair>> pairs;
   for (const auto& ex : task.examples) pairs.push_back(encode_example(tok, ex, opts.add_bos));
 

@@ -99,14 +99,16 @@ DensePackScope::DensePackScope(const std::vector<torch::Tensor>& weights) : oute
   active_scope = this;
   const auto& be = backend();
   if (be.kind != DenseBackend::OneDnn || !be.reorder) return;
+  // Weights an enclosing scope holds packed are used from there, not packed again.
+  auto wanted = [&](const torch::Tensor& w) { return packable(w) && !(outer_ && outer_->find(w)); };
   int64_t need = 0;
   for (const auto& w : weights)
-    if (packable(w)) need += w.nbytes();
+    if (wanted(w)) need += w.nbytes();
   const int64_t avail = available_memory();
   if (need == 0 || (avail >= 0 && need > avail / 2)) return;
   torch::NoGradGuard no_grad;
   for (const auto& w : weights) {
-    if (!packable(w) || packed_.count(w.unsafeGetTensorImpl())) continue;
+    if (!wanted(w) || packed_.count(w.unsafeGetTensorImpl())) continue;
     auto p = be.reorder->call(w.contiguous(), kPackRowsHint);
     packed_.emplace(w.unsafeGetTensorImpl(), Entry{p, w, w.data_ptr(), w._version()});
     bytes_ += w.nbytes();

@@ -39,7 +39,8 @@ torch::Tensor dense_linear(DenseBackend backend, const torch::Tensor& x, const t
 // 1.3x faster forwards of a few dozen tokens (docs/BENCHMARKS.md). Only fp32 CPU weights are
 // packed, and only when the oneDNN backend is active and the packed copies fit in half of the
 // memory available now (they are extra copies: the module keeps its own). A weight changed in
-// place after packing (its version moved on) runs unpacked. Scopes nest.
+// place after packing (its version moved on) runs unpacked. Scopes nest; an inner scope uses
+// the weights an outer one packed instead of packing them again.
 class DensePackScope {
  public:
   explicit DensePackScope(const std::vector<torch::Tensor>& weights);

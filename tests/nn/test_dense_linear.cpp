@@ -98,7 +98,8 @@ TEST_CASE("DensePackScope: packed weights give the formula, and a weight changed
     }
     CHECK(rel_err(dense_linear(x, w1), x, w1, {}) < 1e-5);
     {
-      DensePackScope inner({w2, w2, torch::randn({4, 4}, torch::kFloat64)});  // repeats and non-fp32 are skipped
+      // Repeats, non-fp32 weights and the outer scope's w1 are not packed again.
+      DensePackScope inner({w2, w2, torch::randn({4, 4}, torch::kFloat64), w1});
       if (onebit::nn::dense_backend() == DenseBackend::OneDnn) CHECK(inner.packed_bytes() == w2.nbytes());
       CHECK(rel_err(dense_linear(x, w1), x, w1, {}) < 1e-5);  // the outer scope's weight
       CHECK(rel_err(dense_linear(x, w2), x, w2, {}) < 1e-5);
