@@ -7,12 +7,12 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <memory>
 #include <fstream>
-#include <sstream>
-#include <unordered_set>
+#include <memory>
 #include <optional>
+#include <sstream>
 #include <string_view>
+#include <unordered_set>
 
 #include "onebit/core/autocast.h"
 #include "onebit/core/error.h"
