@@ -53,7 +53,7 @@ class DensePackScope {
     torch::Tensor packed;
     torch::Tensor source;  // kept alive, so that no other tensor can take its address
     const void* data;
-    uint32_t version;
+    int64_t version;
   };
   const Entry* find(const torch::Tensor& w) const;
 
