@@ -89,8 +89,7 @@ int main(int argc, char** argv) {
     std::vector<std::pair<std::string, double>> timed;
     std::vector<double> ours;
     for (const auto& name : dense) {
-      OB_CHECK(name == "aten" || name == "onednn", "--dense: unknown backend '", name, "' (expected aten or onednn)");
-      nn::set_dense_backend(name == "aten" ? nn::DenseBackend::Aten : nn::DenseBackend::OneDnn);
+      nn::set_dense_backend(nn::parse_dense_backend(name, "--dense backend"));
       std::vector<double> secs;
       eval::ScoreStats st;
       for (int64_t r = 0; r < std::max<int64_t>(1, repeats); ++r) {

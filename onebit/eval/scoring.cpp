@@ -31,11 +31,6 @@ InferenceScope::~InferenceScope() {
   if (was_training_) model_.train();
 }
 
-torch::Tensor target_logprobs(const torch::Tensor& logits, const torch::Tensor& targets) {
-  auto lp = torch::log_softmax(logits.to(torch::kFloat32), -1);
-  return lp.gather(-1, targets.to(lp.device()).unsqueeze(-1)).squeeze(-1).to(torch::kFloat64);
-}
-
 TargetScores score_targets_(torch::Tensor logits, const torch::Tensor& targets) {
   OB_CHECK(logits.dim() == 2 && logits.scalar_type() == torch::kFloat32 && targets.dim() == 1 &&
                targets.size(0) == logits.size(0),
@@ -45,7 +40,7 @@ TargetScores score_targets_(torch::Tensor logits, const torch::Tensor& targets) 
   TargetScores s;
   s.greedy = logits.argmax(-1, /*keepdim=*/true).eq(t).squeeze(-1);
   // ATen's log-softmax kernel reads each row fully before writing it, so it runs in place; the
-  // result is bitwise target_logprobs' (the test checks), whose rounding lm-eval shares.
+  // result is bitwise the out-of-place one (the test checks).
   at::_log_softmax_out(logits, logits, -1, /*half_to_float=*/false);
   s.logprob = logits.gather(-1, t).squeeze(-1).to(torch::kFloat64);
   return s;

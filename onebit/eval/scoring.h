@@ -32,12 +32,9 @@ class InferenceScope {
   nn::DensePackScope packed_;
 };
 
-// log p(targets[t] | row t) for logits [T, V] (any dtype) and targets [T] (int64):
-// log-softmax computed in fp32, result [T] in fp64.
-torch::Tensor target_logprobs(const torch::Tensor& logits, const torch::Tensor& targets);
-
-// target_logprobs of fp32 logits [T, V] that the caller no longer needs, bit for bit, computed
-// in place (`logits` is overwritten: no second [T, V] tensor), and whether each target is its
+// log p(targets[t] | row t) for fp32 logits [T, V] that the caller no longer needs, as fp64 —
+// bit for bit log_softmax(logits)[t, targets[t]], whose rounding lm-eval shares — computed in
+// place (`logits` is overwritten: no second [T, V] tensor), and whether each target is its
 // row's argmax (greedy).
 struct TargetScores {
   torch::Tensor logprob;  // [T] fp64

@@ -63,7 +63,8 @@ AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t 
 
 // Rotate-half RoPE, transformers' `x·cos + rotate_half(x)·sin`, for x [B, H, T, D] (any strides)
 // and cos, sin [B or 1, 1, T, D]. Without autograd on CPU in fp32 it is one pass over x with the
-// same three roundings per element (bitwise the op sequence); otherwise that op sequence.
+// same three roundings per element (bitwise the op sequence unless the compiler contracts them
+// into an FMA: the library is built without an FMA target); otherwise that op sequence.
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // q [B, H, T, D]; k, v [B, Hkv, T, D] of the new tokens. Appends k, v to the cache slots when

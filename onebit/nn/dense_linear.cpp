@@ -50,22 +50,23 @@ std::unique_ptr<Backend> make_backend() {
     if (r && r->hasKernelForDispatchKey(c10::DispatchKey::CPU)) b.reorder = r->typed<ReorderWeight>();
   }
   b.kind = b.op ? DenseBackend::OneDnn : DenseBackend::Aten;
-  if (const char* env = std::getenv("ONEBIT_DENSE_LINEAR")) {
-    const std::string v = env;
-    if (v == "aten") {
-      b.kind = DenseBackend::Aten;
-    } else if (v == "onednn") {
-      OB_CHECK(b.op, "ONEBIT_DENSE_LINEAR=onednn, but this LibTorch has no oneDNN linear operator");
-      b.kind = DenseBackend::OneDnn;
-    } else {
-      fail("unknown ONEBIT_DENSE_LINEAR value '", v, "' (expected aten or onednn)");
-    }
-  }
   return owned;
 }
 
+// Fails when `kind` is oneDNN and this LibTorch lacks its operator; `who` names the caller.
+void check_available(const Backend& be, DenseBackend kind, const char* who) {
+  OB_CHECK(kind != DenseBackend::OneDnn || be.op, who, ": this LibTorch has no oneDNN linear operator");
+}
+
 Backend& backend() {
-  static const std::unique_ptr<Backend> b = make_backend();
+  static const std::unique_ptr<Backend> b = [] {
+    auto made = make_backend();
+    if (const char* env = std::getenv("ONEBIT_DENSE_LINEAR")) {
+      made->kind = parse_dense_backend(env, "ONEBIT_DENSE_LINEAR value");
+      check_available(*made, made->kind, "ONEBIT_DENSE_LINEAR=onednn");
+    }
+    return made;
+  }();
   return *b;
 }
 
@@ -144,34 +145,44 @@ DenseBackend dense_backend() { return backend().kind; }
 bool onednn_linear_available() { return backend().op.has_value(); }
 
 void set_dense_backend(DenseBackend b) {
-  OB_CHECK(b != DenseBackend::OneDnn || onednn_linear_available(),
-           "set_dense_backend: this LibTorch has no oneDNN linear operator");
+  check_available(backend(), b, "set_dense_backend");
   backend().kind = b;
 }
 
 std::string to_string(DenseBackend b) { return b == DenseBackend::OneDnn ? "onednn" : "aten"; }
 
+DenseBackend parse_dense_backend(const std::string& s, const std::string& what) {
+  if (s == "aten") return DenseBackend::Aten;
+  if (s == "onednn") return DenseBackend::OneDnn;
+  fail("unknown ", what, " '", s, "' (expected aten or onednn)");
+}
+
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   return dense_linear(backend().kind, x, w, b);
 }
 
-torch::Tensor dense_linear(DenseBackend kind, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
-  const auto& be = backend();
-  OB_CHECK(kind != DenseBackend::OneDnn || be.op, "dense_linear: this LibTorch has no oneDNN linear operator");
+namespace {
+// Whether oneDNN's operator may compute x·Wᵀ + b: no autograd, no CPU autocast (ATen's linear
+// computes in the autocast dtype there), fp32 CPU tensors of matching, non-empty shapes.
+bool onednn_applies(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
-  // Under CPU autocast ATen's linear runs in the autocast dtype: leave it to ATen.
-  if (kind == DenseBackend::OneDnn && !grad && !autocast_dtype(c10::DeviceType::CPU) && x.device().is_cpu() && w.device().is_cpu() &&
-      x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kFloat32 && w.dim() == 2 && x.dim() >= 1 &&
-      x.size(-1) == w.size(1) && x.numel() > 0 && w.numel() > 0 &&
-      (!b.defined() || (b.scalar_type() == torch::kFloat32 && b.device().is_cpu() && b.dim() == 1 && b.size(0) == w.size(0)))) {
-    std::optional<at::Tensor> bias;
-    if (b.defined()) bias = b.contiguous();
-    const DensePackScope::Entry* packed = active_scope ? active_scope->find(w) : nullptr;
-    return be.op->call(x.contiguous(), packed ? packed->packed : w.contiguous(), bias, "none", c10::List<std::optional<c10::Scalar>>(),
-                       std::nullopt);
-  }
-  return torch::nn::functional::linear(x, w, b);
+  if (grad || autocast_dtype(c10::DeviceType::CPU)) return false;
+  auto fp32_cpu = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
+  return fp32_cpu(x) && fp32_cpu(w) && w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1) && x.numel() > 0 &&
+         w.numel() > 0 && (!b.defined() || (fp32_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
+}
+}  // namespace
+
+torch::Tensor dense_linear(DenseBackend kind, const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+  const auto& be = backend();
+  check_available(be, kind, "dense_linear");
+  if (kind != DenseBackend::OneDnn || !onednn_applies(x, w, b)) return torch::nn::functional::linear(x, w, b);
+  std::optional<at::Tensor> bias;
+  if (b.defined()) bias = b.contiguous();
+  const DensePackScope::Entry* packed = active_scope ? active_scope->find(w) : nullptr;
+  return be.op->call(x.contiguous(), packed ? packed->packed : w.contiguous(), bias, "none",
+                     c10::List<std::optional<c10::Scalar>>(), std::nullopt);
 }
 
 }  // namespace onebit::nn

@@ -4,10 +4,9 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <string>
 
 namespace onebit::nn {
 
@@ -23,12 +22,13 @@ bool onednn_linear_available();
 // Changes dense_backend() for the whole process (benchmarks compare the two in one run).
 void set_dense_backend(DenseBackend b);
 std::string to_string(DenseBackend b);
+// "aten" | "onednn"; anything else is an error naming `what` and the value.
+DenseBackend parse_dense_backend(const std::string& s, const std::string& what = "dense matmul backend");
 
 // torch::nn::functional::linear(x, w, b), with the same result to fp32 rounding: on CPU, in
 // fp32, with autograd off or nothing requiring grad, and CPU autocast off, it runs
-// dense_backend(). oneDNN does not
-// fall back to MKL's generic code path on AMD CPUs and is 1.1-2.5x faster there
-// (docs/BENCHMARKS.md); elsewhere, or for autograd, ATen's linear runs.
+// dense_backend(). oneDNN does not fall back to MKL's generic code path on AMD CPUs and is
+// 1.1-2.5x faster there (docs/BENCHMARKS.md); elsewhere, or for autograd, ATen's linear runs.
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
 // The same with the backend given (OneDnn where onednn_linear_available() is false: an error).
 torch::Tensor dense_linear(DenseBackend backend, const torch::Tensor& x, const torch::Tensor& w,

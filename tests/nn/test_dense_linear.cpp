@@ -79,6 +79,17 @@ TEST_CASE("dense_linear under CPU autocast computes in the autocast dtype, as AT
   }
 }
 
+TEST_CASE("dense matmul backend names parse, and an unknown one is a clear error", "[layer]") {
+  CHECK(onebit::nn::parse_dense_backend("aten") == DenseBackend::Aten);
+  CHECK(onebit::nn::parse_dense_backend("onednn") == DenseBackend::OneDnn);
+  for (auto be : {DenseBackend::Aten, DenseBackend::OneDnn})
+    CHECK(onebit::nn::parse_dense_backend(onebit::nn::to_string(be)) == be);
+  REQUIRE_THROWS_WITH(onebit::nn::parse_dense_backend("mkl"),
+                      OB_CONTAINS("unknown dense matmul backend 'mkl' (expected aten or onednn)"));
+  REQUIRE_THROWS_WITH(onebit::nn::parse_dense_backend("", "ONEBIT_DENSE_LINEAR value"),
+                      OB_CONTAINS("unknown ONEBIT_DENSE_LINEAR value '' (expected aten or onednn)"));
+}
+
 TEST_CASE("dense_linear rejects a shape mismatch with an error, not a crash", "[layer]") {
   torch::NoGradGuard no_grad;
   for (auto be : backends())
@@ -126,12 +137,12 @@ TEST_CASE("linear_weights lists every Linear's weight once, a shared one too", "
   CHECK(own[0].is_same(lone->weight));
 }
 
-TEST_CASE("score_targets_ is target_logprobs bit for bit, in place, with the argmax check", "[eval]") {
+TEST_CASE("score_targets_ is the log-softmax's target entry bit for bit, in place, with the argmax check", "[eval]") {
   torch::manual_seed(3);
   auto logits = torch::randn({64, 5003}) * 6;
   auto targets = torch::randint(0, 5003, {64});
   targets.narrow(0, 0, 8).copy_(logits.narrow(0, 0, 8).argmax(-1));  // some greedy rows
-  const auto ref = onebit::eval::target_logprobs(logits, targets);
+  const auto ref = torch::log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(torch::kFloat64);
   auto scratch = logits.clone();
   const auto s = onebit::eval::score_targets_(scratch, targets);
   CHECK(s.logprob.scalar_type() == torch::kFloat64);
