@@ -1,5 +1,7 @@
 // bench-packed-decode: greedy KV-cache decode tokens/s of an onebit export (packed 1-bit
-// layers) against the full-precision model it came from, same run, same threads/device.
+// layers) against the full-precision model it came from, same run, same threads/device, with
+// the device's default decoding (CUDA graphs on a GPU, the dynamic cache on the CPU) and the
+// other mode beside it (dynamic on a GPU, the static cache on the CPU).
 //   bench-packed-decode --threads 2                           (random LLaMA, hidden 2048)
 //   bench-packed-decode --model SMOLLM2_DIR                   (a real model: its student layout)
 //   bench-packed-decode --device cuda --layers 32 --hidden 4096 --ffn 11008 --json
@@ -9,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "bench/llama_config.h"
@@ -17,6 +20,7 @@
 #include "onebit/io/safetensors.h"
 #include "onebit/models/generate.h"
 #include "onebit/models/loader.h"
+#include "onebit/models/step_decoder.h"
 #include "onebit/models/to_onebit.h"
 #include "onebit/util/fs.h"
 
@@ -24,25 +28,34 @@ using namespace onebit;
 namespace fs = std::filesystem;
 
 namespace {
-// Greedy decode tokens/s after a prompt of `prompt` tokens (prefill excluded: timed from the
-// first generated token on), the best of `repeats`.
-double decode_tps(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, int repeats, const torch::Device& dev) {
+using Decode = models::GenerateOptions::Decode;
+
+// Greedy decode tokens/s after a prompt of `prompt` tokens, the best of `repeats`: two steps
+// untimed (the warm-up and, with graphs, the capture), then `tokens` steps timed. Dynamic: the
+// forward loop with a growing KV cache; Static / Graph: one StepDecoder reused by every repeat
+// (its graphs are captured once).
+double decode_tps(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, int repeats, const torch::Device& dev,
+                  Decode mode) {
   torch::NoGradGuard ng;
   const auto ids = torch::randint(3, std::min<int64_t>(m.config().vocab_size, 1000), {1, prompt},
                                   torch::TensorOptions().dtype(torch::kLong).device(dev));
+  std::unique_ptr<models::StepDecoder> dec;
+  if (mode != Decode::Dynamic) dec = std::make_unique<models::StepDecoder>(m, 1, prompt + tokens + 2, mode == Decode::Graph);
+  models::KVCache cache;
+  models::ForwardArgs a;
+  a.cache = &cache;
+  auto next_logits = [&](const torch::Tensor& next, bool first) {
+    if (dec) return first ? dec->prefill(next) : dec->step(next);
+    return m.forward(first ? next : next.view({1, 1}), a).logits.select(1, -1);
+  };
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
-    models::KVCache cache;
-    models::ForwardArgs a;
-    a.cache = &cache;
-    auto out = m.forward(ids, a);
-    auto next = out.logits.select(1, -1).argmax(-1, true);
+    cache.clear();
+    auto next = next_logits(ids, true).argmax(-1);
+    for (int w = 0; w < 2; ++w) next = next_logits(next, false).argmax(-1);
     if (dev.is_cuda()) torch::cuda::synchronize();
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t t = 0; t < tokens; ++t) {
-      out = m.forward(next, a);
-      next = out.logits.select(1, -1).argmax(-1, true);
-    }
+    for (int64_t t = 0; t < tokens; ++t) next = next_logits(next, false).argmax(-1);
     next.cpu();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, double(tokens) / s);
@@ -98,15 +111,24 @@ int main(int argc, char** argv) {
     nlohmann::json j = {{"bench", "packed_decode"}, {"device", device}, {"threads", torch::get_num_threads()},
                         {"params", stats.model_params}, {"export_mb", stats.file_bytes / 1e6},
                         {"prompt", prompt}, {"tokens", tokens}};
+    // The default decoding of the device (generate's Auto: CUDA graphs on a GPU, the dynamic
+    // cache on the CPU) gives the main keys; the other mode is measured beside it.
+    const Decode main_mode = dev.is_cuda() ? Decode::Graph : Decode::Dynamic;
+    const Decode other_mode = dev.is_cuda() ? Decode::Dynamic : Decode::Static;
+    const auto name = [](Decode d) { return d == Decode::Graph ? "graph" : d == Decode::Static ? "static" : "dynamic"; };
+    j["decode"] = name(main_mode);
     for (torch::Dtype dt : {torch::kFloat32, torch::kBFloat16}) {
       const std::string tag = dt == torch::kFloat32 ? "fp32" : "bf16";
       fp->to(dev, dt);
       fp->eval();
-      j["fp_" + tag + "_tps"] = decode_tps(*fp, prompt, tokens, repeats, dev);
       auto ex = models::load_pretrained(dir.string(), {dev, dt});
       ex->eval();
-      j["onebit_" + tag + "_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev);
-      j["speedup_" + tag] = j["onebit_" + tag + "_tps"].get<double>() / j["fp_" + tag + "_tps"].get<double>();
+      for (Decode mode : {main_mode, other_mode}) {
+        const std::string key = mode == main_mode ? tag : tag + "_" + name(mode);
+        j["fp_" + key + "_tps"] = decode_tps(*fp, prompt, tokens, repeats, dev, mode);
+        j["onebit_" + key + "_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, mode);
+        j["speedup_" + key] = j["onebit_" + key + "_tps"].get<double>() / j["fp_" + key + "_tps"].get<double>();
+      }
     }
     util::remove_tree(dir);
     if (json_out) {

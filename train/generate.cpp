@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   return guarded_main("onebit-generate", [&] {
     CLI::App app{"Continue a prompt with a Hugging Face model folder (LLaMA family, OPT, OneBit students).\n"
                  "Prints the continuation on stdout and the speed on stderr."};
-    std::string model_dir, prompt, dtype = "fp32", device = "auto";
+    std::string model_dir, prompt, dtype = "fp32", device = "auto", decode = "auto";
     models::GenerateOptions go;
     go.temperature = 0;
     app.add_option("--model", model_dir, "model folder (config.json, model.safetensors, tokenizer)")->required();
@@ -46,7 +46,12 @@ int main(int argc, char** argv) {
     app.add_option("--seed", go.seed, "sampling seed")->capture_default_str();
     app.add_option("--dtype", dtype, "fp32 | bf16 | fp16")->capture_default_str();
     app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+    app.add_option("--decode", decode,
+                   "auto (graph on CUDA, else dynamic) | dynamic (growing KV cache) | static (fixed-shape cache) | "
+                   "graph (static, steps replayed from CUDA graphs)")
+        ->capture_default_str();
     ONEBIT_PARSE("onebit-generate", app, argc, argv);
+    go.decode = models::parse_decode(decode, "--decode");
 
     auto tok = tokenizer::load_tokenizer(model_dir);
     auto model = models::load_pretrained(model_dir, {parse_device(device), parse_dtype(dtype)});

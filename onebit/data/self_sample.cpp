@@ -79,6 +79,9 @@ torch::Tensor sample_batch(models::CausalLMImpl& model, const std::vector<int64_
   g.seed = plan.generate_seed;
   g.greedy_prefix = plan.greedy;
   g.eos_token_id = eos;
+  // Rows that stop leave the batch (long samples, large batches: a static cache would attend
+  // over finished rows and padding), and the tokens stay those of every earlier release.
+  g.decode = models::GenerateOptions::Decode::Dynamic;
   const auto prompts = torch::tensor(plan.first, torch::kInt64).unsqueeze(1);
   const auto out = models::generate(model, prompts, g).to(torch::kCPU);
   const int64_t T = out.size(1);

@@ -14,14 +14,38 @@
 namespace onebit::models {
 
 // Per-layer key/value cache for incremental decoding. Tensors are [B, n_kv_heads, T, head_dim].
-// Without autograd they are prefix views of buffers with spare capacity that later forwards
-// write into: copies of a KVCache share that storage, so clone the tensors to branch from a
-// common prefix.
+// Dynamic (the default): without autograd they are prefix views of buffers with spare capacity
+// that later forwards write into: copies of a KVCache share that storage, so clone the tensors
+// to branch from a common prefix.
+// Static (make_static_cache): k/v are [B, n_kv_heads, capacity, head_dim] buffers allocated once
+// and `position` is a one-element long tensor on their device holding how many positions are
+// filled. A forward writes its T keys/values at position .. position+T−1, attends to the first
+// `span` slots (all when 0) with the unfilled ones masked and advances position by T, without
+// reading position on the host: shapes and addresses stay fixed, so a decode step can be
+// captured in a CUDA graph (onebit/models/step_decoder.h). The caller keeps position + T within
+// capacity and within span: keys written past the span are not attended to.
 struct KVCache {
   std::vector<torch::Tensor> k, v;
-  int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
-  void clear() { k.clear(); v.clear(); }
+  torch::Tensor position;  // static caches only
+  int64_t capacity = 0;    // static caches only
+  int64_t span = 0;        // static caches only
+  bool is_static() const { return position.defined(); }
+  // Positions filled (a static cache reads its position from the device).
+  int64_t length() const {
+    if (is_static()) return position.item<int64_t>();
+    return k.empty() || !k[0].defined() ? 0 : k[0].size(2);
+  }
+  void clear() {
+    k.clear();
+    v.clear();
+    position = torch::Tensor();
+    capacity = span = 0;
+  }
 };
+
+// A static cache for `batch` rows of up to `capacity` positions of a model with config `c`,
+// zero-filled (masked slots must hold finite values: a masked NaN would still poison the sum).
+KVCache make_static_cache(const ModelConfig& c, int64_t batch, int64_t capacity, const torch::TensorOptions& options);
 
 struct ForwardArgs {
   // [B, T_past + T] with 1 = attend, 0 = padding; undefined = all ones (no padding).

@@ -3,9 +3,11 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <memory>
 #include <mutex>
 
 #include "onebit/core/error.h"
+#include "onebit/models/step_decoder.h"
 #include "onebit/nn/dense_linear.h"
 
 namespace onebit::models {
@@ -39,6 +41,15 @@ torch::Tensor pick(torch::Tensor logits, bool greedy, const GenerateOptions& o, 
 
 }  // namespace
 
+GenerateOptions::Decode parse_decode(const std::string& s, const std::string& what) {
+  using D = GenerateOptions::Decode;
+  if (s == "auto") return D::Auto;
+  if (s == "dynamic") return D::Dynamic;
+  if (s == "static") return D::Static;
+  if (s == "graph") return D::Graph;
+  fail(what, ": unknown decode mode '", s, "' (expected auto, dynamic, static or graph)");
+}
+
 torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const GenerateOptions& opts) {
   OB_CHECK(prompts.dim() == 2 && prompts.size(1) >= 1, "generate: prompts must be [B, T0] with T0 >= 1, got ",
            prompts.sizes());
@@ -66,14 +77,24 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
   auto rows = torch::arange(B, longs);
   auto done = torch::zeros({B}, torch::dtype(torch::kBool).device(device));
 
+  using Decode = GenerateOptions::Decode;
+  Decode mode = opts.decode;
+  if (mode == Decode::Auto) mode = device.is_cuda() ? Decode::Graph : Decode::Dynamic;
+  std::unique_ptr<StepDecoder> fixed;  // Static, Graph
+  if (mode != Decode::Dynamic && N > 0) fixed = std::make_unique<StepDecoder>(model, B, T0 + N, mode == Decode::Graph);
   KVCache cache;
   ForwardArgs args;
   args.cache = &cache;
   args.compute_logits = false;  // only the last position needs the vocabulary projection
+  // The last position's logits [B, V] (fp32) after feeding `input`.
+  auto logits_after = [&](const torch::Tensor& input, int64_t step) {
+    if (fixed) return step == 0 ? fixed->prefill(input) : fixed->step(input);
+    auto h = model.forward(input, args).last_hidden;
+    return nn::dense_linear(h.select(1, h.size(1) - 1), weight).to(torch::kFloat32);
+  };
   auto input = prompt;
   for (int64_t step = 0; step < N; ++step) {
-    auto h = model.forward(input, args).last_hidden;
-    auto logits = nn::dense_linear(h.select(1, h.size(1) - 1), weight).to(torch::kFloat32);
+    auto logits = logits_after(input, step);
     const bool greedy = step < opts.greedy_prefix || opts.temperature <= 0;
     auto next = pick(logits, greedy, opts, gen);
     length.index_add_(0, rows, (~done).to(torch::kLong));
@@ -83,7 +104,7 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
     }
     out.select(1, T0 + step).index_copy_(0, rows, next);
     input = next.unsqueeze(1);
-    if (eos < 0 || (step + 1) % opts.drop_every != 0 || step + 1 == N) continue;
+    if (fixed || eos < 0 || (step + 1) % opts.drop_every != 0 || step + 1 == N) continue;
     // Drop the rows that have stopped: they would only produce padding.
     const auto keep = (~done).nonzero().squeeze(1);
     if (keep.size(0) == 0) break;

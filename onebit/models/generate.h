@@ -3,6 +3,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "onebit/models/causal_lm.h"
@@ -23,12 +24,23 @@ struct GenerateOptions {
   // KV cache), and generation ends once none is left. This is the only read from the device
   // while generating (B flags); everything else, sampling included, stays on the model's device.
   int64_t drop_every = 8;
+  // How the steps run. Dynamic: a growing KV cache (stopped rows leave it, above). Static: a
+  // cache of T0 + max_new_tokens positions allocated once, fixed shapes (stopped rows stay in
+  // the batch, emitting eos; the output is the same). Graph: Static with every one-token step
+  // replayed from a CUDA graph (CUDA only; onebit/models/step_decoder.h). Auto: Graph on CUDA,
+  // Dynamic elsewhere.
+  enum class Decode { Auto, Dynamic, Static, Graph };
+  Decode decode = Decode::Auto;
 };
+
+// "auto" | "dynamic" | "static" | "graph"; `what` names the flag or key in the error.
+GenerateOptions::Decode parse_decode(const std::string& s, const std::string& what);
 
 // prompts: [B, T0] token ids (same length; T0 >= 1). Returns [B, T0 + n] with n <= max_new_tokens
 // the length of the longest row; rows that stopped at EOS are padded with eos after it. Sampling
 // draws from a generator of the model's device seeded with `seed` (the same tokens for a seed
-// on the same kind of device). Runs under NoGradGuard.
+// on the same kind of device; with eos_token_id, Dynamic draws only for the rows still in the
+// batch, so once rows stop its samples differ from Static/Graph ones). Runs under NoGradGuard.
 torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const GenerateOptions& opts);
 
 }  // namespace onebit::models

@@ -105,6 +105,41 @@ AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t 
   return m;
 }
 
+Placement place(const ForwardArgs& args, int64_t T, torch::Device device) {
+  Placement p;
+  if (!args.cache) return p;
+  if (!args.cache->is_static()) {
+    p.past = args.cache->length();
+    return p;
+  }
+  const auto& c = *args.cache;
+  OB_CHECK(c.position.device() == device, "forward: the static KV cache is on ", c.position.device(),
+           ", the input on ", device);
+  p.slots = c.position + torch::arange(T, torch::dtype(torch::kLong).device(device));
+  return p;
+}
+
+torch::Tensor default_positions(const Placement& p, int64_t B, int64_t T, torch::Device device) {
+  if (p.slots.defined()) return p.slots.unsqueeze(0).expand({B, T});
+  return torch::arange(p.past, p.past + T, torch::dtype(torch::kLong).device(device)).unsqueeze(0).expand({B, T});
+}
+
+AttnMask forward_mask(const Placement& p, const ForwardArgs& args, int64_t B, int64_t T,
+                      std::optional<int64_t> sliding_window, torch::Device device) {
+  if (!p.slots.defined()) return build_mask(args.attention_mask, B, T, p.past, sliding_window, device);
+  OB_CHECK(!args.attention_mask.defined(), "forward: a static KV cache takes no attention_mask");
+  const auto& c = *args.cache;
+  const int64_t span = c.span > 0 ? c.span : c.capacity;
+  const auto q = p.slots.unsqueeze(1);                                                        // [T, 1]
+  const auto k = torch::arange(span, torch::dtype(torch::kLong).device(device)).unsqueeze(0);  // [1, span]
+  auto allowed = k <= q;
+  if (sliding_window) allowed = allowed & ((q - k) < *sliding_window);
+  AttnMask m;
+  m.mask = allowed.view({1, 1, T, span});
+  m.slots = p.slots;
+  return m;
+}
+
 namespace {
 // Appends x [B, H, T, D] to a cache entry along dim 2. Without autograd the entry is a prefix
 // view of a buffer with spare capacity (doubling), so decoding copies each key once instead of
@@ -176,7 +211,10 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
 
 torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
                      double scale, torch::Tensor* k_cache, torch::Tensor* v_cache) {
-  if (k_cache) {
+  if (k_cache && m.slots.defined()) {  // static: write at the slots, attend to the mask's span
+    k = k_cache->index_copy_(2, m.slots, k).narrow(2, 0, m.mask.size(3));
+    v = v_cache->index_copy_(2, m.slots, v).narrow(2, 0, m.mask.size(3));
+  } else if (k_cache) {
     k = append_kv(*k_cache, k);
     v = append_kv(*v_cache, v);
   }
@@ -254,10 +292,13 @@ torch::Tensor checkpoint(const LayerFn& fn, const torch::Tensor& x, const std::v
 torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
                           const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
                           const ForwardArgs& args, ForwardOutput& out, LayerHooks* hooks) {
-  if (args.cache) {
+  if (args.cache && !args.cache->is_static()) {
     args.cache->k.resize(L);
     args.cache->v.resize(L);
   }
+  OB_CHECK(!args.cache || !args.cache->is_static() || static_cast<int64_t>(args.cache->k.size()) == L,
+           "forward: the static KV cache has ", args.cache ? args.cache->k.size() : 0, " layers, the model ", L);
+  const int64_t T = h.size(1);
   const bool ckpt = checkpointing && torch::GradMode::is_enabled() && !args.cache;
   OB_CHECK(!args.layer_inputs || static_cast<int64_t>(args.layer_inputs->size()) >= L, "forward: layer_inputs has ",
            args.layer_inputs ? args.layer_inputs->size() : 0, " tensors for ", L, " decoder layers");
@@ -273,6 +314,7 @@ torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& laye
     if (hooks) hooks->after_layer(i, h);
     if (args.output_hidden_states && i + 1 < L) out.hidden_states.push_back(h);
   }
+  if (args.cache && args.cache->is_static()) args.cache->position.add_(T);
   return h;
 }
 

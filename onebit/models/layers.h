@@ -52,10 +52,29 @@ class RMSNormImpl : public torch::nn::Module {
 // Attention mask for one forward: either `causal` (no past, no padding: SDPA's is_causal),
 // none (a single new token with nothing masked), or an explicit boolean mask [B, 1, T, Tk]
 // (true = attend).
+// With a static KV cache, `slots` [T] (long, on the device) are the cache positions this
+// forward's keys and values are written to, and the mask covers all of the cache's slots.
 struct AttnMask {
   bool causal = false;
   torch::Tensor mask;
+  torch::Tensor slots;
 };
+
+// Where a forward's T new tokens sit: after `past` positions of a dynamic cache (0 without
+// one), or, with a static cache, at `slots` = its position + arange(T) on the device (no host
+// read; `past` is then unknown and 0).
+struct Placement {
+  int64_t past = 0;
+  torch::Tensor slots;
+};
+Placement place(const ForwardArgs& args, int64_t T, torch::Device device);
+// Default position ids [B, T]: past + arange(T), or the static slots.
+torch::Tensor default_positions(const Placement& p, int64_t B, int64_t T, torch::Device device);
+// The forward's mask: build_mask below for a dynamic cache or none; for a static cache
+// [1, 1, T, span]: each new token attends to the slots up to itself (and within the sliding
+// window). A static cache takes no attention_mask (its rows are all real tokens).
+AttnMask forward_mask(const Placement& p, const ForwardArgs& args, int64_t B, int64_t T,
+                      std::optional<int64_t> sliding_window, torch::Device device);
 // attention_mask: [B, past + T] of 1/0 or undefined. Padded query rows attend to themselves
 // so that no softmax row is empty (their outputs are never used).
 AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
@@ -68,7 +87,7 @@ AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t 
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // q [B, H, T, D]; k, v [B, Hkv, T, D] of the new tokens. Appends k, v to the cache slots when
-// given, then attends (grouped-query when Hkv < H). Returns [B, T, H·D].
+// given (a static cache: writes them at m.slots), then attends (grouped-query when Hkv < H). Returns [B, T, H·D].
 torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
                      double scale, torch::Tensor* k_cache, torch::Tensor* v_cache);
 
@@ -82,7 +101,8 @@ torch::Tensor checkpoint(const std::function<torch::Tensor(const torch::Tensor&)
 using DecoderLayerFn =
     std::function<torch::Tensor(int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v)>;
 
-// Runs the L decoder layers on h, shared by every architecture: sizes args.cache to L slots,
+// Runs the L decoder layers on h, shared by every architecture: sizes args.cache to L slots
+// (a static cache: advances its position by T after the layers),
 // checkpoints each layer when `checkpointing` (and grad is on and no cache is used; params(i)
 // gives layer i's parameters), appends hidden states 1..L-1 to out when requested, and calls
 // `hooks` (when set) around each layer.

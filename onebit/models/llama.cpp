@@ -149,19 +149,19 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   ForwardOutput forward(const torch::Tensor& input_ids, const ForwardArgs& args) override {
     OB_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
     const auto B = input_ids.size(0), T = input_ids.size(1);
-    const int64_t past = args.cache ? args.cache->length() : 0;
     const auto device = input_ids.device();
+    const auto place = detail::place(args, T, device);
     auto h = model->embed_tokens->forward(input_ids);
 
-    auto pos = args.position_ids.defined()
-                   ? args.position_ids.to(device)
-                   : torch::arange(past, past + T, torch::dtype(torch::kLong).device(device)).unsqueeze(0).expand({B, T});
+    auto pos = args.position_ids.defined() ? args.position_ids.to(device) : detail::default_positions(place, B, T, device);
+    // Kept on the model's device (a host-to-device copy per forward could not be captured in a CUDA graph).
+    if (inv_freq_.device() != device) inv_freq_ = inv_freq_.to(device);
     LayerCtx ctx;
-    auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.to(device).view({1, 1, -1});
+    auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
     auto emb = torch::cat({freqs, freqs}, -1);
     ctx.cos = emb.cos().to(h.scalar_type()).unsqueeze(1);
     ctx.sin = emb.sin().to(h.scalar_type()).unsqueeze(1);
-    ctx.mask = detail::build_mask(args.attention_mask, B, T, past, cfg_.sliding_window, device);
+    ctx.mask = detail::forward_mask(place, args, B, T, cfg_.sliding_window, device);
 
     ForwardOutput out;
     if (args.output_hidden_states) out.hidden_states.push_back(h);

@@ -139,8 +139,8 @@ class OptForCausalLMImpl : public CausalLMImpl {
     OB_CHECK(input_ids.dim() == 2, "input_ids must be [B, T], got ", input_ids.sizes());
     auto& dec = *model->decoder;
     const auto B = input_ids.size(0), T = input_ids.size(1);
-    const int64_t past = args.cache ? args.cache->length() : 0;
     const auto device = input_ids.device();
+    const auto place = detail::place(args, T, device);
 
     torch::Tensor pos = args.position_ids;
     if (pos.defined()) {
@@ -148,14 +148,14 @@ class OptForCausalLMImpl : public CausalLMImpl {
     } else if (args.attention_mask.defined()) {
       // transformers: cumsum(mask) * mask - 1, cut to the new tokens (padding -> -1).
       auto m = args.attention_mask.to(device).to(torch::kLong);
-      pos = (m.cumsum(1) * m - 1).narrow(1, past, T);
+      pos = (m.cumsum(1) * m - 1).narrow(1, place.past, T);
     } else {
-      pos = torch::arange(past, past + T, torch::dtype(torch::kLong).device(device)).unsqueeze(0).expand({B, T});
+      pos = detail::default_positions(place, B, T, device);
     }
     auto x = dec.embed_tokens->forward(input_ids);
     if (dec.project_in) x = nn::dense_linear(x, dec.project_in->weight);
     auto h = x + dec.embed_positions->forward(pos + kPositionOffset);
-    auto mask = detail::build_mask(args.attention_mask, B, T, past, std::nullopt, device);
+    auto mask = detail::forward_mask(place, args, B, T, std::nullopt, device);
 
     ForwardOutput out;
     if (args.output_hidden_states) out.hidden_states.push_back(h);
