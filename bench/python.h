@@ -34,9 +34,10 @@ inline std::string default_python() {
   return std::filesystem::exists(venv) ? venv.string() : "python3";
 }
 
-// bench/py/<name> in the source tree this program was built from.
+// bench/py/<name> in the source tree this program was built from (env ONEBIT_BENCH_PY_DIR overrides it).
 inline std::string py_script(const std::string& name) {
-  return (std::filesystem::path(ONEBIT_BENCH_PY_DIR) / name).string();
+  const char* env = std::getenv("ONEBIT_BENCH_PY_DIR");
+  return (std::filesystem::path(env ? env : ONEBIT_BENCH_PY_DIR) / name).string();
 }
 
 // The JSON object on the last line of a Python baseline's stdout; fails naming the command

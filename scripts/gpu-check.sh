@@ -4,7 +4,11 @@
 #   scripts/gpu-check.sh OUT_DIR
 #
 # 1. builds (scripts/setup.sh; ONEBIT_DEPS=DIR for an offline bundle of scripts/deps-bundle.sh,
-#    default $ROOT/deps when it holds one) against the node's own python3 torch;
+#    default $ROOT/deps when it holds one) against the node's own python3 torch; or, saving those
+#    minutes, runs the programs scripts/gpu-prebuild.sh made elsewhere: GPU_CHECK_PREBUILT=DIR, by
+#    default $ROOT/.gpu-prebuilt when it has a MANIFEST (not with GPU_CHECK_SKIP_BUILD=1; =none:
+#    never), used when the node's torch version and the checkout's sources are its MANIFEST's
+#    and they start, else it builds;
 # 2. runs every [cuda] test;
 # (a) a LLaMA-7B-shaped OneBit distillation from a random-weight teacher, 4 x 2048 tokens on ONE
 #     GPU (bf16, gradient checkpointing, lean precision: bf16 latent W, int8 AdamW moments, frozen
@@ -18,7 +22,7 @@
 # checks. Knobs: BUILD_DIR (default build-gpu), JOBS, ONEBIT_PYTHON, GPU_PEAK_TFLOPS.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-[[ $# -eq 1 && "$1" != -h && "$1" != --help ]] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; [[ $# -eq 1 ]]; exit $?; }
+[[ $# -eq 1 && "$1" != -h && "$1" != --help ]] || { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; [[ $# -eq 1 ]]; exit $?; }
 OUT=$(mkdir -p "$1" && cd "$1" && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-gpu}
 PY=${ONEBIT_PYTHON:-python3}
@@ -66,18 +70,99 @@ json.dump({"gpu": sys.argv[2], "host": sys.argv[3], "date": sys.argv[4]}, open(s
 PY
 say "GPU: $GPU; out: $OUT"
 
-# ---- 1. build ----
+# ---- 1. build, or programs prebuilt elsewhere ----
 t=$(date +%s)
-if [[ -z "${ONEBIT_DEPS:-}" && -f "$ROOT/deps/MANIFEST" ]]; then export ONEBIT_DEPS=$ROOT/deps; fi
-if [[ "${GPU_CHECK_SKIP_BUILD:-0}" == 1 ]]; then
-  result build skipped 0 "GPU_CHECK_SKIP_BUILD=1: using $BUILD_DIR as it is"
-elif BUILD_DIR=$BUILD_DIR ONEBIT_PYTHON=$PY TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
-    "$ROOT/scripts/setup.sh" >"$OUT/build.log" 2>&1; then
-  result build ok $(( $(date +%s) - t )) ""
-else
-  result build failed $(( $(date +%s) - t )) "setup.sh failed: $(tail -1 "$OUT/build.log")"
-fi
+mkdir -p "$BUILD_DIR"  # the build, or with prebuilt programs the steps' scratch folders
+BUILD_DIR=$(cd "$BUILD_DIR" && pwd)
+: >"$OUT/build.log"
 BIN=$BUILD_DIR
+# A MANIFEST's value: mget KEY FILE.
+mget() { sed -n "s/^$1=//p" "$2" | head -1; }
+# Tries the prebuilt programs of $1 (scripts/gpu-prebuild.sh): on success BIN holds wrappers that
+# run them with DIR/lib and the node torch's libraries on LD_LIBRARY_PATH (set for them alone: the
+# node's own tools keep their libraries); else returns 1 with the reason in WHY.
+use_prebuilt() {
+  local dir m want have tlib libpath d cap archs p wrap out
+  dir=$(cd "$1" 2>/dev/null && pwd) || { WHY="no folder $1"; return 1; }
+  m=$dir/MANIFEST
+  [[ -f "$m" ]] || { WHY="$dir has no MANIFEST"; return 1; }
+  want=$(mget torch "$m")
+  out=$("$PY" -c 'import os, torch; print(torch.__version__); print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>&1) ||
+    { WHY="$PY cannot import torch: $(tail -1 <<<"$out")"; return 1; }
+  have=$(sed -n 1p <<<"$out")
+  tlib=$(sed -n 2p <<<"$out")
+  [[ "$have" == "$want" ]] || { WHY="torch $have here, ${want:-none} in its MANIFEST"; return 1; }
+  # Programs of other sources would not test this checkout (an edit after gpu-prebuild.sh).
+  have=$(bash "$ROOT/scripts/gpu-prebuild.sh" --sources-hash)
+  [[ "$have" == "$(mget sources "$m")" ]] ||
+    { WHY="this checkout's sources (hash $have) are not those it was built from ($(mget sources "$m"))"; return 1; }
+  if [[ "$GPU" != none ]]; then
+    cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+    archs=$(mget cuda_archs "$m")
+    [[ -z "$cap" || " $archs " == *" $cap "* ]] ||
+      { WHY="the GPU is sm_$cap, its programs have GPU code for ${archs:-none}"; return 1; }
+  fi
+  # DIR/lib first (what the node may lack), then torch's own (libtorch's RUNPATH finds these too).
+  libpath=$dir/lib:$tlib
+  for d in "$(dirname "$(dirname "$tlib")")"/nvidia/*/lib /usr/local/cuda/lib64; do
+    [[ -d "$d" ]] && libpath+=:$d
+  done
+  wrap=$BUILD_DIR/prebuilt-bin
+  rm -rf "$wrap" && mkdir -p "$wrap" || { WHY="cannot write $wrap"; return 1; }
+  for p in $(mget binaries "$m"); do
+    [[ -f "$dir/bin/$p" ]] || { WHY="its bin/$p is missing"; return 1; }
+    [[ -x "$dir/bin/$p" ]] || chmod +x "$dir/bin/$p" || { WHY="its bin/$p is not executable"; return 1; }
+    printf '#!/usr/bin/env bash\n# %s with the library path of its prebuilt folder (scripts/gpu-check.sh)\nexport LD_LIBRARY_PATH=%q${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}\nexec %q "$@"\n' \
+      "$p" "$libpath" "$dir/bin/$p" >"$wrap/$p" && chmod +x "$wrap/$p" || { WHY="cannot write $wrap/$p"; return 1; }
+  done
+  echo "prebuilt $dir: LD_LIBRARY_PATH=$libpath" >>"$OUT/build.log"
+  LD_LIBRARY_PATH=$libpath ldd "$dir/bin/onebit_tests" >>"$OUT/build.log" 2>&1
+  # Each starts with every symbol bound (LD_BIND_NOW): a library that does not fit fails here.
+  # (Catch2 2.x's --list-tests exits with the number of tests: its output is what counts.)
+  for p in $(mget binaries "$m"); do
+    if [[ "$p" == onebit_tests ]]; then
+      out=$(LD_BIND_NOW=1 timeout 60 "$wrap/$p" --list-tests "[cuda]" 2>&1)
+      grep -q "matching test case" <<<"$out"
+    else
+      out=$(LD_BIND_NOW=1 timeout 60 "$wrap/$p" --help 2>&1)
+    fi || { echo "$out" >>"$OUT/build.log"; WHY="its $p does not start: $(tail -1 <<<"$out")"; return 1; }
+  done
+  # The paths built into the programs point into the machine they were built on: these win.
+  export ONEBIT_SOURCE_DIR=$ROOT ONEBIT_BENCH_PY_DIR=$ROOT/bench/py ONEBIT_BINARY_DIR=$BUILD_DIR ONEBIT_PYTHON=$PY
+  export ONEBIT_SHARED=${ONEBIT_SHARED:-$(dirname "$ROOT")/shared}
+  BIN=$wrap
+  PREBUILT_REASON="$dir: commit $(mget commit "$m" | cut -c1-12)$([[ $(mget dirty "$m") == 1 ]] && echo " (dirty)"), built $(mget built "$m"), torch $want"
+}
+PREBUILT=${GPU_CHECK_PREBUILT:-}
+if [[ -z "$PREBUILT" && "${GPU_CHECK_SKIP_BUILD:-0}" != 1 && -f "$ROOT/.gpu-prebuilt/MANIFEST" ]]; then
+  PREBUILT=$ROOT/.gpu-prebuilt
+fi
+[[ "$PREBUILT" == none ]] && PREBUILT=""
+NOTE=""  # why the prebuilt programs were not used
+if [[ -n "$PREBUILT" ]]; then
+  WHY=""
+  if use_prebuilt "$PREBUILT"; then
+    say "prebuilt programs: $PREBUILT_REASON"
+    echo "using the prebuilt programs of $PREBUILT_REASON" >>"$OUT/build.log"
+    result build prebuilt $(( $(date +%s) - t )) "$PREBUILT_REASON" \
+      "$("$PY" -c 'import json, sys; print(json.dumps({"prebuilt": dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[1]) if "=" in l)}))' "$PREBUILT/MANIFEST")"
+  else
+    NOTE="prebuilt $PREBUILT not used: $WHY"
+    say "$NOTE"
+    echo "$NOTE" >>"$OUT/build.log"
+  fi
+fi
+if [[ -z "${ONEBIT_DEPS:-}" && -f "$ROOT/deps/MANIFEST" ]]; then export ONEBIT_DEPS=$ROOT/deps; fi
+if [[ "$BIN" != "$BUILD_DIR" ]]; then
+  :  # the prebuilt programs
+elif [[ "${GPU_CHECK_SKIP_BUILD:-0}" == 1 ]]; then
+  result build skipped 0 "${NOTE:+$NOTE; }GPU_CHECK_SKIP_BUILD=1: using $BUILD_DIR as it is"
+elif BUILD_DIR=$BUILD_DIR ONEBIT_PYTHON=$PY TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} \
+    "$ROOT/scripts/setup.sh" >>"$OUT/build.log" 2>&1; then
+  result build ok $(( $(date +%s) - t )) "$NOTE"
+else
+  result build failed $(( $(date +%s) - t )) "${NOTE:+$NOTE; }setup.sh failed: $(tail -1 "$OUT/build.log")"
+fi
 
 # Runs a step with a time limit; $1 = name, $2 = limit (s), rest = command; output in OUT/<name>.log.
 run_step() {

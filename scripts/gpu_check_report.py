@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Collects the step results scripts/gpu-check.sh left in OUT into OUT/gpu-check.json and a
 Markdown summary OUT/gpu-check.md. Each step wrote OUT/<step>.json ({"status": "ok" | "failed"
-| "skipped", "seconds": ..., "reason": ..., and its numbers}); a missing file is a step that
-never ran. Usage: gpu_check_report.py OUT"""
+| "skipped", "seconds": ..., "reason": ..., and its numbers}; the build step's status may also be
+"prebuilt": programs made by scripts/gpu-prebuild.sh); a missing file is a step that never ran.
+Usage: gpu_check_report.py OUT"""
 import json
 import os
 import sys
 
 STEPS = [
-    ("build", "build (setup.sh)"),
+    ("build", "build (setup.sh, or prebuilt)"),
     ("cuda_tests", "[cuda] tests"),
     ("distill_7b", "(a) LLaMA-7B-shaped distillation, one GPU"),
     ("distill_step", "(b) distillation step vs PyTorch + transformers"),
@@ -34,7 +35,7 @@ def detail(name, r):
     if r.get("status") != "ok":
         return r.get("reason", "")
     if name == "build":
-        return f"{r.get('seconds', 0):.0f} s"
+        return f"{r.get('seconds', 0):.0f} s" + (f" ({r['reason']})" if r.get("reason") else "")
     if name == "cuda_tests":
         return f"{r.get('passed', 0)} passed, {r.get('failed', 0)} failed, {r.get('skipped', 0)} skipped"
     if name in ("distill_7b", "nccl"):
@@ -60,7 +61,7 @@ def main(argv):
     results = {name: load(out, name) for name, _ in STEPS}
     report = {"gpu": meta.get("gpu", "none"), "host": meta.get("host", ""), "date": meta.get("date", ""),
               "seconds": meta.get("seconds"), "steps": results,
-              "ok": all(r.get("status") in ("ok", "skipped") for r in results.values())}
+              "ok": all(r.get("status") in ("ok", "skipped", "prebuilt") for r in results.values())}
     tmp = os.path.join(out, ".gpu-check.json.tmp")
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2)

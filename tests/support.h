@@ -30,8 +30,16 @@ inline std::filesystem::path shared_dir() {
   if (const char* env = std::getenv("ONEBIT_SHARED")) return env;
   return ONEBIT_SHARED_DEFAULT;
 }
-inline std::filesystem::path source_dir() { return ONEBIT_SOURCE_DIR; }
-inline std::filesystem::path binary_dir() { return ONEBIT_BINARY_DIR; }
+// The checkout (env ONEBIT_SOURCE_DIR overrides the configured one: programs built elsewhere).
+inline std::filesystem::path source_dir() {
+  if (const char* env = std::getenv("ONEBIT_SOURCE_DIR")) return env;
+  return ONEBIT_SOURCE_DIR;
+}
+// The build folder (env ONEBIT_BINARY_DIR overrides the configured one: programs built elsewhere).
+inline std::filesystem::path binary_dir() {
+  if (const char* env = std::getenv("ONEBIT_BINARY_DIR")) return env;
+  return ONEBIT_BINARY_DIR;
+}
 
 // Python interpreter with torch + transformers (env ONEBIT_PYTHON overrides the configured one).
 inline std::string python() {

@@ -4,7 +4,8 @@
 # 1. the report writer turns step results into gpu-check.json / gpu-check.md, failures included;
 # 2. deps-bundle.sh downloads a small subset of the packages (skipped without package access)
 #    and setup.sh ONEBIT_DEPS_ONLY=1 unpacks them offline into a prefix CMake builds against;
-# 3. gpu-check.sh on this GPU-less machine: the CPU fallback of every step, its JSON and summary.
+# 3. gpu-check.sh on this GPU-less machine: the CPU fallback of every step, its JSON and summary;
+# 5. gpu-prebuild.sh's folder of programs, and gpu-check.sh using it (or not: another torch).
 set -uo pipefail
 BUILD=$(cd "$1" && pwd)
 PY=${2:-}
@@ -83,6 +84,96 @@ rc=$?
 check "bench-packed-gemv: a bad --shapes exits non-zero" test $rc -ne 0
 check "bench-packed-gemv: a bad --shapes is named in one line" \
   test "$out" = "bench-packed-gemv: error: --shapes: '12x' is not INxOUT with positive sizes (e.g. 4096x11008)"
+
+# ---- 5. prebuilt programs: scripts/gpu-prebuild.sh here, gpu-check.sh GPU_CHECK_PREBUILT=DIR on a node ----
+P=$TMP/prebuilt
+BUILD_DIR=$BUILD "$ROOT/scripts/gpu-prebuild.sh" "$P" >"$TMP/prebuild.log" 2>&1
+rc=$?
+if ((rc != 0)) && grep -q "is not a CUDA build" "$TMP/prebuild.log"; then
+  check "gpu-prebuild: a build without CUDA is refused in one line" test "$(wc -l <"$TMP/prebuild.log")" -eq 1
+  echo "SKIPPED: prebuilt programs ($BUILD is not a CUDA build)"
+else
+  check "gpu-prebuild: exits 0" test $rc -eq 0
+  check "gpu-prebuild: DIR/bin, DIR/lib and DIR/MANIFEST, no DIR.tmp left" test -d "$P/bin" -a -d "$P/lib" -a -s "$P/MANIFEST" -a ! -e "$P.tmp"
+  check "gpu-prebuild: the MANIFEST names the linked torch" \
+    test "$(sed -n 's/^torch=//p' "$P/MANIFEST")" = "$("$PY" -c 'import torch; print(torch.__version__)')"
+  check "gpu-prebuild: the MANIFEST holds the checkout's sources hash" \
+    test "$(sed -n 's/^sources=//p' "$P/MANIFEST")" = "$(bash "$ROOT/scripts/gpu-prebuild.sh" --sources-hash)"
+  check "gpu-prebuild: the MANIFEST names the commit" grep -qE '^commit=[0-9a-f]{40}$' "$P/MANIFEST"
+  check "gpu-prebuild: the MANIFEST names nvcc's version" grep -qE '^nvcc=[0-9]+\.[0-9]' "$P/MANIFEST"
+  check "gpu-prebuild: the programs hold GPU code (cuda_archs)" grep -qE '^cuda_archs=[0-9]+' "$P/MANIFEST"
+  # Every $BIN/<program> of gpu-check.sh travels.
+  check "gpu-prebuild: carries every program gpu-check.sh runs" test \
+    "$(grep -o '\$BIN/[A-Za-z0-9_-]*' "$ROOT/scripts/gpu-check.sh" | cut -d/ -f2 | sort -u | xargs)" = \
+    "$(sed -n 's/^binaries=//p' "$P/MANIFEST" | tr ' ' '\n' | sort | xargs)"
+  check "gpu-prebuild: leaves torch's, CUDA's and the C/C++ runtime's libraries behind" \
+    test -z "$(find "$P/lib" -type f -printf '%f\n' |
+      grep -E '^(libtorch|libc10|libcuda|libcudart|libcudnn|libcublas|libnccl|libnv|libgomp|libc\.|libm\.|libstdc|libgcc_s|ld-)')"
+  check "gpu-prebuild: prints the size" grep -q "MiB" "$TMP/prebuild.log"
+
+  # On a node: the node's torch is the MANIFEST's, so the steps run the prebuilt programs
+  # (GPU_CHECK_SKIP_BUILD=1: were they refused, no real build would start here).
+  G=$TMP/gpu-prebuilt
+  GPU_CHECK_PREBUILT=$P GPU_CHECK_SKIP_BUILD=1 BUILD_DIR=$TMP/scratch ONEBIT_PYTHON=$PY \
+    "$ROOT/scripts/gpu-check.sh" "$G" >"$TMP/gpu-prebuilt.log" 2>&1
+  check "gpu-check prebuilt: the build step is 'prebuilt'" \
+    test "$(json_get "$G/gpu-check.json" "['steps']['build']['status']")" = prebuilt
+  check "gpu-check prebuilt: the reason names the MANIFEST's commit and torch" \
+    grep -q "commit $(sed -n 's/^commit=//p' "$P/MANIFEST" | cut -c1-12).*torch $(sed -n 's/^torch=//p' "$P/MANIFEST")" "$G/build.json"
+  check "gpu-check prebuilt: the steps ran the prebuilt programs" grep -q "exec $P/bin/onebit_tests" "$TMP/scratch/prebuilt-bin/onebit_tests"
+  for s in cuda_tests distill_7b nccl deploy; do
+    check "gpu-check prebuilt: step $s ok" test "$(json_get "$G/gpu-check.json" "['steps']['$s']['status']")" = ok
+  done
+  check "gpu-check prebuilt: step distill_step ok or skipped" \
+    "$PY" -c "import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))['steps']['distill_step']['status'] in ('ok','skipped') else 1)" "$G/gpu-check.json"
+  check "gpu-check prebuilt: the report counts 'prebuilt' as passing" test "$(json_get "$G/gpu-check.json" "['ok']")" = True
+  ((fails)) && { cat "$TMP/gpu-prebuilt.log"; tail -20 "$G"/*.log; }
+
+  # Another torch on the node: the prebuilt programs are not used, the build runs instead (here
+  # GPU_CHECK_SKIP_BUILD=1 stands in for it, over an empty folder, so that the steps end at once).
+  cp -r "$P" "$TMP/prebuilt-other"
+  sed -i 's/^torch=.*/torch=0.0.1+other/' "$TMP/prebuilt-other/MANIFEST"
+  G=$TMP/gpu-other
+  GPU_CHECK_PREBUILT=$TMP/prebuilt-other GPU_CHECK_SKIP_BUILD=1 BUILD_DIR=$TMP/empty ONEBIT_PYTHON=$PY \
+    "$ROOT/scripts/gpu-check.sh" "$G" >"$TMP/gpu-other.log" 2>&1
+  check "gpu-check, another torch: falls back to the build" test "$(json_get "$G/build.json" "['status']")" = skipped
+  check "gpu-check, another torch: the reason names both versions" \
+    grep -q "prebuilt $TMP/prebuilt-other not used: torch .* here, 0.0.1+other in its MANIFEST" "$G/build.json"
+  check "gpu-check, another torch: the build log says so too" grep -q "0.0.1+other in its MANIFEST" "$G/build.log"
+  # A checkout edited since: its sources hash differs from the MANIFEST's, so again the build.
+  cp -r "$P" "$TMP/prebuilt-edited"
+  sed -i 's/^sources=.*/sources=0123456789abcdef/' "$TMP/prebuilt-edited/MANIFEST"
+  G=$TMP/gpu-edited
+  GPU_CHECK_PREBUILT=$TMP/prebuilt-edited GPU_CHECK_SKIP_BUILD=1 BUILD_DIR=$TMP/empty ONEBIT_PYTHON=$PY \
+    "$ROOT/scripts/gpu-check.sh" "$G" >"$TMP/gpu-edited.log" 2>&1
+  check "gpu-check, other sources: falls back, naming the sources" \
+    grep -q "prebuilt $TMP/prebuilt-edited not used: this checkout's sources .* (0123456789abcdef)" "$G/build.json"
+fi
+# A missing program: one line naming it, a non-zero exit (a stand-in build folder of links).
+F=$TMP/fakebuild
+mkdir -p "$F"
+for f in CMakeCache.txt libonebit_cuda.a onebit_tests bench-train-step bench-distill-step bench-packed-gemv; do
+  ln -s "$BUILD/$f" "$F/$f"
+done
+out=$(BUILD_DIR=$F "$ROOT/scripts/gpu-prebuild.sh" "$TMP/prebuilt-missing" 2>&1)
+rc=$?
+check "gpu-prebuild: a missing program exits non-zero" test $rc -ne 0
+check "gpu-prebuild: a missing program is named in one line" \
+  test "$out" = "gpu-prebuild: error: $F/bench-packed-decode is missing: build it first (ninja -C $F onebit_tests bench-train-step bench-distill-step bench-packed-gemv bench-packed-decode)"
+check "gpu-prebuild: nothing is left behind" test ! -e "$TMP/prebuilt-missing" -a ! -e "$TMP/prebuilt-missing.tmp"
+
+# The programs take the checkout's paths from the environment (ONEBIT_BENCH_PY_DIR here; the
+# C++ test "ONEBIT_SOURCE_DIR, ONEBIT_BINARY_DIR and ..." checks all three): the Python side of
+# bench-distill-step is a stand-in that leaves a mark.
+if grep -q ONEBIT_BENCH_PY_DIR "$BUILD/bench-distill-step"; then
+  mkdir -p "$TMP/py"
+  printf 'import sys\nopen(sys.argv[0] + ".ran", "w").close()\nsys.exit(3)\n' >"$TMP/py/distill_step.py"
+  ONEBIT_BENCH_PY_DIR=$TMP/py "$BUILD/bench-distill-step" --layers 1 --hidden 64 --ffn 128 --vocab 100 --batch 1 --seq 8 \
+    --iters 1 --warmup 1 --python "$PY" --dir "$TMP/distill" >"$TMP/py.log" 2>&1
+  check "bench-distill-step: ONEBIT_BENCH_PY_DIR names the folder of its Python script" test -e "$TMP/py/distill_step.py.ran"
+else
+  echo "SKIPPED: ONEBIT_BENCH_PY_DIR ($BUILD/bench-distill-step was built before it)"
+fi
 
 echo "$fails failed"
 ((fails == 0))
