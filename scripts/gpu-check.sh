@@ -185,7 +185,7 @@ m = re.search(r"test cases:\s*(\d+)(?:\s*\|\s*(\d+) passed)?(?:\s*\|\s*(\d+) fai
 m2 = re.search(r"All tests passed \(\d+ assertions? in (\d+) test cases?\)", text)
 total = int(m.group(1)) if m else int(m2.group(1)) if m2 else 0
 failed = int(m.group(3) or 0) if m else 0
-skipped = len(re.findall(r"SKIPPED:", text))
+skipped = len(re.findall(r"^SKIPPED:", text, re.M))  # Catch2's WARN repeats it, indented
 print(json.dumps({"total": total, "passed": total - failed - skipped if total else 0, "failed": failed,
                   "skipped": skipped}))
 PY
