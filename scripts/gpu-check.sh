@@ -261,7 +261,7 @@ if ((SMALL)); then
   GEMV=(--rows 1 --iters 3 --cold-mb 32 --copy-mb 64)
   DECODE=(--layers 2 --hidden 256 --ffn 688 --vocab 4000 --tokens 8 --repeats 1)
 else
-  GEMV=(--rows 1 8 --iters 20)
+  GEMV=(--rows 1 8 64 --iters 20)
   DECODE=(--layers 8 --hidden 4096 --ffn 11008 --vocab 32000 --tokens 64 --repeats 3)
 fi
 if [[ ! -x "$BIN/bench-packed-gemv" || ! -x "$BIN/bench-packed-decode" ]]; then

@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/packed_gemv.h"
 
 namespace onebit::kernels::cuda {
@@ -24,23 +25,9 @@ constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;  // 16
 constexpr int kTile = 1024;                           // inputs per shared-memory tile
 constexpr int kLanesPerRow = 8;                       // 8 × 16 bytes = 128 bytes = 1024 signs
 
-template <typename T>
-__device__ __forceinline__ float to_f(T v);
-template <>
-__device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <>
-__device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_f(float v);
-template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
-template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+using common::block_sum;
+using common::from_f;
+using common::to_f;
 
 template <typename T, int N>
 __global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restrict__ x, const float* __restrict__ g,
@@ -99,17 +86,6 @@ __global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restric
     for (int t = 0; t < N; ++t)
       if (t < n - n0) ws[(int64_t(blockIdx.y) * n + n0 + t) * out + o] = acc[t][0];
   }
-}
-
-__device__ float block_sum(float v, float* red) {
-  for (int m = 16; m > 0; m /= 2) v += __shfl_xor_sync(0xffffffffu, v, m);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float s = 0.f;
-  for (int i = 0; i < warps; ++i) s += red[i];
-  return s;
 }
 
 template <typename T>

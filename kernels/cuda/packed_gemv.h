@@ -18,16 +18,46 @@ struct GemvArgs {
   bool post_layernorm = false;
   float ln_eps = 1e-5f;
   void* y = nullptr;              // [n, out] row-major, Act
-  float* workspace = nullptr;     // workspace_floats(n, out, splits) floats
+  float* workspace = nullptr;     // GemvPlan::workspace_floats floats (lanes: workspace_floats(n, out, splits))
   int64_t n = 0, in = 0, out = 0;
 };
 
 constexpr int kMaxTokensPerPass = 8;  // up to 8 tokens share one pass over the weights
+
+// ---- the lanes kernel (packed_gemv.cu) ----
 // Split-K factor for a call on a device with `sms` multiprocessors (fills the GPU when out is small).
 int choose_splits(int64_t in, int64_t out, int sms);
 int multiprocessors(int device);  // of a CUDA device (cached per device)
 int64_t workspace_floats(int64_t n, int64_t out, int splits);
 // Launches on `stream` (a cudaStream_t); returns nullptr on success, else the CUDA error string.
 const char* packed_gemv(const GemvArgs& a, int splits, void* stream);
+
+// ---- the kernel choice (packed_gemv_mma.cu) ----
+//  Lanes: packed_gemv.cu, the first kernel: 8 lanes per row, fp32 x ⊙ g in shared memory, about 6
+//         instructions per weight and token; split-K partials, then an epilogue launch.
+//  Mma:   packed_gemv_mma.cu: signs expanded to bf16 ±1 (or 0/1 with a scale) in registers, one
+//         logical op per two weights, products on the tensor cores (mma.sync m16n8k16, tokens ×
+//         {hi, lo} bf16 halves of x ⊙ g as the N dimension); one launch per call when there is
+//         neither split-K nor post-LayerNorm.
+//  Auto:  the default: Lanes until the mma kernel has been measured on a GPU (bench-packed-gemv
+//         --device cuda prints both); then Auto becomes Mma where it is faster.
+enum class GemvKernel { Auto = 0, Lanes = 1, Mma = 2 };
+const char* to_string(GemvKernel k);  // "auto" | "lanes" | "mma"
+GemvKernel resolve(GemvKernel k);     // Auto → the default kernel; others unchanged
+
+// How a call runs: the kernel, its split-K factor and the workspace it needs (floats; 0: none,
+// GemvArgs::workspace may then be null). Plan and launch must see the same n, in, out and
+// post_layernorm.
+struct GemvPlan {
+  GemvKernel kernel = GemvKernel::Lanes;  // resolved: never Auto
+  int splits = 1;
+  int64_t workspace_floats = 0;
+};
+// `splits` > 0 forces that split-K factor (tests; clamped to what the kernel can use); 0 chooses
+// it for a device with `sms` multiprocessors.
+GemvPlan plan_gemv(GemvKernel kernel, int64_t n, int64_t in, int64_t out, bool post_layernorm, int sms,
+                   int splits = 0);
+// Launches the planned kernel(s) on `stream`; nullptr on success, else the error string.
+const char* packed_gemv(const GemvArgs& a, const GemvPlan& plan, void* stream);
 
 }  // namespace onebit::kernels::cuda

@@ -3,6 +3,8 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+
 #include "kernels/packed_sign.h"
 #include "onebit/core/error.h"
 
@@ -131,13 +133,73 @@ torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& si
   return y.to(x2.scalar_type());
 }
 
+const char* to_string(CudaKernel kernel) {
+  switch (kernel) {
+    case CudaKernel::Auto: return "auto";
+    case CudaKernel::Lanes: return "lanes";
+    case CudaKernel::Mma: return "mma";
+    case CudaKernel::Unpacked: return "unpacked";
+  }
+  return "?";
+}
+
+CudaKernel parse_cuda_kernel(const std::string& s, const std::string& what) {
+  for (CudaKernel k : {CudaKernel::Auto, CudaKernel::Lanes, CudaKernel::Mma, CudaKernel::Unpacked})
+    if (s == to_string(k)) return k;
+  fail("unknown ", what, " '", s, "' (expected auto, lanes, mma or unpacked)");
+}
+
+torch::Tensor unpack_rows(const torch::Tensor& signs, int64_t in, torch::ScalarType dtype) {
+  OB_CHECK(signs.dim() == 2 && signs.scalar_type() == torch::kUInt8 && signs.size(1) == k::blocks_per_row(in) * 16,
+           "unpack_rows: signs must be uint8 runtime rows [out, ", k::blocks_per_row(in) * 16, "], got ",
+           signs.scalar_type(), " ", signs.sizes());
+  const int64_t out = signs.size(0), bytes = k::file_row_bytes(in);
+  const auto shifts = torch::arange(8, signs.options());
+  // Byte j holds inputs 8j..8j+7, least significant bit first; bit 1 = −1.
+  const auto bits = signs.narrow(1, 0, bytes).unsqueeze(2).bitwise_right_shift(shifts).bitwise_and_(1);
+  return bits.view({out, bytes * 8}).narrow(1, 0, in).to(dtype).mul_(-2).add_(1);
+}
+
+torch::Tensor packed_linear_unpacked(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
+                                     const torch::Tensor& h, const torch::Tensor& bias, int64_t in,
+                                     bool post_layernorm, double ln_eps) {
+  const auto xt = x2.scalar_type();
+  const auto dt = xt == torch::kBFloat16 || xt == torch::kHalf ? xt : torch::kFloat32;
+  const auto x = x2.to(dt);
+  const auto u = torch::mm(x * g.to(dt), unpack_rows(signs, in, dt).t()).to(torch::kFloat32);
+  auto y = bias.defined() ? torch::addcmul(bias, u, h) : u * h;
+  if (post_layernorm) y = torch::layer_norm(y, {h.size(0)}, {}, {}, ln_eps);
+  return y.to(xt);
+}
+
+CudaKernel cuda_kernel_from_env() {
+  const char* env = std::getenv("ONEBIT_CUDA_KERNEL");
+  return env ? parse_cuda_kernel(env, "ONEBIT_CUDA_KERNEL value") : CudaKernel::Auto;
+}
+
 #ifdef ONEBIT_WITH_CUDA
+namespace {
+kernels::cuda::GemvKernel gemv_kernel(CudaKernel kernel) {
+  switch (kernel) {
+    case CudaKernel::Lanes: return kernels::cuda::GemvKernel::Lanes;
+    case CudaKernel::Mma: return kernels::cuda::GemvKernel::Mma;
+    case CudaKernel::Auto:
+    case CudaKernel::Unpacked: break;
+  }
+  return kernels::cuda::GemvKernel::Auto;
+}
+}  // namespace
+
+// kernel Auto: ONEBIT_CUDA_KERNEL, else the kernels' default.
 torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
                                  const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
-                                 double ln_eps) {
+                                 double ln_eps, CudaKernel kernel) {
   namespace kc = kernels::cuda;
+  if (kernel == CudaKernel::Auto) kernel = cuda_kernel_from_env();
   const c10::cuda::CUDAGuard guard(x2.device());  // a tensor on cuda:1 runs on cuda:1
   const int64_t n = x2.size(0), out = h.size(0);
+  if (kernel == CudaKernel::Unpacked || (kernel == CudaKernel::Auto && n > kMaxGemvRows))
+    return packed_linear_unpacked(x2, signs, g, h, bias, in, post_layernorm, ln_eps);
   kc::Act act = kc::Act::F32;
   torch::Tensor x = x2.contiguous();
   if (x.scalar_type() == torch::kBFloat16) {
@@ -149,8 +211,9 @@ torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& s
   }
   torch::Tensor y = torch::empty({n, out}, x.options());
   const int sms = kc::multiprocessors(x2.device().index());
-  const int splits = kc::choose_splits(in, out, sms);
-  torch::Tensor ws = torch::empty({kc::workspace_floats(n, out, splits)}, x.options().dtype(torch::kFloat32));
+  const kc::GemvPlan plan = kc::plan_gemv(gemv_kernel(kernel), n, in, out, post_layernorm, sms);
+  torch::Tensor ws;  // split-K partials or pre-LayerNorm sums; none when the kernel needs none
+  if (plan.workspace_floats > 0) ws = torch::empty({plan.workspace_floats}, x.options().dtype(torch::kFloat32));
   kc::GemvArgs a;
   a.x = x.data_ptr();
   a.act = act;
@@ -162,10 +225,11 @@ torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& s
   a.post_layernorm = post_layernorm;
   a.ln_eps = float(ln_eps);
   a.y = y.data_ptr();
-  a.workspace = ws.data_ptr<float>();
+  a.workspace = ws.defined() ? ws.data_ptr<float>() : nullptr;
   a.n = n, a.in = in, a.out = out;
-  const char* err = kc::packed_gemv(a, splits, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
-  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel failed: ", err ? err : "");
+  const char* err = kc::packed_gemv(a, plan, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
+  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (", kc::to_string(plan.kernel), ") failed: ",
+           err ? err : "");
   return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
 }
 #endif
@@ -185,7 +249,7 @@ torch::Tensor op_cpu(const torch::Tensor& x, const torch::Tensor& signs, const t
 torch::Tensor op_cuda(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
                       const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps, int64_t layout) {
   OB_CHECK(layout_arg(layout) == SignLayout::Rows, "onebit::packed_linear: CUDA reads runtime rows, not tiles");
-  return packed_linear_cuda(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps);
+  return packed_linear_cuda(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps, CudaKernel::Auto);
 }
 #endif
 }  // namespace
@@ -347,13 +411,39 @@ void PackedOneBitLinearImpl::to(torch::Device device, bool non_blocking) {
 
 torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x) { return forward(x, CpuKernel::Auto); }
 
-torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CpuKernel kernel) {
-  const int64_t in = options.in_features(), out = options.out_features();
+namespace {
+// The input checks every forward makes.
+void check_input(const PackedOneBitLinearOptions& options, const torch::Tensor& signs, const torch::Tensor& x) {
+  const int64_t in = options.in_features();
   OB_CHECK(x.dim() >= 1 && x.size(-1) == in, "PackedOneBitLinear: input last dim must be in_features=", in,
            ", got input shape ", x.sizes());
   OB_CHECK(x.is_floating_point(), "PackedOneBitLinear: input must be floating point, got ", x.scalar_type());
   OB_CHECK(x.device() == signs.device(), "PackedOneBitLinear: input on ", x.device(), " but weights on ",
            signs.device());
+}
+}  // namespace
+
+torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CudaKernel kernel) {
+  check_input(options, signs, x);
+  OB_CHECK(x.device().is_cuda(), "PackedOneBitLinear: kernel '", to_string(kernel), "' is a CUDA kernel, input on ",
+           x.device());
+#ifdef ONEBIT_WITH_CUDA
+  const int64_t in = options.in_features(), out = options.out_features();
+  OB_CHECK(layout_ == SignLayout::Rows, "PackedOneBitLinear: CUDA reads runtime rows, not tiles");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor y = packed_linear_cuda(x.reshape({-1, in}), signs, g, h, bias, in, options.post_layernorm(),
+                                             options.ln_eps(), kernel);
+  auto shape = x.sizes().vec();
+  shape.back() = out;
+  return y.view(shape);
+#else
+  fail("PackedOneBitLinear: this build has no CUDA kernels (ONEBIT_WITH_CUDA)");
+#endif
+}
+
+torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CpuKernel kernel) {
+  const int64_t in = options.in_features(), out = options.out_features();
+  check_input(options, signs, x);
   OB_CHECK(cpu_kernel_available(kernel), "PackedOneBitLinear: the ", to_string(kernel),
            " kernel is not supported by this CPU or build");
   torch::NoGradGuard no_grad;

@@ -8,6 +8,7 @@
 #include <torch/types.h>
 
 #include <ostream>
+#include <string>
 
 #include "kernels/packed_sign.h"
 #include "onebit/nn/onebit_linear.h"
@@ -33,12 +34,39 @@ using kernels::SignLayout;
 // The layout a kernel reads; Auto and Tiled: the layout of this CPU's best kernel.
 SignLayout layout_for(CpuKernel k);
 
+// Which CUDA kernel a forward on a GPU uses (kernels/cuda/packed_gemv.h): Lanes, the first kernel
+// (8 lanes per row, fp32 x ⊙ g in shared memory, two launches), or Mma (signs expanded in
+// registers, products on the tensor cores, one launch without post-LayerNorm or split-K). Auto:
+// the environment variable ONEBIT_CUDA_KERNEL (auto | lanes | mma | unpacked), read on every call; unset
+// or auto means the kernels' default, which stays lanes until mma has been measured on a GPU.
+// Unpacked: the prefill path, any device: sign(W) unpacked to a dense matrix in the activations'
+// dtype, one cuBLAS (or CPU BLAS) GEMM, then h, bias and the post-LayerNorm in fp32
+// (packed_linear_unpacked). Auto takes it on CUDA above kMaxGemvRows tokens, where the GEMV
+// kernels would stream the weights once per 8 tokens (the threshold is a guess until measured).
+enum class CudaKernel { Auto, Lanes, Mma, Unpacked };
+constexpr int64_t kMaxGemvRows = 32;
+const char* to_string(CudaKernel k);
+// "auto" | "lanes" | "mma" | "unpacked"; anything else is an error naming `what`, the value and
+// the allowed values.
+CudaKernel parse_cuda_kernel(const std::string& s, const std::string& what = "CUDA kernel");
+// ONEBIT_CUDA_KERNEL parsed, Auto when unset; a bad value is an error naming the variable.
+CudaKernel cuda_kernel_from_env();
+
 // The layer's product on x2 [n, in] (any float dtype; result in x2's dtype), signs in `layout`
 // (CUDA: rows): the CPU path, and the CUDA path (builds with CUDA). Both are registered as the
 // operator onebit::packed_linear (CPU and CUDA dispatch keys, device guard), which forward calls.
 torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
                                 double ln_eps, SignLayout layout, CpuKernel kernel = CpuKernel::Auto);
+
+// sign(W) [out, in] in `dtype` (±1) from runtime rows [out, 16·blocks_per_row(in)] on any device.
+torch::Tensor unpack_rows(const torch::Tensor& signs, int64_t in, torch::ScalarType dtype);
+// The layer on x2 [n, in] through the unpacked signs: x ⊙ g and the GEMM in x's dtype for bf16 and
+// fp16 (as the training-time layer computes them), else fp32; h, bias, post-LayerNorm in fp32;
+// the result in x2's dtype. Any device; CUDA's prefill path (CudaKernel::Unpacked).
+torch::Tensor packed_linear_unpacked(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
+                                     const torch::Tensor& h, const torch::Tensor& bias, int64_t in,
+                                     bool post_layernorm, double ln_eps);
 
 struct PackedOneBitLinearOptions {
   PackedOneBitLinearOptions(int64_t in_features, int64_t out_features);
@@ -60,6 +88,8 @@ class PackedOneBitLinearImpl : public torch::nn::Cloneable<PackedOneBitLinearImp
   // LayerNorm in fp32. No autograd.
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor forward(const torch::Tensor& x, CpuKernel kernel);
+  // x on a CUDA device, this CUDA kernel (tests, benchmarks; Auto: as forward(x) does).
+  torch::Tensor forward(const torch::Tensor& x, CudaKernel kernel);
 
   // The signs as stored in files, uint8 [out, ⌈in/8⌉], and back (validated: shape, dtype,
   // zero padding bits).

@@ -1,6 +1,12 @@
 // Packed 1-bit signs and every packed kernel against the dense OneBitLinear formula in double.
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <type_traits>
+
+#include "kernels/cuda/packed_gemv_mma_map.h"
 #include "kernels/packed_sign.h"
 #include "onebit/autograd/sign_ste.h"
 #include "onebit/core/error.h"
@@ -8,7 +14,14 @@
 #include "onebit/nn/onebit_linear.h"
 #include "tests/support.h"
 
+#ifdef ONEBIT_WITH_CUDA
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/packed_gemv.h"
+#endif
+
 using onebit::packed::CpuKernel;
+using onebit::packed::CudaKernel;
 using onebit::packed::PackedOneBitLinearImpl;
 
 namespace {
@@ -59,9 +72,14 @@ double max_err(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
-void check_against_dense(const torch::Device& dev, const std::vector<CpuKernel>& kernels) {
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},   {7, 3},    {13, 5},  {100, 1},
-                                                           {129, 40}, {300, 67}, {11008, 9}};
+using Shapes = std::vector<std::pair<int64_t, int64_t>>;
+
+// Every kernel of `kernels` (CpuKernel or CudaKernel) on every shape (in, out) and batch against
+// the dense formula; `extra` shapes after the common ones.
+template <class Kernel>
+void check_against_dense(const torch::Device& dev, const std::vector<Kernel>& kernels, const Shapes& extra = {}) {
+  Shapes shapes = {{1, 1}, {7, 3}, {13, 5}, {100, 1}, {129, 40}, {300, 67}, {11008, 9}};
+  shapes.insert(shapes.end(), extra.begin(), extra.end());
   int combo = 0;
   for (auto [in, out] : shapes) {
     for (int64_t rows : {1, 2, 3, 5, 8, 16, 17}) {
@@ -72,12 +90,16 @@ void check_against_dense(const torch::Device& dev, const std::vector<CpuKernel>&
       const auto ref = dense_reference(*layer, x);
       layer->to(dev);
       auto packed = PackedOneBitLinearImpl::from(*layer);
-      for (CpuKernel k : kernels) {
+      for (Kernel k : kernels) {
         CAPTURE(in, out, rows, bias, post_ln, onebit::packed::to_string(k));
         auto y = packed->forward(x.to(dev), k).cpu();
         REQUIRE(y.sizes() == ref.sizes());
         REQUIRE(y.scalar_type() == torch::kFloat32);
-        CHECK(max_err(y, ref) < (dev.is_cpu() ? tol(k) : kPackedTol));
+        if constexpr (std::is_same_v<Kernel, CpuKernel>) {
+          CHECK(max_err(y, ref) < tol(k));
+        } else {
+          CHECK(max_err(y, ref) < kPackedTol);
+        }
       }
     }
   }
@@ -240,9 +262,303 @@ TEST_CASE("packed layer takes bf16 activations and returns bf16", "[kernels]") {
   }
 }
 
+namespace {
+// Round to bf16, nearest even (finite values), as __floats2bfloat162_rn does.
+uint32_t bf16_bits(float f) {
+  uint32_t u = 0;
+  std::memcpy(&u, &f, 4);
+  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+float bf16_value(uint32_t bits16) {
+  const uint32_t u = bits16 << 16;
+  float f = 0;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+}  // namespace
+
+TEST_CASE("the mma kernel's k map: expanded signs and staged x ⊙ g give the signed sums", "[kernels]") {
+  // A CPU emulation of one chunk (512 inputs) of kernels/cuda/packed_gemv_mma.cu for one m-tile of
+  // 16 rows, with the k map it shares (kernels/cuda/packed_gemv_mma_map.h): the staging threads
+  // write B (hi and lo bf16 of class_mult·x·g) where the map says, each lane builds its A
+  // registers from its own sign words (shift by 4j, one sign_pair per register) and reads its B
+  // registers, the mma is summed per the PTX fragment layout of m16n8k16, and hi + lo columns
+  // plus T must give Σ_k sign·x·g. Both staging shapes (one warp and one token; 128 threads and
+  // up to 8 tokens), every token count's column layout.
+  namespace mm = onebit::kernels::cuda::mma_map;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  for (int NT : {1, 2, 3, 4, 5, 7, 8}) {
+    const int P = NT == 1 ? 32 : 128, GU = NT == 1 ? 2 : 8, CG = NT <= 4 ? 1 : 2;
+    CAPTURE(NT, P);
+    for (int p = 0; p < P; ++p) REQUIRE(mm::token_first(p, P) == mm::token_first(p & ~31, P));  // per warp
+    std::vector<uint32_t> words(16 * 16);  // row r, block tig, word q: 16 · r + 4 · tig + q
+    for (auto& w : words) w = rng();
+    std::vector<float> x(size_t(NT) * mm::kChunk), g(mm::kChunk);
+    for (auto& v : x) v = normal(rng);
+    for (auto& v : g) v = normal(rng) * 0.5f + 1.f;
+    auto sign = [&](int r, int k) { return (words[16 * r + k / 32] >> (k % 32)) & 1u ? -1.0 : 1.0; };
+
+    // Staging.
+    std::vector<uint32_t> sb(size_t(mm::kSteps) * mm::b_row_units(GU) * CG * 2, 0u);
+    std::vector<int> written(sb.size(), 0);
+    std::vector<double> T(NT, 0.0);
+    for (int p = 0; p < P; ++p)
+      for (int it = 0; it < mm::groups_per_thread(P); ++it) {
+        const mm::Group m = mm::stage_group(mm::group_of(p, it, P));
+        for (int t = mm::token_first(p, P); t < NT; t += mm::token_step(P)) {
+          uint32_t hi[4], lo[4];
+          for (int c = 0; c < 4; ++c) {
+            const int ci = mm::class_of(c);
+            float v[2], h[2];
+            for (int e = 0; e < 2; ++e) {
+              const int k = m.koff + c + 16 * e;
+              v[e] = x[size_t(t) * mm::kChunk + k] * (g[k] * mm::class_mult(ci));
+              h[e] = bf16_value(bf16_bits(v[e]));
+            }
+            hi[c] = bf16_bits(v[0]) | (bf16_bits(v[1]) << 16);
+            lo[c] = bf16_bits(v[0] - h[0]) | (bf16_bits(v[1] - h[1]) << 16);
+            T[t] += double(v[0] + v[1]) * mm::class_t_factor(ci);
+          }
+          for (int hh = 0; hh < 2; ++hh)
+            for (int part = 0; part < 2; ++part)
+              for (int r = 0; r < 2; ++r) {
+                const int unit = mm::b_unit(GU, m.s0 + hh, 2 * (t % 4) + part, m.tig);
+                const size_t word = size_t(unit * CG + t / 4) * 2 + r;
+                REQUIRE(word < sb.size());
+                sb[word] = (part ? lo : hi)[3 - 2 * hh - r];  // k-step s0: c = 3, 2; s0 + 1: c = 1, 0
+                ++written[word];
+              }
+        }
+      }
+    for (size_t w = 0; w < sb.size(); ++w) {  // every word of a used column once, no other
+      const size_t unit = w / 2 / CG, cg = w / 2 % CG;
+      const size_t in_row = unit % mm::b_row_units(GU), g_col = in_row / 4;
+      const bool used = in_row < size_t(4 * GU) && 4 * cg + g_col / 2 < size_t(NT);
+      CAPTURE(w);
+      CHECK(written[w] == (used ? 1 : 0));
+    }
+
+    // The mma: A (16 × 16) and B (16 × 8 per column group) of each k-step from the 32 lanes.
+    std::vector<double> D(size_t(16) * 8 * CG, 0.0);
+    for (int s = 0; s < mm::kSteps; ++s) {
+      const int q = s / 8, j = (s / 2) % 4, hh = s % 2;
+      double A[16][16] = {}, B[2][16][8] = {};
+      for (int lane = 0; lane < 32; ++lane) {
+        const int gq = lane / 4, tig = lane % 4;
+        const uint32_t sh0 = words[16 * gq + 4 * tig + q] << (4 * j);
+        const uint32_t sh8 = words[16 * (gq + 8) + 4 * tig + q] << (4 * j);
+        const uint32_t a[4] = {mm::sign_pair(sh0, 2 * hh), mm::sign_pair(sh8, 2 * hh), mm::sign_pair(sh0, 2 * hh + 1),
+                               mm::sign_pair(sh8, 2 * hh + 1)};
+        for (int i = 0; i < 4; ++i)
+          for (int e = 0; e < 2; ++e) {
+            const int row = gq + 8 * (i % 2), k = 2 * tig + e + 8 * (i / 2);
+            A[row][k] = bf16_value((a[i] >> (16 * e)) & 0xFFFFu);
+          }
+        const int unit = mm::b_unit(GU, s, gq % GU, tig);
+        for (int cg = 0; cg < CG; ++cg)
+          for (int r = 0; r < 2; ++r)
+            for (int e = 0; e < 2; ++e)
+              B[cg][2 * tig + e + 8 * r][gq] = bf16_value((sb[size_t(unit * CG + cg) * 2 + r] >> (16 * e)) & 0xFFFFu);
+      }
+      for (int cg = 0; cg < CG; ++cg)
+        for (int row = 0; row < 16; ++row)
+          for (int col = 0; col < 8; ++col)
+            for (int k = 0; k < 16; ++k) D[(size_t(cg) * 16 + row) * 8 + col] += A[row][k] * B[cg][k][col];
+    }
+    for (int t = 0; t < NT; ++t)
+      for (int row = 0; row < 16; ++row) {
+        double ref = 0, mag = 0;
+        for (int k = 0; k < mm::kChunk; ++k) {
+          ref += sign(row, k) * double(x[size_t(t) * mm::kChunk + k]) * double(g[k]);
+          mag += std::abs(double(x[size_t(t) * mm::kChunk + k]) * double(g[k]));
+        }
+        const size_t d = (size_t(t / 4) * 16 + row) * 8 + 2 * (t % 4);
+        const double got = D[d] + D[d + 1] + T[t];
+        CAPTURE(t, row, ref, got);
+        CHECK(std::abs(got - ref) < 1e-5 * mag);  // hi + lo keep 16 bits of each product
+      }
+  }
+}
+
+TEST_CASE("ONEBIT_CUDA_KERNEL names a CUDA kernel or fails clearly", "[kernels]") {
+  using onebit::packed::parse_cuda_kernel;
+  for (CudaKernel k : {CudaKernel::Auto, CudaKernel::Lanes, CudaKernel::Mma, CudaKernel::Unpacked})
+    CHECK(parse_cuda_kernel(onebit::packed::to_string(k)) == k);
+  CHECK_THROWS_WITH(parse_cuda_kernel("fast"),
+                    OB_CONTAINS("unknown CUDA kernel 'fast' (expected auto, lanes, mma or unpacked)"));
+  const char* before = std::getenv("ONEBIT_CUDA_KERNEL");
+  const std::string saved = before ? before : "";
+  ::setenv("ONEBIT_CUDA_KERNEL", "mma", 1);
+  CHECK(onebit::packed::cuda_kernel_from_env() == CudaKernel::Mma);
+  ::setenv("ONEBIT_CUDA_KERNEL", "Lanes", 1);
+  CHECK_THROWS_WITH(onebit::packed::cuda_kernel_from_env(),
+                    OB_CONTAINS("unknown ONEBIT_CUDA_KERNEL value 'Lanes' (expected auto, lanes, mma or unpacked)"));
+  ::unsetenv("ONEBIT_CUDA_KERNEL");
+  CHECK(onebit::packed::cuda_kernel_from_env() == CudaKernel::Auto);
+  if (before) ::setenv("ONEBIT_CUDA_KERNEL", saved.c_str(), 1);
+}
+
+TEST_CASE("the unpacked path (CUDA's prefill) equals the dense layer", "[kernels]") {
+  // Device-independent torch ops: what runs on a GPU above kMaxGemvRows tokens runs here too.
+  using onebit::packed::packed_linear_unpacked;
+  int combo = 0;
+  for (auto [in, out] : Shapes{{1, 1}, {7, 3}, {129, 40}, {300, 67}, {1000, 300}})
+    for (int64_t rows : {1, 40}) {
+      const bool bias = combo % 2 == 0, post_ln = combo % 4 < 2 && out > 1;
+      ++combo;
+      auto layer = random_layer(in, out, bias, post_ln, uint64_t(in * 7 + rows));
+      const auto x = torch::randn({rows, in});
+      const auto ref = dense_reference(*layer, x);
+      auto p = PackedOneBitLinearImpl::from(*layer);
+      p->use_layout(onebit::kernels::SignLayout::Rows);
+      CAPTURE(in, out, rows, bias, post_ln);
+      CHECK(torch::equal(onebit::packed::unpack_rows(p->signs, in, torch::kFloat32),
+                         torch::where(layer->weight >= 0, 1.0f, -1.0f)));
+      const auto b = bias ? p->bias : torch::Tensor();
+      const double eps = layer->options.ln_eps();
+      CHECK(max_err(packed_linear_unpacked(x, p->signs, p->g, p->h, b, in, post_ln, eps), ref) < kPackedTol);
+      const auto y16 = packed_linear_unpacked(x.to(torch::kBFloat16), p->signs, p->g, p->h, b, in, post_ln, eps);
+      CHECK(y16.scalar_type() == torch::kBFloat16);
+      CHECK(max_err(y16, ref) < kBf16Tol);
+    }
+  auto p = PackedOneBitLinearImpl::from(*random_layer(200, 3, false, false, 1));
+  p->use_layout(onebit::kernels::SignLayout::Rows);
+  CHECK_THROWS_WITH(onebit::packed::unpack_rows(p->signs.narrow(1, 0, 16), 200, torch::kFloat32),
+                    OB_CONTAINS("signs must be uint8 runtime rows [out, 32]"));
+}
+
+namespace {
+const std::vector<CudaKernel> kCudaKernels = {CudaKernel::Auto, CudaKernel::Lanes, CudaKernel::Mma,
+                                              CudaKernel::Unpacked};
+}  // namespace
+
 TEST_CASE("CUDA packed kernel equals the dense layer", "[kernels][cuda]") {
   OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
-  check_against_dense(torch::Device(torch::kCUDA, 0), {CpuKernel::Auto});
+  // Beyond the common shapes: several blocks of rows (the mma kernel's 32 and 128), in a
+  // multiple of 4 with a partial last chunk of 512 (vector loads, then checked ones), in whose
+  // last block of signs is short of 512 (clamped loads), 8 + 1 tokens.
+  check_against_dense(torch::Device(torch::kCUDA, 0), kCudaKernels, {{1000, 300}, {4100, 130}, {2048, 257}});
+}
+
+#ifdef ONEBIT_WITH_CUDA
+TEST_CASE("CUDA packed kernels with a forced split-K factor equal the dense layer", "[kernels][cuda]") {
+  // forward() chooses the split-K factor from the device's multiprocessors; here the kernels
+  // (kernels/cuda/packed_gemv.h) run with 1 (one launch for the mma kernel without post-LN,
+  // a group of warps on 2 or more chunks), 2, 3 and 7 splits, post-LN on and off, fp32 and bf16.
+  namespace kc = onebit::kernels::cuda;
+  const torch::Device dev(torch::kCUDA, 0);
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  int combo = 0;
+  for (auto [in, out] : Shapes{{11008, 67}, {4100, 300}, {129, 33}})
+    for (int64_t rows : {1, 2, 8, 9})
+      for (bool post_ln : {false, true}) {
+        const bool bias = combo++ % 2 == 0;
+        auto layer = random_layer(in, out, bias, post_ln, uint64_t(in + rows));
+        const auto x = torch::randn({rows, in});
+        const auto ref = dense_reference(*layer, x);
+        layer->to(dev);
+        auto p = PackedOneBitLinearImpl::from(*layer);
+        for (auto act : {torch::kFloat32, torch::kBFloat16}) {
+          const auto xd = x.to(dev, act).contiguous();
+          for (kc::GemvKernel k : {kc::GemvKernel::Lanes, kc::GemvKernel::Mma})
+            for (int splits : {1, 2, 3, 7}) {
+              CAPTURE(in, out, rows, post_ln, bias, act, kc::to_string(k), splits);
+              const kc::GemvPlan plan = kc::plan_gemv(k, rows, in, out, post_ln, kc::multiprocessors(0), splits);
+              const auto ws = torch::empty({std::max<int64_t>(plan.workspace_floats, 1)},
+                                           torch::TensorOptions().device(dev).dtype(torch::kFloat32));
+              auto y = torch::full({rows, out}, std::nanf(""), xd.options());
+              kc::GemvArgs a;
+              a.x = xd.data_ptr();
+              a.act = act == torch::kBFloat16 ? kc::Act::BF16 : kc::Act::F32;
+              a.g = p->g.data_ptr<float>();
+              a.signs = p->signs.data_ptr<uint8_t>();
+              a.row_bytes = p->signs.size(1);
+              a.h = p->h.data_ptr<float>();
+              a.bias = bias ? p->bias.data_ptr<float>() : nullptr;
+              a.post_layernorm = post_ln;
+              a.ln_eps = float(layer->options.ln_eps());
+              a.y = y.data_ptr();
+              a.workspace = plan.workspace_floats > 0 ? ws.data_ptr<float>() : nullptr;
+              a.n = rows, a.in = in, a.out = out;
+              const char* err = kc::packed_gemv(a, plan, c10::cuda::getCurrentCUDAStream(0).stream());
+              REQUIRE(err == nullptr);
+              CHECK(max_err(y.cpu(), ref) < (act == torch::kBFloat16 ? kBf16Tol : kPackedTol));
+            }
+        }
+      }
+}
+#endif
+
+TEST_CASE("CUDA packed kernels take bf16 and fp16 activations and propagate NaN and inf", "[kernels][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  const torch::Device dev(torch::kCUDA, 0);
+  auto layer = random_layer(1000, 300, true, true, 4);
+  auto x = torch::randn({3, 1000});
+  const auto ref = dense_reference(*layer, x);
+  layer->to(dev);
+  auto packed = PackedOneBitLinearImpl::from(*layer);
+  for (CudaKernel k : kCudaKernels)
+    for (auto act : {torch::kBFloat16, torch::kHalf}) {
+      CAPTURE(onebit::packed::to_string(k), act);
+      const auto y = packed->forward(x.to(act).to(dev), k);
+      CHECK(y.scalar_type() == act);
+      CHECK(max_err(y.cpu(), ref) < kBf16Tol);
+    }
+  auto plain = PackedOneBitLinearImpl::from(*random_layer(300, 40, true, false, 12));
+  plain->to(dev);
+  for (float bad : {std::nanf(""), INFINITY})
+    for (int64_t rows : {2, 9}) {  // 9: a second pass of one token
+      auto xb = torch::randn({rows, 300});
+      xb[0][137] = bad;
+      xb[rows - 1][3] = bad;
+      for (CudaKernel k : kCudaKernels) {
+        CAPTURE(bad, rows, onebit::packed::to_string(k));
+        const auto y = plain->forward(xb.to(dev), k).cpu();
+        CHECK(torch::isfinite(y[0]).sum().item<int64_t>() == 0);
+        CHECK(torch::isfinite(y[rows - 1]).sum().item<int64_t>() == 0);
+        CHECK(torch::isfinite(y.slice(0, 1, rows - 1)).all().item<bool>());
+      }
+    }
+}
+
+TEST_CASE("CUDA Auto takes the unpacked path past kMaxGemvRows tokens", "[kernels][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  const torch::Device dev(torch::kCUDA, 0);
+  auto layer = random_layer(1000, 300, true, true, 5);
+  layer->to(dev);
+  auto packed = PackedOneBitLinearImpl::from(*layer);
+  layer->to(torch::kCPU);
+  for (int64_t rows : {onebit::packed::kMaxGemvRows, onebit::packed::kMaxGemvRows + 1, int64_t(200)}) {
+    const auto x = torch::randn({rows, 1000});
+    CAPTURE(rows);
+    CHECK(max_err(packed->forward(x.to(dev)).cpu(), dense_reference(*layer, x)) < kPackedTol);
+  }
+}
+
+TEST_CASE("ONEBIT_CUDA_KERNEL picks the kernel of a CUDA forward", "[kernels][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  const torch::Device dev(torch::kCUDA, 0);
+  auto layer = random_layer(700, 50, true, true, 6);
+  const auto x = torch::randn({2, 700});
+  const auto ref = dense_reference(*layer, x);
+  layer->to(dev);
+  auto packed = PackedOneBitLinearImpl::from(*layer);
+  const char* before = std::getenv("ONEBIT_CUDA_KERNEL");
+  const std::string saved = before ? before : "";
+  for (const char* name : {"auto", "lanes", "mma", "unpacked"}) {
+    CAPTURE(name);
+    ::setenv("ONEBIT_CUDA_KERNEL", name, 1);
+    CHECK(max_err(packed->forward(x.to(dev)).cpu(), ref) < kPackedTol);
+  }
+  ::setenv("ONEBIT_CUDA_KERNEL", "fastest", 1);
+  CHECK_THROWS_WITH(packed->forward(x.to(dev)), OB_CONTAINS("unknown ONEBIT_CUDA_KERNEL value 'fastest'"));
+  if (before) {
+    ::setenv("ONEBIT_CUDA_KERNEL", saved.c_str(), 1);
+  } else {
+    ::unsetenv("ONEBIT_CUDA_KERNEL");
+  }
+  CHECK_THROWS_WITH(packed->forward(x, CudaKernel::Mma), OB_CONTAINS("input on cpu"));
 }
 
 TEST_CASE("packed layer rejects bad input with clear messages", "[kernels]") {
