@@ -293,7 +293,11 @@ parts = [f"{o['out']}x{o['in']} x{o['rows']}: {o['kernel']} {o['weight_gbs']:.0f
          f"{o['speedup_bf16']:.1f}x bf16" for o in best.values()]
 if decode:
     d = decode[-1]
-    parts.append(f"decode {d['onebit_bf16_tps']:.0f} vs {d['fp_bf16_tps']:.0f} tokens/s bf16 = {d['speedup_bf16']:.2f}x")
+    parts.append(f"decode ({d.get('decode', '?')}) {d['onebit_bf16_tps']:.0f} vs {d['fp_bf16_tps']:.0f} tokens/s bf16 = "
+                 f"{d['speedup_bf16']:.2f}x")
+    if "onebit_bf16_dynamic_tps" in d:  # the eager path beside the graphs
+        parts.append(f"eager {d['onebit_bf16_dynamic_tps']:.0f} vs {d['fp_bf16_dynamic_tps']:.0f} = "
+                     f"{d['speedup_bf16_dynamic']:.2f}x")
 print(json.dumps({"summary": "; ".join(parts), "gemv": gemv, "decode": decode[-1] if decode else None}))
 PY
 )
