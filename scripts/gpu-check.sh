@@ -19,7 +19,9 @@
 # (d) the deployment benchmarks: packed GEMV/GEMM kernels (bench-packed-gemv), decode (bench-packed-decode).
 # Each step writes OUT_DIR/<step>.json; OUT_DIR/gpu-check.json and gpu-check.md sum them up.
 # Without a GPU (or GPU_CHECK_SMALL=1) the same steps run at small CPU shapes, which is what CI
-# checks. Knobs: BUILD_DIR (default build-gpu), JOBS, ONEBIT_PYTHON, GPU_PEAK_TFLOPS.
+# checks. Knobs: BUILD_DIR (default build-gpu), JOBS, ONEBIT_PYTHON, GPU_PEAK_TFLOPS,
+# GPU_CHECK_SECONDS (a budget for the whole check: steps past it are cut short or not run, and
+# the report is still written).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 [[ $# -eq 1 && "$1" != -h && "$1" != --help ]] || { awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; [[ $# -eq 1 ]]; exit $?; }
@@ -165,9 +167,24 @@ else
 fi
 
 # Runs a step with a time limit; $1 = name, $2 = limit (s), rest = command; output in OUT/<name>.log.
+# GPU_CHECK_SECONDS=N (0: no limit): the whole check's budget, so that one call in a short
+# window ends in time with its report; a step gets at most what is left (minus 20 s for the
+# report), and none when less than 15 s is left.
+capped() {  # capped LIMIT → the limit to use now (0: out of time)
+  local budget=${GPU_CHECK_SECONDS:-0} left
+  ((budget > 0)) || { echo "$1"; return; }
+  left=$((start + budget - 20 - $(date +%s)))
+  ((left < 15)) && { echo 0; return; }
+  echo $((left < $1 ? left : $1))
+}
 run_step() {
-  local name=$1 limit=$2
+  local name=$1 limit
+  limit=$(capped "$2")
   shift 2
+  if ((limit == 0)); then
+    echo "out of time: GPU_CHECK_SECONDS=$GPU_CHECK_SECONDS is spent" >"$OUT/$name.log"
+    return 125
+  fi
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
 }
 
@@ -190,8 +207,14 @@ else
     [[ -z "$name" ]] && continue
     spec=$(sed 's/\\/\\\\/g; s/,/\\,/g; s/\[/\\[/g' <<<"$name")  # Catch2 test-spec escapes
     echo "=== $name" >>"$OUT/cuda_tests.log"
-    ONEBIT_CTEST=1 timeout 180 "$BIN/onebit_tests" --warn NoTests "$spec" >>"$OUT/cuda_tests.log" 2>&1
-    rc=$?
+    limit=$(capped 180)
+    if ((limit == 0)); then
+      rc=125
+      echo "out of time: GPU_CHECK_SECONDS=$GPU_CHECK_SECONDS is spent" >>"$OUT/cuda_tests.log"
+    else
+      ONEBIT_CTEST=1 timeout "$limit" "$BIN/onebit_tests" --warn NoTests "$spec" >>"$OUT/cuda_tests.log" 2>&1
+      rc=$?
+    fi
     echo "=== exit $rc" >>"$OUT/cuda_tests.log"
     if ((rc == 0)); then passed=$((passed + 1))
     elif ((rc == 77)); then skipped=$((skipped + 1))
@@ -218,7 +241,8 @@ elif run_step distill_7b 300 "$BIN/bench-train-step" "${SHAPE[@]}" --steps 3 --w
     --json "$OUT/distill_7b.out.json"; then
   result_from distill_7b ok $(( $(date +%s) - t )) "" "$OUT/distill_7b.out.json"
 else
-  result distill_7b failed $(( $(date +%s) - t )) "exit $? (see distill_7b.log): $(tail -1 "$OUT/distill_7b.log")"
+  rc=$?
+  result distill_7b failed $(( $(date +%s) - t )) "exit $rc (see distill_7b.log): $(tail -1 "$OUT/distill_7b.log")"
 fi
 
 # ---- (b) distillation step vs PyTorch + transformers, ~1B parameters ----
@@ -247,7 +271,8 @@ PY
 )
   result distill_step ok $(( $(date +%s) - t )) "" "$ratios"
 else
-  result distill_step failed $(( $(date +%s) - t )) "exit $? (see distill_step.log): $(tail -1 "$OUT/distill_step.log")"
+  rc=$?
+  result distill_step failed $(( $(date +%s) - t )) "exit $rc (see distill_step.log): $(tail -1 "$OUT/distill_step.log")"
 fi
 
 # ---- (c) NCCL at world size 1 ----
@@ -258,7 +283,8 @@ elif run_step nccl 120 "$BIN/bench-train-step" --layers 2 --hidden 256 --ffn 688
     --steps 2 --device $DEVICE --nccl --dir "$BUILD_DIR/gpu_check_nccl" --json "$OUT/nccl.out.json"; then
   result_from nccl ok $(( $(date +%s) - t )) "" "$OUT/nccl.out.json"
 else
-  result nccl failed $(( $(date +%s) - t )) "exit $? (see nccl.log): $(tail -1 "$OUT/nccl.log")"
+  rc=$?
+  result nccl failed $(( $(date +%s) - t )) "exit $rc (see nccl.log): $(tail -1 "$OUT/nccl.log")"
 fi
 
 # ---- (d) deployment benchmarks: the packed GEMV/GEMM kernels, decoding an export ----
@@ -312,7 +338,8 @@ PY
 )
   result deploy ok $(( $(date +%s) - t )) "" "$summary"
 else
-  result deploy failed $(( $(date +%s) - t )) "exit $? (see deploy_gemv.log, deploy_decode.log)"
+  rc=$?
+  result deploy failed $(( $(date +%s) - t )) "exit $rc (see deploy_gemv.log, deploy_decode.log)"
 fi
 
 "$PY" - "$OUT/meta.json" $(( $(date +%s) - start )) <<'PY'

@@ -73,7 +73,16 @@ if [[ -x "$BUILD/bench-train-step" && -x "$BUILD/onebit_tests" ]]; then
   check "gpu-check: (d) ran the kernel and decode benchmarks" test "$(json_get "$G/gpu-check.json" "['steps']['deploy']['status']")" = ok
   check "gpu-check: (d) has GEMV rates and the decode speed-up" \
     "$PY" -c "import json,sys; d=json.load(open(sys.argv[1]))['steps']['deploy']; sys.exit(0 if len(d['gemv']) >= 3 and all(g['weight_gbs'] > 0 for g in d['gemv']) and d['decode']['speedup_bf16'] > 0 and 'decode' in d['summary'] else 1)" "$G/gpu-check.json"
+  check "gpu-check: each [cuda] case ran in its own process" test "$(grep -c '^=== exit' "$G/cuda_tests.log")" -ge 9
   ((fails)) && { cat "$TMP/gpu.log"; cat "$G"/*.log 2>/dev/null | tail -40; }
+  # A spent budget: no step runs, each says why, and the report is still written.
+  GB=$TMP/gpu-budget
+  GPU_CHECK_SECONDS=1 GPU_CHECK_SKIP_BUILD=1 BUILD_DIR=$BUILD ONEBIT_PYTHON=$PY "$ROOT/scripts/gpu-check.sh" "$GB" \
+    >"$TMP/gpu-budget.log" 2>&1
+  check "gpu-check, budget spent: the report is written" test -s "$GB/gpu-check.md"
+  check "gpu-check, budget spent: a step says so and its exit status" \
+    grep -q "| failed | exit 125 (see nccl.log): out of time: GPU_CHECK_SECONDS=1 is spent |" "$GB/gpu-check.md"
+  check "gpu-check, budget spent: no [cuda] test ran" test "$(grep -c "^=== exit 125" "$GB/cuda_tests.log")" -ge 9
 else
   echo "FAIL gpu-check: $BUILD has no bench-train-step/onebit_tests"
   fails=$((fails + 1))
