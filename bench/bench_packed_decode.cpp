@@ -113,10 +113,9 @@ int main(int argc, char** argv) {
                         {"prompt", prompt}, {"tokens", tokens}};
     // The default decoding of the device (generate's Auto: CUDA graphs on a GPU, the dynamic
     // cache on the CPU) gives the main keys; the other mode is measured beside it.
-    const Decode main_mode = dev.is_cuda() ? Decode::Graph : Decode::Dynamic;
+    const Decode main_mode = models::resolve_decode(Decode::Auto, dev);
     const Decode other_mode = dev.is_cuda() ? Decode::Dynamic : Decode::Static;
-    const auto name = [](Decode d) { return d == Decode::Graph ? "graph" : d == Decode::Static ? "static" : "dynamic"; };
-    j["decode"] = name(main_mode);
+    j["decode"] = models::to_string(main_mode);
     for (torch::Dtype dt : {torch::kFloat32, torch::kBFloat16}) {
       const std::string tag = dt == torch::kFloat32 ? "fp32" : "bf16";
       fp->to(dev, dt);
@@ -124,7 +123,7 @@ int main(int argc, char** argv) {
       auto ex = models::load_pretrained(dir.string(), {dev, dt});
       ex->eval();
       for (Decode mode : {main_mode, other_mode}) {
-        const std::string key = mode == main_mode ? tag : tag + "_" + name(mode);
+        const std::string key = mode == main_mode ? tag : tag + "_" + models::to_string(mode);
         j["fp_" + key + "_tps"] = decode_tps(*fp, prompt, tokens, repeats, dev, mode);
         j["onebit_" + key + "_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, mode);
         j["speedup_" + key] = j["onebit_" + key + "_tps"].get<double>() / j["fp_" + key + "_tps"].get<double>();

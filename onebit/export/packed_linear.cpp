@@ -421,6 +421,12 @@ void check_input(const PackedOneBitLinearOptions& options, const torch::Tensor& 
   OB_CHECK(x.device() == signs.device(), "PackedOneBitLinear: input on ", x.device(), " but weights on ",
            signs.device());
 }
+// y [n, out] in x's shape with its last dimension `out`.
+torch::Tensor shaped_like_input(const torch::Tensor& y, const torch::Tensor& x, int64_t out) {
+  auto shape = x.sizes().vec();
+  shape.back() = out;
+  return y.view(shape);
+}
 }  // namespace
 
 torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CudaKernel kernel) {
@@ -433,9 +439,7 @@ torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CudaKernel
   torch::NoGradGuard no_grad;
   const torch::Tensor y = packed_linear_cuda(x.reshape({-1, in}), signs, g, h, bias, in, options.post_layernorm(),
                                              options.ln_eps(), kernel);
-  auto shape = x.sizes().vec();
-  shape.back() = out;
-  return y.view(shape);
+  return shaped_like_input(y, x, out);
 #else
   fail("PackedOneBitLinear: this build has no CUDA kernels (ONEBIT_WITH_CUDA)");
 #endif
@@ -466,9 +470,7 @@ torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CpuKernel 
     y = packed_linear_cpu(x2, signs_as(layout), g, h, bias, in, options.post_layernorm(), options.ln_eps(), layout,
                           kernel);
   }
-  auto shape = x.sizes().vec();
-  shape.back() = out;
-  return y.view(shape);
+  return shaped_like_input(y, x, out);
 }
 
 void PackedOneBitLinearImpl::pretty_print(std::ostream& os) const {

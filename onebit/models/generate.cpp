@@ -41,13 +41,28 @@ torch::Tensor pick(torch::Tensor logits, bool greedy, const GenerateOptions& o, 
 
 }  // namespace
 
+const char* to_string(GenerateOptions::Decode d) {
+  using D = GenerateOptions::Decode;
+  switch (d) {
+    case D::Auto: return "auto";
+    case D::Dynamic: return "dynamic";
+    case D::Static: return "static";
+    case D::Graph: return "graph";
+  }
+  return "?";
+}
+
 GenerateOptions::Decode parse_decode(const std::string& s, const std::string& what) {
   using D = GenerateOptions::Decode;
-  if (s == "auto") return D::Auto;
-  if (s == "dynamic") return D::Dynamic;
-  if (s == "static") return D::Static;
-  if (s == "graph") return D::Graph;
+  for (D d : {D::Auto, D::Dynamic, D::Static, D::Graph})
+    if (s == to_string(d)) return d;
   fail(what, ": unknown decode mode '", s, "' (expected auto, dynamic, static or graph)");
+}
+
+GenerateOptions::Decode resolve_decode(GenerateOptions::Decode d, const torch::Device& device) {
+  using D = GenerateOptions::Decode;
+  if (d != D::Auto) return d;
+  return device.is_cuda() ? D::Graph : D::Dynamic;
 }
 
 torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const GenerateOptions& opts) {
@@ -78,8 +93,7 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
   auto done = torch::zeros({B}, torch::dtype(torch::kBool).device(device));
 
   using Decode = GenerateOptions::Decode;
-  Decode mode = opts.decode;
-  if (mode == Decode::Auto) mode = device.is_cuda() ? Decode::Graph : Decode::Dynamic;
+  const Decode mode = resolve_decode(opts.decode, device);
   std::unique_ptr<StepDecoder> fixed;  // Static, Graph
   if (mode != Decode::Dynamic && N > 0) fixed = std::make_unique<StepDecoder>(model, B, T0 + N, mode == Decode::Graph);
   KVCache cache;

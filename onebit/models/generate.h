@@ -35,6 +35,9 @@ struct GenerateOptions {
 
 // "auto" | "dynamic" | "static" | "graph"; `what` names the flag or key in the error.
 GenerateOptions::Decode parse_decode(const std::string& s, const std::string& what);
+const char* to_string(GenerateOptions::Decode d);
+// The mode `d` means on `device`: Auto is Graph on CUDA, Dynamic elsewhere; others unchanged.
+GenerateOptions::Decode resolve_decode(GenerateOptions::Decode d, const torch::Device& device);
 
 // prompts: [B, T0] token ids (same length; T0 >= 1). Returns [B, T0 + n] with n <= max_new_tokens
 // the length of the longest row; rows that stopped at EOS are padded with eos after it. Sampling

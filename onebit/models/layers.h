@@ -53,7 +53,8 @@ class RMSNormImpl : public torch::nn::Module {
 // none (a single new token with nothing masked), or an explicit boolean mask [B, 1, T, Tk]
 // (true = attend).
 // With a static KV cache, `slots` [T] (long, on the device) are the cache positions this
-// forward's keys and values are written to, and the mask covers all of the cache's slots.
+// forward's keys and values are written to, and the mask [1, 1, T, span] covers the first
+// `span` slots of the cache, which attention then reads.
 struct AttnMask {
   bool causal = false;
   torch::Tensor mask;

@@ -157,8 +157,11 @@ TEST_CASE("StepDecoder and decode modes: bad use is a clear error", "[models][de
   GenerateOptions o;
   o.decode = GenerateOptions::Decode::Graph;
   CHECK_THROWS_WITH(generate(*m, torch::ones({1, 2}, torch::kLong), o), OB_CONTAINS("CUDA"));
-  CHECK(parse_decode("graph", "--decode") == GenerateOptions::Decode::Graph);
-  CHECK(parse_decode("static", "--decode") == GenerateOptions::Decode::Static);
+  using D = GenerateOptions::Decode;
+  for (D d : {D::Auto, D::Dynamic, D::Static, D::Graph}) CHECK(parse_decode(to_string(d), "--decode") == d);
+  CHECK(resolve_decode(D::Auto, torch::kCPU) == D::Dynamic);
+  CHECK(resolve_decode(D::Auto, torch::Device(torch::kCUDA, 0)) == D::Graph);
+  CHECK(resolve_decode(D::Static, torch::Device(torch::kCUDA, 0)) == D::Static);
   CHECK_THROWS_WITH(parse_decode("fast", "--decode"), OB_CONTAINS("--decode: unknown decode mode 'fast'"));
 }
 

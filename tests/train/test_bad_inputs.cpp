@@ -269,6 +269,11 @@ TEST_CASE("bad inputs: model and tokenizer files", "[catalogue][io]") {
     {"invalid UTF-8 in the prompt is encoded, not refused",
      "onebit-generate --model teach/teacher --max-new-tokens 2 --prompt \"$(printf 'once \\377\\376 upon')\"", 0,
      "2 tokens in"},
+    {"an unknown --decode mode", "onebit-generate --model teach/teacher --decode fast --prompt once", 1,
+     "--decode: unknown decode mode 'fast' (expected auto, dynamic, static or graph)"},
+    {"CUDA-graph decoding of a model on the CPU",
+     "onebit-generate --model teach/teacher --device cpu --decode graph --prompt once", 1,
+     "decoding with a CUDA graph needs the model on a CUDA device, it is on cpu"},
     {"zero-shot task file of the wrong kind", "onebit-eval --model teach/teacher --tasks piqa=teach/heldout.txt", 1,
      "teach/heldout.txt:1: malformed JSON line"},
   });
