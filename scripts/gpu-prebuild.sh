@@ -13,17 +13,33 @@
 #                 programs), date, binaries, libs.
 # Carry DIR to the node with the checkout (git ignores it: e.g. carry [".gpu-prebuilt"]): gpu-check.sh
 # runs these programs when the node's torch version and the checkout's sources hash are the
-# MANIFEST's, and builds otherwise. `gpu-prebuild.sh --sources-hash` prints that hash.
+# MANIFEST's, and builds otherwise. `gpu-prebuild.sh --sources-hash` prints that hash,
+# `gpu-prebuild.sh --starts PROGRAM` checks that a program starts (gpu-check.sh uses both).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# The C++/CUDA sources and CMake files of the checkout as one hash (file names and contents).
+# The C++/CUDA sources and CMake files of the checkout (paths from ROOT, NUL-separated, sorted);
+# more find tests in "$@" narrow them.
 SOURCES=(onebit kernels bench tests train cmake CMakeLists.txt)
-sources_hash() {
+source_files() {
   (cd "$ROOT" && find "${SOURCES[@]}" -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \
-    -o -name CMakeLists.txt -o -name '*.cmake' \) -print0 2>/dev/null | LC_ALL=C sort -z | xargs -0 sha256sum |
-    sha256sum | cut -c1-16)
+    -o -name CMakeLists.txt -o -name '*.cmake' \) "$@" -print0 2>/dev/null | LC_ALL=C sort -z)
+}
+# Those files as one hash (names and contents).
+sources_hash() { source_files | (cd "$ROOT" && xargs -0 sha256sum) | sha256sum | cut -c1-16; }
+# Whether the program at $1 starts (with the caller's LD_LIBRARY_PATH, LD_BIND_NOW): onebit_tests
+# lists its [cuda] tests (Catch2 2.x's --list-tests exits with their number: its output counts),
+# the others print --help. On failure its output is printed.
+program_starts() {
+  local out
+  if [[ "$(basename "$1")" == onebit_tests ]]; then
+    out=$(timeout 60 "$1" --list-tests "[cuda]" 2>&1)
+    grep -q "matching test case" <<<"$out"
+  else
+    out=$(timeout 60 "$1" --help 2>&1)
+  fi || { printf '%s\n' "$out"; return 1; }
 }
 if [[ "${1:-}" == --sources-hash ]]; then sources_hash; exit; fi
+if [[ "${1:-}" == --starts ]]; then program_starts "$2"; exit; fi
 if [[ $# -gt 1 || "${1:-}" == -h || "${1:-}" == --help ]]; then
   awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"
   [[ $# -le 1 ]]; exit $?
@@ -131,21 +147,14 @@ if [[ "$STRIP" == 1 ]]; then
   # Stripping keeps the GPU code and leaves the programs runnable (symbols resolved at start).
   [[ "$(cuda_archs "$TMPD/bin/onebit_tests")" == "$ARCHS" ]] || die "strip changed the CUDA kernels of onebit_tests"
 fi
-# (Catch2 2.x's --list-tests exits with the number of tests, so its output is what counts.)
 for p in "${PROGRAMS[@]}"; do
-  if [[ "$p" == onebit_tests ]]; then
-    out=$(LD_BIND_NOW=1 LD_LIBRARY_PATH="$TMPD/lib" "$TMPD/bin/$p" --list-tests "[cuda]" 2>&1) || true
-    grep -q "matching test case" <<<"$out" || die "the copy of $p does not run: $(tail -1 <<<"$out")"
-  else
-    out=$(LD_BIND_NOW=1 LD_LIBRARY_PATH="$TMPD/lib" "$TMPD/bin/$p" --help 2>&1) ||
-      die "the copy of $p does not run: $(tail -1 <<<"$out")"
-  fi
+  out=$(LD_BIND_NOW=1 LD_LIBRARY_PATH="$TMPD/lib" program_starts "$TMPD/bin/$p") ||
+    die "the copy of $p does not run: $(tail -1 <<<"$out")"
 done
 
 # Sources edited after the programs were linked: the programs may not be theirs.
 oldest=$(for p in "${PROGRAMS[@]}"; do stat -c %Y "$BUILD_DIR/$p"; done | sort -n | head -1)
-newer=$(cd "$ROOT" && find "${SOURCES[@]}" -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \
-  -o -name CMakeLists.txt -o -name '*.cmake' \) -newermt "@$oldest" 2>/dev/null | LC_ALL=C sort)
+newer=$(source_files -newermt "@$oldest" | tr '\0' '\n')
 [[ -z "$newer" ]] || say "warning: $(wc -l <<<"$newer") source files are newer than the oldest program ($(head -3 <<<"$newer" | xargs)...): rebuild first?"
 git_commit=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 git_dirty=0
