@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/llama_config.h"
+#include "bench/op_profile.h"
 #include "onebit/core/error.h"
 #include "onebit/export/export.h"
 #include "onebit/io/safetensors.h"
@@ -30,37 +31,89 @@ namespace fs = std::filesystem;
 namespace {
 using Decode = models::GenerateOptions::Decode;
 
-// Greedy decode tokens/s after a prompt of `prompt` tokens, the best of `repeats`: two steps
-// untimed (the warm-up and, with graphs, the capture), then `tokens` steps timed. Dynamic: the
-// forward loop with a growing KV cache; Static / Graph: one StepDecoder reused by every repeat
-// (its graphs are captured once).
+// A greedy decode after a random prompt of `prompt` tokens. Dynamic: the forward loop with a
+// growing KV cache; Static / Graph: one StepDecoder reused by every start() (its graphs are
+// captured once).
+class GreedyDecode {
+ public:
+  GreedyDecode(models::CausalLMImpl& m, int64_t prompt, int64_t capacity, const torch::Device& dev, Decode mode)
+      : m_(m), dev_(dev) {
+    ids_ = torch::randint(3, std::min<int64_t>(m.config().vocab_size, 1000), {1, prompt},
+                          torch::TensorOptions().dtype(torch::kLong).device(dev));
+    if (mode != Decode::Dynamic) dec_ = std::make_unique<models::StepDecoder>(m, 1, capacity, mode == Decode::Graph);
+    args_.cache = &cache_;
+  }
+  // Prefill and two steps (the warm-up and, with graphs, the capture), then waits for the device.
+  void start() {
+    cache_.clear();
+    next_ = logits(ids_, true).argmax(-1);
+    for (int w = 0; w < 2; ++w) step();
+    sync();
+  }
+  void step() { next_ = logits(next_, false).argmax(-1); }
+  void sync() const {
+    if (dev_.is_cuda()) torch::cuda::synchronize();
+  }
+
+ private:
+  torch::Tensor logits(const torch::Tensor& ids, bool first) {
+    if (dec_) return first ? dec_->prefill(ids) : dec_->step(ids);
+    return m_.forward(first ? ids : ids.view({1, 1}), args_).logits.select(1, -1);
+  }
+  models::CausalLMImpl& m_;
+  torch::Device dev_;
+  torch::Tensor ids_, next_;
+  std::unique_ptr<models::StepDecoder> dec_;
+  models::KVCache cache_;
+  models::ForwardArgs args_;
+};
+
+// Tokens/s of `tokens` timed steps after start(), the best of `repeats`.
 double decode_tps(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, int repeats, const torch::Device& dev,
                   Decode mode) {
   torch::NoGradGuard ng;
-  const auto ids = torch::randint(3, std::min<int64_t>(m.config().vocab_size, 1000), {1, prompt},
-                                  torch::TensorOptions().dtype(torch::kLong).device(dev));
-  std::unique_ptr<models::StepDecoder> dec;
-  if (mode != Decode::Dynamic) dec = std::make_unique<models::StepDecoder>(m, 1, prompt + tokens + 2, mode == Decode::Graph);
-  models::KVCache cache;
-  models::ForwardArgs a;
-  a.cache = &cache;
-  auto next_logits = [&](const torch::Tensor& next, bool first) {
-    if (dec) return first ? dec->prefill(next) : dec->step(next);
-    return m.forward(first ? next : next.view({1, 1}), a).logits.select(1, -1);
-  };
+  GreedyDecode run(m, prompt, prompt + tokens + 2, dev, mode);
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
-    cache.clear();
-    auto next = next_logits(ids, true).argmax(-1);
-    for (int w = 0; w < 2; ++w) next = next_logits(next, false).argmax(-1);
-    if (dev.is_cuda()) torch::cuda::synchronize();
+    run.start();
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t t = 0; t < tokens; ++t) next = next_logits(next, false).argmax(-1);
-    next.cpu();
+    for (int64_t t = 0; t < tokens; ++t) run.step();
+    run.sync();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, double(tokens) / s);
   }
   return best;
+}
+
+// The `top` operators (CPU) and kernels (GPU) of `tokens` decode steps by self time, per token.
+nlohmann::json decode_profile(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, const torch::Device& dev,
+                              Decode mode, int top) {
+  torch::NoGradGuard ng;
+  GreedyDecode run(m, prompt, prompt + tokens + 2, dev, mode);
+  run.start();
+  const auto rows = bench::profile_ops(
+      [&] {
+        for (int64_t t = 0; t < tokens; ++t) run.step();
+        run.sync();
+      },
+      dev.is_cuda());
+  nlohmann::json j = {{"mode", models::to_string(mode)}, {"tokens", tokens}};
+  for (bool gpu : {false, true}) {
+    double calls = 0, us = 0;
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& r : rows) {
+      if (r.gpu != gpu) continue;
+      calls += double(r.calls) / double(tokens);
+      us += r.self_us / double(tokens);
+      if (int(list.size()) < top)
+        list.push_back({{"name", r.name}, {"calls_per_token", double(r.calls) / double(tokens)},
+                        {"us_per_token", r.self_us / double(tokens)}});
+    }
+    const std::string key = gpu ? "gpu" : "cpu";
+    if (gpu && !dev.is_cuda()) continue;
+    j[key] = {{"calls_per_token", calls}, {"us_per_token", us}, {"top", list}};
+  }
+  return j;
 }
 }  // namespace
 
@@ -71,6 +124,7 @@ int main(int argc, char** argv) {
     int64_t layers = 4, hidden = 2048, ffn = 5632, vocab = 32000, prompt = 16, tokens = 32;
     std::string model_dir, device = "cpu", work = "build/bench_packed_decode";
     bool json_out = false;
+    int profile_top = 0;
     app.add_option("--model", model_dir, "full-precision HF folder (default: a random LLaMA of the sizes below)");
     app.add_option("--layers", layers, "random model: decoder layers")->capture_default_str();
     app.add_option("--hidden", hidden, "random model: hidden size")->capture_default_str();
@@ -83,6 +137,10 @@ int main(int argc, char** argv) {
     app.add_option("--device", device, "cpu | cuda | cuda:N")->capture_default_str();
     app.add_option("--work", work, "scratch folder for the export")->capture_default_str();
     app.add_flag("--json", json_out, "print one JSON object");
+    app.add_option("--profile", profile_top,
+                   "also profile the onebit model's decode in each dtype (default mode): operators and GPU kernels "
+                   "per token, the N largest by self time")
+        ->check(CLI::NonNegativeNumber);
     CLI11_PARSE(app, argc, argv);
     if (threads > 0) torch::set_num_threads(threads);
     const torch::Device dev(device);
@@ -127,6 +185,10 @@ int main(int argc, char** argv) {
         j["fp_" + key + "_tps"] = decode_tps(*fp, prompt, tokens, repeats, dev, mode);
         j["onebit_" + key + "_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, mode);
         j["speedup_" + key] = j["onebit_" + key + "_tps"].get<double>() / j["fp_" + key + "_tps"].get<double>();
+      }
+      if (profile_top > 0) {
+        j["profile_fp_" + tag] = decode_profile(*fp, prompt, tokens, dev, main_mode, profile_top);
+        j["profile_onebit_" + tag] = decode_profile(*ex, prompt, tokens, dev, main_mode, profile_top);
       }
     }
     util::remove_tree(dir);

@@ -3,9 +3,9 @@
 #pragma once
 #include <cstdint>
 
-namespace onebit::kernels::cuda {
+#include "kernels/cuda/act.h"
 
-enum class Act { F32 = 0, BF16 = 1, F16 = 2 };  // dtype of x and y
+namespace onebit::kernels::cuda {
 
 struct GemvArgs {
   const void* x = nullptr;  // [n, in] row-major, Act

@@ -6,6 +6,7 @@
 #include "onebit/core/error.h"
 #include "onebit/export/packed_linear.h"
 #include "onebit/nn/dense_linear.h"
+#include "onebit/nn/fused_ops.h"
 #include "onebit/nn/onebit_linear.h"
 
 namespace onebit::models::detail {
@@ -70,12 +71,7 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::ones({dim}));
 }
 
-torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
-  auto h = x.to(torch::kFloat32);
-  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * torch::rsqrt(var + eps);
-  return weight * h.to(x.scalar_type());
-}
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) { return nn::rms_norm(x, weight, eps); }
 
 AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
                     std::optional<int64_t> sliding_window, torch::Device device) {
@@ -170,44 +166,6 @@ torch::Tensor append_kv(torch::Tensor& cache, const torch::Tensor& x) {
   return cache;
 }
 }  // namespace
-
-torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const int64_t D = x.size(-1), half = D / 2;
-  const bool grad = torch::GradMode::is_enabled() && (x.requires_grad() || cos.requires_grad() || sin.requires_grad());
-  const bool fused = !grad && x.dim() == 4 && D % 2 == 0 && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
-                     cos.scalar_type() == torch::kFloat32 && sin.scalar_type() == torch::kFloat32 &&
-                     cos.sizes() == sin.sizes() && cos.dim() == 4 && cos.size(1) == 1 && cos.size(2) == x.size(2) &&
-                     cos.size(3) == D && (cos.size(0) == 1 || cos.size(0) == x.size(0)) && x.stride(3) == 1;
-  if (!fused) {
-    auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-    return x * cos + rotated * sin;
-  }
-  const int64_t B = x.size(0), H = x.size(1), T = x.size(2);
-  auto c = cos.contiguous(), s = sin.contiguous();
-  auto out = torch::empty({B, H, T, D}, x.options());
-  const float* xp = x.const_data_ptr<float>();
-  const float *cp = c.const_data_ptr<float>(), *sp = s.const_data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  const int64_t sb = x.stride(0), sh = x.stride(1), st = x.stride(2), cb = c.size(0) == 1 ? 0 : T * D;
-  at::parallel_for(0, B * H * T, std::max<int64_t>(1, 16384 / D), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t b = r / (H * T), h = (r / T) % H, t = r % T;
-      const float* xr = xp + b * sb + h * sh + t * st;
-      const float *cr = cp + b * cb + t * D, *sr = sp + b * cb + t * D;
-      float* o = op + r * D;
-      // rotate_half(x) = [-x2, x1]; each product rounded, then the sum: as the op sequence.
-      for (int64_t i = 0; i < half; ++i) {
-        const float a = xr[i] * cr[i], m = -xr[i + half] * sr[i];
-        o[i] = a + m;
-      }
-      for (int64_t i = half; i < D; ++i) {
-        const float a = xr[i] * cr[i], m = xr[i - half] * sr[i];
-        o[i] = a + m;
-      }
-    }
-  });
-  return out;
-}
 
 torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
                      double scale, torch::Tensor* k_cache, torch::Tensor* v_cache) {

@@ -40,7 +40,8 @@ torch::nn::Embedding empty_embedding(int64_t num, int64_t dim, std::optional<int
 // Registers an empty_linear child `name` [out, in] (bias optional) and returns it as a Proj.
 Proj make_linear(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out, bool bias);
 
-// HF LlamaRMSNorm: computed in fp32, weight applied after casting back to the input dtype.
+// HF LlamaRMSNorm: computed in fp32, weight applied after casting back to the input dtype
+// (nn::rms_norm: one pass without autograd).
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps);
@@ -80,12 +81,6 @@ AttnMask forward_mask(const Placement& p, const ForwardArgs& args, int64_t B, in
 // so that no softmax row is empty (their outputs are never used).
 AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
                     std::optional<int64_t> sliding_window, torch::Device device);
-
-// Rotate-half RoPE, transformers' `x·cos + rotate_half(x)·sin`, for x [B, H, T, D] (any strides)
-// and cos, sin [B or 1, 1, T, D]. Without autograd on CPU in fp32 it is one pass over x with the
-// same three roundings per element (bitwise the op sequence unless the compiler contracts them
-// into an FMA: the library is built without an FMA target); otherwise that op sequence.
-torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
 // q [B, H, T, D]; k, v [B, Hkv, T, D] of the new tokens. Appends k, v to the cache slots when
 // given (a static cache: writes them at m.slots), then attends (grouped-query when Hkv < H). Returns [B, T, H·D].

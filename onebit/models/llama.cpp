@@ -7,6 +7,7 @@
 #include "onebit/core/error.h"
 #include "onebit/models/layers.h"
 #include "onebit/nn/dense_linear.h"
+#include "onebit/nn/fused_ops.h"
 #include "onebit/nn/replace.h"
 
 namespace onebit::models {
@@ -66,8 +67,8 @@ class LlamaAttentionImpl : public torch::nn::Module, public nn::SlotOwner {
     auto q = q_(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = k_(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     auto v = v_(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
-    q = detail::rotary(q, ctx.cos, ctx.sin);
-    k = detail::rotary(k, ctx.cos, ctx.sin);
+    q = nn::rotary(q, ctx.cos, ctx.sin);
+    k = nn::rotary(k, ctx.cos, ctx.sin);
     auto out = detail::attend(q, k, v, ctx.mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), kc, vc);
     return o_(out);
   }

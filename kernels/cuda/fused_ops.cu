@@ -1,0 +1,108 @@
+// CUDA RMSNorm and RoPE (kernels/cuda/fused_ops.h). The products and sums use the
+// _rn intrinsics so that nvcc cannot contract them into FMAs: each rounding is the one the
+// ATen op sequence makes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/fused_ops.h"
+
+namespace onebit::kernels::cuda {
+
+namespace {
+using common::block_sum;
+using common::from_f;
+using common::to_f;
+
+constexpr int kNormThreads = 256;
+
+// One block per row: the sum of squares, then the scaled row (x re-read: it is in L1/L2).
+template <typename T>
+__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const T* __restrict__ x, int64_t x_row_stride,
+                                                                const T* __restrict__ w, T* __restrict__ y,
+                                                                int64_t dim, float eps) {
+  __shared__ float red[32];
+  const T* xr = x + int64_t(blockIdx.x) * x_row_stride;
+  T* yr = y + int64_t(blockIdx.x) * dim;
+  float sq = 0.f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = to_f(xr[i]);
+    sq = __fadd_rn(sq, __fmul_rn(v, v));
+  }
+  const float r = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(sq, red), float(dim)), eps));
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    const T hn = from_f<T>(__fmul_rn(to_f(xr[i]), r));  // h.to(x.dtype)
+    yr[i] = from_f<T>(__fmul_rn(to_f(w[i]), to_f(hn)));  // weight * h
+  }
+}
+
+// One thread per output element.
+template <typename T>
+__global__ void rotary_kernel(const T* __restrict__ x, int64_t H, int64_t Tn, int64_t D, int64_t sb, int64_t sh,
+                              int64_t st, const T* __restrict__ cs, const T* __restrict__ sn, int64_t cb,
+                              T* __restrict__ y, int64_t total) {
+  const int64_t half = D / 2;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % D, row = e / D;
+    const int64_t t = row % Tn, hh = (row / Tn) % H, b = row / (Tn * H);
+    const T* xr = x + b * sb + hh * sh + t * st;
+    const int64_t c = b * cb + t * D + i;
+    // rotate_half: [-x2, x1]; the negation is exact in every dtype.
+    const float rot = i < half ? -to_f(xr[i + half]) : to_f(xr[i - half]);
+    const T a = from_f<T>(__fmul_rn(to_f(xr[i]), to_f(cs[c])));
+    const T m = from_f<T>(__fmul_rn(rot, to_f(sn[c])));
+    y[e] = from_f<T>(__fadd_rn(to_f(a), to_f(m)));
+  }
+}
+
+const char* last_error() {
+  const cudaError_t err = cudaGetLastError();
+  return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
+}
+
+template <typename T>
+const char* launch_norm(const RmsNormArgs& a, cudaStream_t st) {
+  rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(static_cast<const T*>(a.x), a.x_row_stride,
+                                                                 static_cast<const T*>(a.w), static_cast<T*>(a.y),
+                                                                 a.dim, a.eps);
+  return last_error();
+}
+
+template <typename T>
+const char* launch_rotary(const RotaryArgs& a, cudaStream_t st) {
+  const int64_t total = a.B * a.H * a.T * a.D;
+  const int threads = 256;
+  const int64_t blocks = (total + threads - 1) / threads;
+  rotary_kernel<T><<<unsigned(blocks < 65535 ? blocks : 65535), threads, 0, st>>>(
+      static_cast<const T*>(a.x), a.H, a.T, a.D, a.sb, a.sh, a.st, static_cast<const T*>(a.cos),
+      static_cast<const T*>(a.sin), a.cos_batch_stride, static_cast<T*>(a.y), total);
+  return last_error();
+}
+}  // namespace
+
+const char* rms_norm(const RmsNormArgs& a, void* stream) {
+  if (a.rows == 0 || a.dim == 0) return nullptr;
+  if (a.rows > 2147483647LL) return "rms_norm: too many rows";
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.act) {
+    case Act::F32: return launch_norm<float>(a, st);
+    case Act::BF16: return launch_norm<__nv_bfloat16>(a, st);
+    case Act::F16: return launch_norm<__half>(a, st);
+  }
+  return "rms_norm: unknown dtype";
+}
+
+const char* rotary(const RotaryArgs& a, void* stream) {
+  if (a.B * a.H * a.T * a.D == 0) return nullptr;
+  if (a.D % 2 != 0) return "rotary: the head dimension must be even";
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.act) {
+    case Act::F32: return launch_rotary<float>(a, st);
+    case Act::BF16: return launch_rotary<__nv_bfloat16>(a, st);
+    case Act::F16: return launch_rotary<__half>(a, st);
+  }
+  return "rotary: unknown dtype";
+}
+
+}  // namespace onebit::kernels::cuda

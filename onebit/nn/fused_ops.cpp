@@ -1,0 +1,180 @@
+#include "onebit/nn/fused_ops.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "onebit/core/error.h"
+
+#ifdef ONEBIT_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/fused_ops.h"
+#endif
+
+namespace onebit::nn {
+
+namespace {
+bool needs_grad(std::initializer_list<const torch::Tensor*> ts) {
+  if (!torch::GradMode::is_enabled()) return false;
+  for (const auto* t : ts)
+    if (t->requires_grad()) return true;
+  return false;
+}
+
+bool fused_dtype(torch::ScalarType t) {
+  return t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kHalf;
+}
+
+bool fused_device(const torch::Tensor& x) {
+#ifdef ONEBIT_WITH_CUDA
+  return x.device().is_cpu() || x.device().is_cuda();
+#else
+  return x.device().is_cpu();
+#endif
+}
+
+#ifdef ONEBIT_WITH_CUDA
+kernels::cuda::Act act_of(torch::ScalarType t) {
+  if (t == torch::kBFloat16) return kernels::cuda::Act::BF16;
+  if (t == torch::kHalf) return kernels::cuda::Act::F16;
+  return kernels::cuda::Act::F32;
+}
+void check_launch(const char* err, const char* what) {
+  OB_CHECK(err == nullptr, what, ": CUDA kernel failed: ", err ? err : "");
+}
+#endif
+
+// The op sequences the fused passes replace (and run under autograd).
+torch::Tensor rms_norm_ops(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  auto h = x.to(torch::kFloat32);
+  auto var = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * torch::rsqrt(var + eps);
+  return weight * h.to(x.scalar_type());
+}
+torch::Tensor rotary_ops(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+// T(v) as a float: the rounding of an ATen op whose result has dtype T.
+template <typename T>
+inline float round_to(float v) {
+  return static_cast<float>(static_cast<T>(v));
+}
+}  // namespace
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  const bool fused = !needs_grad({&x, &weight}) && x.dim() >= 1 && x.numel() > 0 && fused_dtype(x.scalar_type()) &&
+                     weight.scalar_type() == x.scalar_type() && weight.dim() == 1 && weight.size(0) == x.size(-1) &&
+                     weight.is_contiguous() && weight.device() == x.device() && fused_device(x);
+  if (!fused) return rms_norm_ops(x, weight, eps);
+  RECORD_FUNCTION("onebit::rms_norm", std::vector<c10::IValue>());
+  const int64_t dim = x.size(-1);
+  const torch::Tensor x2 = x.reshape({-1, dim});
+  const torch::Tensor xc = x2.stride(1) == 1 ? x2 : x2.contiguous();
+  const int64_t rows = xc.size(0);
+  torch::Tensor y = torch::empty({rows, dim}, x.options());
+#ifdef ONEBIT_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    kernels::cuda::RmsNormArgs a;
+    a.x = xc.const_data_ptr();
+    a.x_row_stride = xc.stride(0);
+    a.w = weight.const_data_ptr();
+    a.y = y.data_ptr();
+    a.rows = rows, a.dim = dim;
+    a.eps = float(eps);
+    a.act = act_of(x.scalar_type());
+    check_launch(kernels::cuda::rms_norm(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+                 "rms_norm");
+    return y.view(x.sizes());
+  }
+#endif
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "onebit::rms_norm", [&] {
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    const int64_t rs = xc.stride(0);
+    const float feps = float(eps);
+    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / dim), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* xr = xp + r * rs;
+        scalar_t* yr = yp + r * dim;
+        double sq = 0;  // (ATen sums in fp32, in its own order: both are within fp32 rounding of this)
+        for (int64_t i = 0; i < dim; ++i) {
+          const float v = static_cast<float>(xr[i]);
+          sq += double(v * v);
+        }
+        const float rstd = 1.0f / std::sqrt(float(sq / double(dim)) + feps);
+        for (int64_t i = 0; i < dim; ++i) {
+          const float hn = round_to<scalar_t>(static_cast<float>(xr[i]) * rstd);
+          yr[i] = static_cast<scalar_t>(static_cast<float>(wp[i]) * hn);
+        }
+      }
+    });
+  });
+  return y.view(x.sizes());
+}
+
+torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t D = x.size(-1);
+  const auto dt = x.scalar_type();
+  const bool fused = !needs_grad({&x, &cos, &sin}) && x.dim() == 4 && D % 2 == 0 && fused_dtype(dt) &&
+                     cos.scalar_type() == dt && sin.scalar_type() == dt && cos.sizes() == sin.sizes() &&
+                     cos.dim() == 4 && cos.size(1) == 1 && cos.size(2) == x.size(2) && cos.size(3) == D &&
+                     (cos.size(0) == 1 || cos.size(0) == x.size(0)) && x.stride(3) == 1 &&
+                     cos.device() == x.device() && sin.device() == x.device() && fused_device(x);
+  if (!fused) return rotary_ops(x, cos, sin);
+  RECORD_FUNCTION("onebit::rotary", std::vector<c10::IValue>());
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2);
+  const auto c = cos.contiguous(), s = sin.contiguous();
+  auto out = torch::empty({B, H, T, D}, x.options());
+  const int64_t sb = x.stride(0), sh = x.stride(1), st = x.stride(2), cb = c.size(0) == 1 ? 0 : T * D;
+#ifdef ONEBIT_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    kernels::cuda::RotaryArgs a;
+    a.x = x.const_data_ptr();
+    a.B = B, a.H = H, a.T = T, a.D = D;
+    a.sb = sb, a.sh = sh, a.st = st;
+    a.cos = c.const_data_ptr();
+    a.sin = s.const_data_ptr();
+    a.cos_batch_stride = cb;
+    a.y = out.data_ptr();
+    a.act = act_of(dt);
+    check_launch(kernels::cuda::rotary(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), "rotary");
+    return out;
+  }
+#endif
+  const int64_t half = D / 2;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "onebit::rotary", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t *cp = c.const_data_ptr<scalar_t>(), *sp = s.const_data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, B * H * T, std::max<int64_t>(1, 16384 / D), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / (H * T), h = (r / T) % H, t = r % T;
+        const scalar_t* xr = xp + b * sb + h * sh + t * st;
+        const scalar_t *cr = cp + b * cb + t * D, *sr = sp + b * cb + t * D;
+        scalar_t* o = op + r * D;
+        // Each product rounded to the dtype, then the rounded sum: as x·cos + rotate_half(x)·sin.
+        auto put = [&](int64_t i, float rot) {
+          const float a = round_to<scalar_t>(static_cast<float>(xr[i]) * static_cast<float>(cr[i]));
+          const float m = round_to<scalar_t>(rot * static_cast<float>(sr[i]));
+          o[i] = static_cast<scalar_t>(a + m);
+        };
+        for (int64_t i = 0; i < half; ++i) put(i, -static_cast<float>(xr[i + half]));
+        for (int64_t i = half; i < D; ++i) put(i, static_cast<float>(xr[i - half]));
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace onebit::nn
