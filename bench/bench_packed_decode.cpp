@@ -20,9 +20,11 @@
 #include "onebit/export/export.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/generate.h"
+#include "onebit/models/inference_scope.h"
 #include "onebit/models/loader.h"
 #include "onebit/models/step_decoder.h"
 #include "onebit/models/to_onebit.h"
+#include "onebit/nn/dense_linear.h"
 #include "onebit/util/fs.h"
 
 using namespace onebit;
@@ -31,13 +33,13 @@ namespace fs = std::filesystem;
 namespace {
 using Decode = models::GenerateOptions::Decode;
 
-// A greedy decode after a random prompt of `prompt` tokens. Dynamic: the forward loop with a
-// growing KV cache; Static / Graph: one StepDecoder reused by every start() (its graphs are
-// captured once).
+// A greedy decode after a random prompt of `prompt` tokens, in an InferenceScope (as generate
+// runs: on CPU the dense weights packed for oneDNN). Dynamic: the forward loop with a growing
+// KV cache; Static / Graph: one StepDecoder reused by every start() (its graphs are captured once).
 class GreedyDecode {
  public:
   GreedyDecode(models::CausalLMImpl& m, int64_t prompt, int64_t capacity, const torch::Device& dev, Decode mode)
-      : m_(m), dev_(dev) {
+      : m_(m), dev_(dev), scope_(m) {
     ids_ = torch::randint(3, std::min<int64_t>(m.config().vocab_size, 1000), {1, prompt},
                           torch::TensorOptions().dtype(torch::kLong).device(dev));
     if (mode != Decode::Dynamic) dec_ = std::make_unique<models::StepDecoder>(m, 1, capacity, mode == Decode::Graph);
@@ -58,10 +60,13 @@ class GreedyDecode {
  private:
   torch::Tensor logits(const torch::Tensor& ids, bool first) {
     if (dec_) return first ? dec_->prefill(ids) : dec_->step(ids);
-    return m_.forward(first ? ids : ids.view({1, 1}), args_).logits.select(1, -1);
+    args_.compute_logits = false;  // the last position's projection only, as generate does
+    const auto h = m_.forward(first ? ids : ids.view({1, 1}), args_).last_hidden;
+    return nn::dense_linear(h.select(1, h.size(1) - 1), m_.lm_head_weight());
   }
   models::CausalLMImpl& m_;
   torch::Device dev_;
+  models::InferenceScope scope_;
   torch::Tensor ids_, next_;
   std::unique_ptr<models::StepDecoder> dec_;
   models::KVCache cache_;
@@ -71,7 +76,6 @@ class GreedyDecode {
 // Tokens/s of `tokens` timed steps after start(), the best of `repeats`.
 double decode_tps(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, int repeats, const torch::Device& dev,
                   Decode mode) {
-  torch::NoGradGuard ng;
   GreedyDecode run(m, prompt, prompt + tokens + 2, dev, mode);
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
@@ -88,7 +92,6 @@ double decode_tps(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, int r
 // The `top` operators (CPU) and kernels (GPU) of `tokens` decode steps by self time, per token.
 nlohmann::json decode_profile(models::CausalLMImpl& m, int64_t prompt, int64_t tokens, const torch::Device& dev,
                               Decode mode, int top) {
-  torch::NoGradGuard ng;
   GreedyDecode run(m, prompt, prompt + tokens + 2, dev, mode);
   run.start();
   const auto rows = bench::profile_ops(

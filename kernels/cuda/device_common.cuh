@@ -1,5 +1,5 @@
-// Device helpers shared by the CUDA packed kernels (packed_gemv.cu, packed_gemv_mma.cu):
-// conversions between the activation types and fp32, and a block-wide sum.
+// Device helpers shared by the CUDA kernels (packed_gemv*.cu, fused_ops.cu): conversions
+// between the activation types and fp32, and block-wide sum and max.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -35,6 +35,19 @@ __device__ __forceinline__ float block_sum(float v, float* red) {
   __syncthreads();
   float s = 0.f;
   for (int i = 0; i < warps; ++i) s += red[i];
+  return s;
+}
+
+// The maximum of v over the block, returned to every thread; red as for block_sum.
+__device__ __forceinline__ float block_max(float v, float* red) {
+#pragma unroll
+  for (int m = 16; m > 0; m /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, m));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  __syncthreads();
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float s = red[0];
+  for (int i = 1; i < warps; ++i) s = fmaxf(s, red[i]);
   return s;
 }
 

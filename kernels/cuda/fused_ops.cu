@@ -11,6 +11,7 @@
 namespace onebit::kernels::cuda {
 
 namespace {
+using common::block_max;
 using common::block_sum;
 using common::from_f;
 using common::to_f;
@@ -56,6 +57,65 @@ __global__ void rotary_kernel(const T* __restrict__ x, int64_t H, int64_t Tn, in
   }
 }
 
+constexpr int kAttnWarps = 4;
+
+// One block per (b, h, t): q·kⱼ by one warp per key (lanes across D), the softmax over the
+// scores in shared memory, then p·V with the keys split over the warps (lanes across D) and
+// the warps' partial rows summed.
+template <typename T>
+__global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(DecodeAttentionArgs a) {
+  extern __shared__ float smem[];
+  __shared__ float red[32];
+  const int64_t D = a.D, S = a.S;
+  float* qs = smem;          // [D], q · scale
+  float* sc = qs + D;        // [S], scores, then probabilities
+  float* part = sc + S;      // [kAttnWarps, D]
+  const int64_t row = blockIdx.x, t = row % a.T, h = (row / a.T) % a.H, b = row / (a.T * a.H);
+  const int64_t hk = h / (a.H / a.Hkv);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const T* qp = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh + t * a.q_st;
+  const T* kb = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
+  const T* vb = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
+  const bool* mr = a.mask ? a.mask + b * a.mask_batch_stride + t * S : nullptr;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) qs[d] = to_f(qp[d]) * a.scale;
+  __syncthreads();
+  for (int64_t j = warp; j < S; j += kAttnWarps) {
+    const T* kr = kb + j * a.k_ss;
+    float s = 0.f;
+    for (int64_t d = lane; d < D; d += 32) s += qs[d] * to_f(kr[d]);
+#pragma unroll
+    for (int m = 16; m > 0; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);
+    if (lane == 0) sc[j] = (mr && !mr[j]) ? -INFINITY : s;
+  }
+  __syncthreads();
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) mx = fmaxf(mx, sc[j]);
+  mx = block_max(mx, red);
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    const float p = sc[j] == -INFINITY ? 0.f : expf(sc[j] - mx);
+    sc[j] = p;
+    sum += p;
+  }
+  sum = block_sum(sum, red);  // its barriers also publish the probabilities
+  for (int64_t d0 = 0; d0 < D; d0 += 32) {
+    const int64_t d = d0 + lane;
+    float acc = 0.f;
+    if (d < D)
+      for (int64_t j = warp; j < S; j += kAttnWarps) acc += sc[j] * to_f(vb[j * a.v_ss + d]);
+    if (d < D) part[warp * D + d] = acc;
+  }
+  __syncthreads();
+  T* yr = static_cast<T*>(a.y) + ((b * a.T + t) * a.H + h) * D;
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) o += part[w * D + d];
+    yr[d] = from_f<T>(o * inv);
+  }
+}
+
 const char* last_error() {
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
@@ -77,6 +137,12 @@ const char* launch_rotary(const RotaryArgs& a, cudaStream_t st) {
   rotary_kernel<T><<<unsigned(blocks < 65535 ? blocks : 65535), threads, 0, st>>>(
       static_cast<const T*>(a.x), a.H, a.T, a.D, a.sb, a.sh, a.st, static_cast<const T*>(a.cos),
       static_cast<const T*>(a.sin), a.cos_batch_stride, static_cast<T*>(a.y), total);
+  return last_error();
+}
+template <typename T>
+const char* launch_attention(const DecodeAttentionArgs& a, cudaStream_t st) {
+  const size_t smem = size_t(a.D + a.S + kAttnWarps * a.D) * sizeof(float);
+  decode_attention_kernel<T><<<unsigned(a.B * a.H * a.T), kAttnWarps * 32, smem, st>>>(a);
   return last_error();
 }
 }  // namespace
@@ -103,6 +169,20 @@ const char* rotary(const RotaryArgs& a, void* stream) {
     case Act::F16: return launch_rotary<__half>(a, st);
   }
   return "rotary: unknown dtype";
+}
+
+const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
+  if (a.B * a.H * a.T == 0 || a.D == 0) return nullptr;
+  if (a.S < 1 || a.S > kMaxDecodeKeys) return "decode_attention: key count out of range";
+  if (a.D > kMaxDecodeHeadDim) return "decode_attention: head dimension too large";
+  if (a.Hkv < 1 || a.H % a.Hkv != 0) return "decode_attention: heads must be a multiple of the key/value heads";
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.act) {
+    case Act::F32: return launch_attention<float>(a, st);
+    case Act::BF16: return launch_attention<__nv_bfloat16>(a, st);
+    case Act::F16: return launch_attention<__half>(a, st);
+  }
+  return "decode_attention: unknown dtype";
 }
 
 }  // namespace onebit::kernels::cuda

@@ -1,6 +1,7 @@
-// CUDA kernels for two element-wise blocks of a decoder layer, each one launch instead of the
-// 5–8 ATen kernels it replaces (plain C++ interface: no torch, no CUDA headers). Both round
-// where the op sequence rounds (onebit/nn/fused_ops.h says which sequence).
+// CUDA kernels for three blocks of a decoder layer, each one launch instead of the several ATen
+// kernels it replaces (plain C++ interface: no torch, no CUDA headers): RMSNorm and RoPE, which
+// round where the op sequence rounds (onebit/nn/fused_ops.h says which sequence), and the
+// attention of one decoded token.
 #pragma once
 #include <cstdint>
 
@@ -37,5 +38,28 @@ struct RotaryArgs {
   Act act = Act::F32;
 };
 const char* rotary(const RotaryArgs& a, void* stream);
+
+// y[b, t, h, :] = Σ_j p_j · v[b, h/g, j, :], p = softmax_j(scale · q[b, h, t, :] · k[b, h/g, j, :])
+// over the keys j < S that mask[b or 0, t, j] allows (all when mask is null; none allowed: 0),
+// g = H / Hkv; fp32 arithmetic, q, k, v and y of dtype `act`. Strides in elements, the last
+// dimension contiguous; the mask bool rows of S, `mask_batch_stride` 0 (one mask for every
+// row) or T·S; y contiguous [B, T, H, D]. One block per (b, h, t); S <= kMaxDecodeKeys.
+struct DecodeAttentionArgs {
+  const void* q = nullptr;
+  int64_t q_sb = 0, q_sh = 0, q_st = 0;
+  const void* k = nullptr;
+  int64_t k_sb = 0, k_sh = 0, k_ss = 0;
+  const void* v = nullptr;
+  int64_t v_sb = 0, v_sh = 0, v_ss = 0;
+  const bool* mask = nullptr;
+  int64_t mask_batch_stride = 0;
+  void* y = nullptr;
+  int64_t B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0;
+  float scale = 1.f;
+  Act act = Act::F32;
+};
+constexpr int64_t kMaxDecodeKeys = 8192;  // the scores live in shared memory
+constexpr int64_t kMaxDecodeHeadDim = 256;
+const char* decode_attention(const DecodeAttentionArgs& a, void* stream);
 
 }  // namespace onebit::kernels::cuda

@@ -10,6 +10,7 @@
 #include "onebit/core/error.h"
 #include "onebit/data/seed.h"
 #include "onebit/models/generate.h"
+#include "onebit/models/inference_scope.h"
 #include "onebit/util/progress.h"
 
 namespace onebit::data {
@@ -179,7 +180,7 @@ SampleReport self_sample(models::CausalLMImpl& model, const std::string& out_dir
   have = exchange(ranks, torch::full({1}, have, torch::kInt64))[0].item<int64_t>();  // rank 0's
   SampleReport rep;
   rep.resumed_from = have;
-  model.eval();
+  models::InferenceScope inference(model);  // its generate calls reuse the packed weights
 
   std::unique_ptr<util::ProgressBar> bar;
   if (opts.progress && lead && have < o.num_samples)

@@ -211,7 +211,7 @@ PplResult perplexity(models::CausalLMImpl& model, const tokenizer::Tokenizer& to
   // ---- scoring ----
   const int64_t vocab = cfg.vocab_size;
   const torch::Device device = model_device(model);
-  InferenceScope inference(model);
+  models::InferenceScope inference(model);
   const torch::Tensor W = model.lm_head_weight();
   std::unique_ptr<util::ProgressBar> bar;
   if (opts.progress)

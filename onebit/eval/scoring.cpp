@@ -2,7 +2,6 @@
 
 #include "onebit/core/error.h"
 #include "onebit/models/causal_lm.h"
-#include "onebit/nn/dense_linear.h"
 
 #include <algorithm>
 
@@ -12,23 +11,6 @@ torch::Device model_device(const models::CausalLMImpl& model) {
   for (const auto& p : model.parameters()) return p.device();
   for (const auto& b : model.buffers()) return b.device();
   return torch::kCPU;
-}
-
-namespace {
-std::vector<torch::Tensor> dense_weights(models::CausalLMImpl& model) {
-  auto w = nn::linear_weights(model);
-  w.push_back(model.lm_head_weight());
-  return w;
-}
-}  // namespace
-
-InferenceScope::InferenceScope(models::CausalLMImpl& model)
-    : model_(model), was_training_(model.is_training()), packed_(dense_weights(model)) {
-  model_.eval();
-}
-
-InferenceScope::~InferenceScope() {
-  if (was_training_) model_.train();
 }
 
 TargetScores score_targets_(torch::Tensor logits, const torch::Tensor& targets) {

@@ -1,9 +1,10 @@
-// Shared pieces of the evaluators: where a model lives, inference scoping, fp32 token log-probs.
+// Shared pieces of the evaluators: where a model lives, fp32 token log-probs (their inference
+// scope is models::InferenceScope).
 #pragma once
 #include <torch/types.h>
 #include <torch/utils.h>
 
-#include "onebit/nn/dense_linear.h"
+#include "onebit/models/inference_scope.h"
 
 #include <cstdint>
 #include <vector>
@@ -14,23 +15,6 @@ namespace onebit::eval {
 
 // Device of the model's first parameter (or buffer); CPU for a model with neither.
 torch::Device model_device(const models::CausalLMImpl& model);
-
-// An evaluator's scope: the model in eval mode (its training flag restored afterwards),
-// autograd off, and its dense linears and output projection packed for dense_linear
-// (nn::DensePackScope: on CPU in fp32, memory permitting).
-class InferenceScope {
- public:
-  explicit InferenceScope(models::CausalLMImpl& model);
-  ~InferenceScope();
-  InferenceScope(const InferenceScope&) = delete;
-  InferenceScope& operator=(const InferenceScope&) = delete;
-
- private:
-  models::CausalLMImpl& model_;
-  bool was_training_;
-  torch::NoGradGuard no_grad_;
-  nn::DensePackScope packed_;
-};
 
 // log p(targets[t] | row t) for fp32 logits [T, V] that the caller no longer needs, as fp64 —
 // bit for bit log_softmax(logits)[t, targets[t]], whose rounding lm-eval shares — computed in

@@ -379,7 +379,7 @@ std::vector<std::vector<RequestScore>> score_requests(models::CausalLMImpl& mode
   std::vector<std::vector<RequestScore>> out(Q);
   for (size_t q = 0; q < Q; ++q) out[q].assign(questions[q].size(), RequestScore{0.0, true});
 
-  InferenceScope inference(model);
+  models::InferenceScope inference(model);
   Scorer sc{model, opts, st, prep, plen, out, model_device(model), model.lm_head_weight(),
             std::vector<int64_t>(Q, -1), {}, {}};
   const int64_t window_tokens = kWindowBatches * opts.batch_tokens;
@@ -455,7 +455,7 @@ TaskResult evaluate_task(models::CausalLMImpl& model, const tokenizer::Tokenizer
   out.kind = task.kind;
   out.n = int64_t(task.examples.size());
   OB_CHECK(out.n > 0, task.path, ": no examples");
-  InferenceScope inference(model);  // the slices' own scopes reuse its packed weights
+  models::InferenceScope inference(model);  // the slices' own scopes reuse its packed weights
   std::vector<std::vector<EncodedPair>> pairs;
   for (const auto& ex : task.examples) pairs.push_back(encode_example(tok, ex, opts.add_bos));
 

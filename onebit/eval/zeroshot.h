@@ -122,8 +122,8 @@ struct TaskResult {
 };
 
 // Scores one question (tests and tools); same numbers as evaluate_task. Each call opens an
-// eval::InferenceScope, which packs the model's dense weights on CPU: around a loop of calls,
-// hold one InferenceScope (onebit/eval/scoring.h) so that they are packed once.
+// models::InferenceScope, which packs the model's dense weights on CPU: around a loop of calls,
+// hold one InferenceScope (onebit/models/inference_scope.h) so that they are packed once.
 ExampleResult score_example(models::CausalLMImpl& model, const tokenizer::Tokenizer& tok,
                             const TaskExample& ex, const ZeroShotOptions& opts = {},
                             ScoreStats* stats = nullptr);

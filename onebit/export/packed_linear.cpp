@@ -3,6 +3,9 @@
 #include <torch/library.h>
 #include <torch/torch.h>
 
+#include <ATen/Dispatch.h>
+
+#include <algorithm>
 #include <cstdlib>
 
 #include "kernels/packed_sign.h"
@@ -122,15 +125,49 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
 torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
                                 double ln_eps, SignLayout layout, CpuKernel kernel) {
-  const int64_t n = x2.size(0), out = h.size(0);
-  // g folded into x once; rows padded with zeros to whole blocks.
-  torch::Tensor xg = torch::zeros({n, k::padded_in(in)});
-  torch::Tensor xv = xg.narrow(1, 0, in);
-  torch::mul_out(xv, x2.to(torch::kFloat32), g);
+  const int64_t n = x2.size(0), out = h.size(0), padded = k::padded_in(in);
+  const auto dt = x2.scalar_type();
+  // g folded into x once, in fp32; rows padded with zeros to whole blocks. Written as loops
+  // (not zeros + to + mul): at one token a layer call is microseconds, and each ATen operator
+  // costs about one.
+  torch::Tensor xg = torch::empty({n, padded});
+  if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kHalf) {
+    xg.zero_();
+    torch::Tensor xv = xg.narrow(1, 0, in);
+    torch::mul_out(xv, x2.to(torch::kFloat32), g);
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "packed_linear_fold", [&] {
+      const float* gp = g.const_data_ptr<float>();
+      float* xp = xg.data_ptr<float>();
+      const int64_t xs = x2.stride(0), xi = x2.stride(1);
+      at::parallel_for(0, n, std::max<int64_t>(1, 32768 / padded), [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          const scalar_t* xr = x2.const_data_ptr<scalar_t>() + t * xs;
+          float* dst = xp + t * padded;
+          if (xi == 1) {
+            for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(xr[i]) * gp[i];
+          } else {
+            for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(xr[i * xi]) * gp[i];
+          }
+          std::fill(dst + in, dst + padded, 0.f);
+        }
+      });
+    });
+  }
   torch::Tensor y = torch::empty({n, out});
   cpu_product(xg, signs, h, bias, in, layout, resolve(kernel, n, layout), y);
   if (post_layernorm) k::layernorm_rows(y.data_ptr<float>(), n, out, y.stride(0), ln_eps);
-  return y.to(x2.scalar_type());
+  if (dt == torch::kFloat32) return y;
+  if (dt != torch::kBFloat16 && dt != torch::kHalf) return y.to(dt);
+  torch::Tensor yd = torch::empty({n, out}, x2.options());
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(dt, "packed_linear_cast", [&] {
+    const float* src = y.const_data_ptr<float>();
+    scalar_t* dst = yd.data_ptr<scalar_t>();
+    at::parallel_for(0, n * out, 32768, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+    });
+  });
+  return yd;
 }
 
 const char* to_string(CudaKernel kernel) {

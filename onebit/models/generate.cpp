@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "onebit/core/error.h"
+#include "onebit/models/inference_scope.h"
 #include "onebit/models/step_decoder.h"
 #include "onebit/nn/dense_linear.h"
 
@@ -72,7 +73,7 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
   OB_CHECK(opts.top_k >= 0, "generate: top_k must be >= 0");
   OB_CHECK(opts.top_p > 0.0 && opts.top_p <= 1.0, "generate: top_p must be in (0, 1]");
   OB_CHECK(opts.drop_every >= 1, "generate: drop_every must be >= 1, got ", opts.drop_every);
-  torch::NoGradGuard no_grad;
+  InferenceScope inference(model);  // (nested in the caller's, it reuses that one's packed weights)
   const auto weight = model.lm_head_weight();
   const auto device = weight.device();
   at::Generator gen = at::globalContext().defaultGenerator(device).clone();

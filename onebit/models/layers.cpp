@@ -176,12 +176,7 @@ torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, c
     k = append_kv(*k_cache, k);
     v = append_kv(*v_cache, v);
   }
-  const bool gqa = k.size(1) != q.size(1);
-  std::optional<torch::Tensor> mask;
-  if (m.mask.defined()) mask = m.mask;
-  auto out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, m.causal, scale, gqa);
-  const auto B = q.size(0), T = q.size(2);
-  return out.transpose(1, 2).reshape({B, T, -1});
+  return nn::attention(q, k, v, m.mask, m.causal, scale);
 }
 
 namespace {

@@ -89,9 +89,25 @@ int64_t available_memory() {
   return -1;
 }
 
+// oneDNN's bf16 matmul needs AVX-512 (F, BW, VL, DQ) at least; without it the operator throws.
+bool onednn_bf16_supported() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+// fp32 CPU tensors, or bf16 ones where oneDNN has bf16 kernels.
+bool onednn_dtype(const torch::Tensor& t) {
+  return t.device().is_cpu() &&
+         (t.scalar_type() == torch::kFloat32 || (t.scalar_type() == torch::kBFloat16 && onednn_bf16_supported()));
+}
+
 bool packable(const torch::Tensor& w) {
-  return w.defined() && w.dim() == 2 && w.numel() > 0 && w.device().is_cpu() && w.scalar_type() == torch::kFloat32 &&
-         !w.is_mkldnn();
+  return w.defined() && w.dim() == 2 && w.numel() > 0 && onednn_dtype(w) && !w.is_mkldnn();
 }
 
 }  // namespace
@@ -163,14 +179,16 @@ torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const
 
 namespace {
 // Whether oneDNN's operator may compute x·Wᵀ + b: no autograd, no CPU autocast (ATen's linear
-// computes in the autocast dtype there), fp32 CPU tensors of matching, non-empty shapes.
+// computes in the autocast dtype there), CPU tensors of one dtype (onednn_dtype) and matching,
+// non-empty shapes.
 bool onednn_applies(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
   if (grad || autocast_dtype(c10::DeviceType::CPU)) return false;
-  auto fp32_cpu = [](const torch::Tensor& t) { return t.device().is_cpu() && t.scalar_type() == torch::kFloat32; };
-  return fp32_cpu(x) && fp32_cpu(w) && w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1) && x.numel() > 0 &&
-         w.numel() > 0 && (!b.defined() || (fp32_cpu(b) && b.dim() == 1 && b.size(0) == w.size(0)));
+  const auto dt = w.scalar_type();
+  auto ok = [&](const torch::Tensor& t) { return t.scalar_type() == dt && onednn_dtype(t); };
+  return ok(x) && ok(w) && w.dim() == 2 && x.dim() >= 1 && x.size(-1) == w.size(1) && x.numel() > 0 &&
+         w.numel() > 0 && (!b.defined() || (ok(b) && b.dim() == 1 && b.size(0) == w.size(0)));
 }
 }  // namespace
 
@@ -178,9 +196,12 @@ torch::Tensor dense_linear(DenseBackend kind, const torch::Tensor& x, const torc
   const auto& be = backend();
   check_available(be, kind, "dense_linear");
   if (kind != DenseBackend::OneDnn || !onednn_applies(x, w, b)) return torch::nn::functional::linear(x, w, b);
+  const DensePackScope::Entry* packed = active_scope ? active_scope->find(w) : nullptr;
+  // bf16: oneDNN only with the weight packed (it reorders a plain one on every call, which
+  // makes it no faster than ATen's).
+  if (!packed && w.scalar_type() != torch::kFloat32) return torch::nn::functional::linear(x, w, b);
   std::optional<at::Tensor> bias;
   if (b.defined()) bias = b.contiguous();
-  const DensePackScope::Entry* packed = active_scope ? active_scope->find(w) : nullptr;
   return be.op->call(x.contiguous(), packed ? packed->packed : w.contiguous(), bias, "none",
                      c10::List<std::optional<c10::Scalar>>(), std::nullopt);
 }

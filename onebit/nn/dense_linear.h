@@ -25,10 +25,12 @@ std::string to_string(DenseBackend b);
 // "aten" | "onednn"; anything else is an error naming `what` and the value.
 DenseBackend parse_dense_backend(const std::string& s, const std::string& what = "dense matmul backend");
 
-// torch::nn::functional::linear(x, w, b), with the same result to fp32 rounding: on CPU, in
-// fp32, with autograd off or nothing requiring grad, and CPU autocast off, it runs
-// dense_backend(). oneDNN does not fall back to MKL's generic code path on AMD CPUs and is
-// 1.1-2.5x faster there (docs/BENCHMARKS.md); elsewhere, or for autograd, ATen's linear runs.
+// torch::nn::functional::linear(x, w, b), with the same result to rounding: on CPU, in fp32,
+// with autograd off or nothing requiring grad, and CPU autocast off, it runs dense_backend().
+// oneDNN does not fall back to MKL's generic code path on AMD CPUs and is 1.1-2.5x faster there
+// (docs/BENCHMARKS.md). In bf16 (on AVX-512 CPUs) oneDNN runs only for a weight that a
+// DensePackScope packed: 1.7x ATen's bf16 matmul for a decode step's output projection. Elsewhere,
+// or for autograd, ATen's linear runs.
 torch::Tensor dense_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b = {});
 // The same with the backend given (OneDnn where onednn_linear_available() is false: an error).
 torch::Tensor dense_linear(DenseBackend backend, const torch::Tensor& x, const torch::Tensor& w,
@@ -36,8 +38,9 @@ torch::Tensor dense_linear(DenseBackend backend, const torch::Tensor& x, const t
 
 // For its lifetime (on the constructing thread), dense_linear multiplies by these weights in
 // oneDNN's blocked layout, packed once here, instead of reordering each weight on every call:
-// 1.3x faster forwards of a few dozen tokens (docs/BENCHMARKS.md). Only fp32 CPU weights are
-// packed, and only when the oneDNN backend is active and the packed copies fit in half of the
+// 1.3x faster forwards of a few dozen tokens (docs/BENCHMARKS.md). Only CPU weights in fp32, or
+// bf16 on AVX-512 CPUs, are packed, and only when the oneDNN backend is active and the packed
+// copies fit in half of the
 // memory available now (they are extra copies: the module keeps its own). A weight changed in
 // place after packing (its version moved on) runs unpacked. Scopes nest; an inner scope uses
 // the weights an outer one packed instead of packing them again.

@@ -5,7 +5,11 @@
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <optional>
+#include <vector>
 
 #include "onebit/core/error.h"
 
@@ -175,6 +179,94 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
     });
   });
   return out;
+}
+
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, bool causal, double scale) {
+  const auto dt = q.scalar_type();
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  const int64_t Hkv = k.size(1), S = k.size(2);
+  const bool mask_ok = !mask.defined() || (mask.scalar_type() == torch::kBool && mask.dim() == 4 &&
+                                           (mask.size(0) == 1 || mask.size(0) == B) && mask.size(1) == 1 &&
+                                           mask.size(2) == T && mask.size(3) == S && mask.device() == q.device());
+  const bool fused = !needs_grad({&q, &k, &v}) && T == 1 && fused_dtype(dt) && k.scalar_type() == dt &&
+                     v.scalar_type() == dt && k.dim() == 4 && v.sizes() == k.sizes() && k.size(0) == B &&
+                     k.size(3) == D && Hkv >= 1 && H % Hkv == 0 && S >= 1 && S <= 8192 && D <= 256 &&
+                     q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && k.device() == q.device() &&
+                     v.device() == q.device() && mask_ok && fused_device(q);
+  if (!fused) {
+    std::optional<torch::Tensor> m;
+    if (mask.defined()) m = mask;
+    auto out = at::scaled_dot_product_attention(q, k, v, m, 0.0, causal, scale, /*enable_gqa=*/Hkv != H);
+    return out.transpose(1, 2).reshape({B, T, -1});
+  }
+  // One query token: the causal mask allows every key (the token is the last one).
+  RECORD_FUNCTION("onebit::attention", std::vector<c10::IValue>());
+  const torch::Tensor mc = mask.defined() ? mask.contiguous() : torch::Tensor();
+  const int64_t mask_bs = mc.defined() && mc.size(0) == B && B > 1 ? T * S : 0;
+  auto y = torch::empty({B, T, H * D}, q.options());
+#ifdef ONEBIT_WITH_CUDA
+  if (q.device().is_cuda()) {
+    static_assert(kernels::cuda::kMaxDecodeKeys == 8192 && kernels::cuda::kMaxDecodeHeadDim == 256);
+    const c10::cuda::CUDAGuard guard(q.device());
+    kernels::cuda::DecodeAttentionArgs a;
+    a.q = q.const_data_ptr(), a.q_sb = q.stride(0), a.q_sh = q.stride(1), a.q_st = q.stride(2);
+    a.k = k.const_data_ptr(), a.k_sb = k.stride(0), a.k_sh = k.stride(1), a.k_ss = k.stride(2);
+    a.v = v.const_data_ptr(), a.v_sb = v.stride(0), a.v_sh = v.stride(1), a.v_ss = v.stride(2);
+    a.mask = mc.defined() ? mc.const_data_ptr<bool>() : nullptr;
+    a.mask_batch_stride = mask_bs;
+    a.y = y.data_ptr();
+    a.B = B, a.H = H, a.Hkv = Hkv, a.T = T, a.S = S, a.D = D;
+    a.scale = float(scale);
+    a.act = act_of(dt);
+    check_launch(kernels::cuda::decode_attention(a, c10::cuda::getCurrentCUDAStream(q.device().index()).stream()),
+                 "attention");
+    return y;
+  }
+#endif
+  const int64_t group = H / Hkv;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "onebit::attention", [&] {
+    const scalar_t *qp = q.const_data_ptr<scalar_t>(), *kp = k.const_data_ptr<scalar_t>(),
+                   *vp = v.const_data_ptr<scalar_t>();
+    const bool* mp = mc.defined() ? mc.const_data_ptr<bool>() : nullptr;
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, B * H * T, 1, [&](int64_t r0, int64_t r1) {
+      std::vector<float> qs(static_cast<size_t>(D)), p(static_cast<size_t>(S)), acc(static_cast<size_t>(D));
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t t = r % T, h = (r / T) % H, b = r / (T * H), hk = h / group;
+        const scalar_t* qr = qp + b * q.stride(0) + h * q.stride(1) + t * q.stride(2);
+        const scalar_t* kb = kp + b * k.stride(0) + hk * k.stride(1);
+        const scalar_t* vb = vp + b * v.stride(0) + hk * v.stride(1);
+        const bool* mr = mp ? mp + b * mask_bs + t * S : nullptr;
+        for (int64_t d = 0; d < D; ++d) qs[d] = static_cast<float>(qr[d]) * float(scale);
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < S; ++j) {
+          if (mr && !mr[j]) {
+            p[j] = -std::numeric_limits<float>::infinity();
+            continue;
+          }
+          const scalar_t* kr = kb + j * k.stride(2);
+          float s = 0.f;
+          for (int64_t d = 0; d < D; ++d) s += qs[d] * static_cast<float>(kr[d]);
+          p[j] = s;
+          mx = std::max(mx, s);
+        }
+        std::fill(acc.begin(), acc.end(), 0.f);
+        float sum = 0.f;
+        for (int64_t j = 0; j < S; ++j) {
+          if (p[j] == -std::numeric_limits<float>::infinity()) continue;
+          const float e = std::exp(p[j] - mx);
+          sum += e;
+          const scalar_t* vr = vb + j * v.stride(2);
+          for (int64_t d = 0; d < D; ++d) acc[d] += e * static_cast<float>(vr[d]);
+        }
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;
+        scalar_t* yr = yp + ((b * T + t) * H + h) * D;
+        for (int64_t d = 0; d < D; ++d) yr[d] = static_cast<scalar_t>(acc[d] * inv);
+      }
+    });
+  });
+  return y;
 }
 
 }  // namespace onebit::nn

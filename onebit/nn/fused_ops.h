@@ -1,8 +1,7 @@
-// Two element-wise blocks of the LLaMA-family decoder layer as single passes for inference:
-// HF's RMSNorm and rotate-half RoPE. Each replaces an ATen op sequence of 5–8 operators (on a
-// GPU, 5–8 kernel launches per call, which dominate a 1-bit model's decode step) and rounds
-// where that sequence rounds. With autograd (training), or for inputs they do not cover, they
-// run the op sequence itself.
+// Three blocks of the decoder layers as single passes for inference: HF's RMSNorm, rotate-half
+// RoPE and the attention of one decoded token. Each replaces several ATen operators (on a GPU,
+// as many kernel launches, which dominate a 1-bit model's decode step). With autograd
+// (training), or for inputs they do not cover, they run the ATen ops themselves.
 #pragma once
 #include <torch/types.h>
 
@@ -19,5 +18,14 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 // element of the op sequence, so bitwise equal to it (on CPU the library is built without an FMA
 // target; the CUDA kernel uses non-contracting intrinsics).
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+// Scaled-dot-product attention, returned as [B, T, H·D] (what the output projection reads):
+// q [B, H, T, D]; k, v [B, Hkv, S, D] (H a multiple of Hkv: grouped-query); mask boolean
+// [B or 1, 1, T, S] (true = attend) or undefined, with `causal` for the lower-triangular mask.
+// One pass on CPU and CUDA for one query token (T = 1: a decode step) in fp32 / bf16 / fp16,
+// without autograd, for S <= 8192 and D <= 256: fp32 scores, softmax and sums, one rounding
+// at the end (as the fused SDPA kernels do). Otherwise ATen's scaled_dot_product_attention.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                        const torch::Tensor& mask, bool causal, double scale);
 
 }  // namespace onebit::nn

@@ -2,6 +2,9 @@
 // against the ATen op sequences they replace, on CPU and (when present) on CUDA.
 #include <torch/torch.h>
 
+#include <limits>
+#include <optional>
+
 #include "onebit/nn/fused_ops.h"
 #include "tests/support.h"
 
@@ -88,6 +91,53 @@ void check_rms_norm(torch::Device dev) {
     }
   }
 }
+// softmax(scale·q·kᵀ + mask)·v in fp64, grouped-query by repeating k, v; returned [B, T, H·D].
+torch::Tensor attention_fp64(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& mask, double scale) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), g = H / k.size(1);
+  auto kd = k.to(torch::kFloat64).repeat_interleave(g, 1), vd = v.to(torch::kFloat64).repeat_interleave(g, 1);
+  auto s = torch::matmul(q.to(torch::kFloat64), kd.transpose(2, 3)) * scale;
+  if (mask.defined()) s = s.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity());
+  return torch::matmul(torch::softmax(s, -1), vd).transpose(1, 2).reshape({B, T, -1});
+}
+
+void check_attention(torch::Device dev) {
+  torch::manual_seed(3);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf}) {
+    for (int64_t heads : {int64_t(4), int64_t(8)}) {  // 8 over 4 key/value heads: grouped-query
+      for (int mask_kind : {0, 1, 2}) {  // none, one mask for the batch, one per row
+        INFO("dtype " << dt << ", heads " << heads << ", mask " << mask_kind);
+        const int64_t B = 3, S = 37, D = 64, cap = 64;
+        auto q = torch::randn({B, 1, heads, D}).transpose(1, 2).to(dev, dt);  // [B, H, 1, D], strided
+        // k, v: the first S slots of a cache with spare capacity (strided along the keys).
+        auto kc = torch::randn({B, 4, cap, D}).to(dev, dt), vc = torch::randn({B, 4, cap, D}).to(dev, dt);
+        auto k = kc.narrow(2, 0, S), v = vc.narrow(2, 0, S);
+        torch::Tensor mask;
+        if (mask_kind > 0) {
+          mask = torch::rand({mask_kind == 1 ? int64_t(1) : B, 1, 1, S}) > 0.3;
+          mask.index_put_({torch::indexing::Ellipsis, S - 1}, true);  // the token itself
+          mask = mask.to(dev);
+        }
+        const double scale = 1.0 / 8.0;
+        torch::NoGradGuard no_grad;
+        auto y = onebit::nn::attention(q, k, v, mask, false, scale);
+        REQUIRE(y.sizes() == torch::IntArrayRef({B, 1, heads * D}));
+        CHECK(y.scalar_type() == dt);
+        const auto ref = attention_fp64(q, k, v, mask, scale);
+        // fp32 arithmetic and one rounding to dt at the end (inputs are exact in dt).
+        const double tol = dt == torch::kFloat32 ? 2e-6 : dt == torch::kBFloat16 ? 8e-3 : 1e-3;
+        CHECK((y.to(torch::kFloat64) - ref).abs().max().item<double>() < tol);
+        // ATen's SDPA (what it replaces) agrees within its own rounding.
+        std::optional<torch::Tensor> m;
+        if (mask.defined()) m = mask;
+        auto sdpa = at::scaled_dot_product_attention(q, k, v, m, 0.0, false, scale, heads != 4)
+                        .transpose(1, 2)
+                        .reshape({B, 1, -1});
+        CHECK((y.to(torch::kFloat64) - sdpa.to(torch::kFloat64)).abs().max().item<double>() < 2 * tol);
+      }
+    }
+  }
+}
 }  // namespace
 
 TEST_CASE("rotary RoPE equals x·cos + rotate_half(x)·sin bit for bit, fp32/bf16/fp16", "[nn]") {
@@ -132,8 +182,34 @@ TEST_CASE("rms_norm with autograd or a weight of another dtype is the op sequenc
   CHECK(torch::equal(yb, rms_ops(xb, w.detach(), 1e-6)));
 }
 
-TEST_CASE("CUDA rotary and rms_norm equal the op sequences on the GPU", "[nn][cuda]") {
+TEST_CASE("attention of one token equals softmax(q·kᵀ)·v: grouped-query, masks, strided cache", "[nn]") {
+  check_attention(torch::kCPU);
+}
+
+TEST_CASE("attention of several tokens, with autograd or a fully masked row", "[nn]") {
+  torch::manual_seed(4);
+  auto q = torch::randn({2, 4, 5, 32}), k = torch::randn({2, 2, 5, 32}), v = torch::randn({2, 2, 5, 32});
+  // Several query tokens (prefill, causal): ATen's SDPA.
+  auto causal = torch::ones({5, 5}, torch::kBool).tril().view({1, 1, 5, 5});
+  auto y = onebit::nn::attention(q, k, v, torch::Tensor(), true, 0.25);
+  CHECK((y.to(torch::kFloat64) - attention_fp64(q, k, v, causal, 0.25)).abs().max().item<double>() < 1e-5);
+  // One token with autograd: SDPA, and gradients flow.
+  auto q1 = q.narrow(2, 4, 1).detach().requires_grad_(true);
+  auto y1 = onebit::nn::attention(q1, k, v, torch::Tensor(), false, 0.25);
+  CHECK((y1.detach().to(torch::kFloat64) - attention_fp64(q1.detach(), k, v, {}, 0.25)).abs().max().item<double>() <
+        1e-5);
+  y1.sum().backward();
+  CHECK(q1.grad().defined());
+  // A row whose mask allows no key: zeros (SDPA would give NaN; the models never make one).
+  torch::NoGradGuard no_grad;
+  auto none = torch::zeros({1, 1, 1, 5}, torch::kBool);
+  auto y0 = onebit::nn::attention(q.narrow(2, 0, 1), k, v, none, false, 0.25);
+  CHECK(torch::equal(y0, torch::zeros_like(y0)));
+}
+
+TEST_CASE("CUDA rotary, rms_norm and attention equal their references on the GPU", "[nn][cuda]") {
   if (!torch::cuda::is_available()) return onebit::test::skip("no CUDA device");
   check_rotary(torch::kCUDA);
   check_rms_norm(torch::kCUDA);
+  check_attention(torch::kCUDA);
 }
