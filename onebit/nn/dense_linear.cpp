@@ -89,6 +89,8 @@ int64_t available_memory() {
   return -1;
 }
 
+}  // namespace
+
 // oneDNN's bf16 matmul needs AVX-512 (F, BW, VL, DQ) at least; without it the operator throws.
 bool onednn_bf16_supported() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -100,6 +102,7 @@ bool onednn_bf16_supported() {
 #endif
 }
 
+namespace {
 // fp32 CPU tensors, or bf16 ones where oneDNN has bf16 kernels.
 bool onednn_dtype(const torch::Tensor& t) {
   return t.device().is_cpu() &&

@@ -19,6 +19,8 @@ enum class DenseBackend { Aten, OneDnn };
 // oneDNN is an error. Read once.
 DenseBackend dense_backend();
 bool onednn_linear_available();
+// Whether this CPU runs oneDNN's bf16 matmul (AVX-512 F/BW/VL/DQ), so that bf16 weights are packed.
+bool onednn_bf16_supported();
 // Changes dense_backend() for the whole process (benchmarks compare the two in one run).
 void set_dense_backend(DenseBackend b);
 std::string to_string(DenseBackend b);

@@ -249,16 +249,22 @@ TEST_CASE("a NaN or infinite input gives non-finite outputs in every CPU kernel"
   }
 }
 
-TEST_CASE("packed layer takes bf16 activations and returns bf16", "[kernels]") {
+TEST_CASE("packed layer takes bf16, fp16 and fp64 activations, strided too, and returns their dtype", "[kernels]") {
   auto layer = random_layer(200, 50, true, true, 4);
-  auto x = torch::randn({3, 200}).to(torch::kBFloat16);
-  const auto ref = dense_reference(*layer, x.to(torch::kFloat32));
   auto packed = PackedOneBitLinearImpl::from(*layer);
-  for (CpuKernel k : cpu_kernels()) {
-    CAPTURE(onebit::packed::to_string(k));
-    const auto y = packed->forward(x, k);
-    CHECK(y.scalar_type() == torch::kBFloat16);
-    CHECK(max_err(y, ref) < kBf16Tol);
+  for (auto dt : {torch::kBFloat16, torch::kHalf, torch::kFloat64}) {
+    for (bool strided : {false, true}) {
+      CAPTURE(dt, strided);
+      // strided: the columns of a transposed tensor (input stride 3, not 1).
+      auto x = strided ? torch::randn({200, 3}).to(dt).t() : torch::randn({3, 200}).to(dt);
+      const auto ref = dense_reference(*layer, x.to(torch::kFloat32));
+      for (CpuKernel k : cpu_kernels()) {
+        CAPTURE(onebit::packed::to_string(k));
+        const auto y = packed->forward(x, k);
+        CHECK(y.scalar_type() == dt);
+        CHECK(max_err(y, ref) < (dt == torch::kFloat64 ? 2 * kPackedTol : kBf16Tol));  // fp64: computed in fp32
+      }
+    }
   }
 }
 

@@ -122,6 +122,25 @@ TEST_CASE("DensePackScope: packed weights give the formula, and a weight changed
   CHECK(rel_err(dense_linear(x, w2), x, w2, {}) < 1e-5);  // no scope left
 }
 
+TEST_CASE("DensePackScope in bf16: packed where oneDNN has bf16 kernels, the formula to bf16 rounding", "[layer]") {
+  torch::manual_seed(3);
+  torch::NoGradGuard no_grad;
+  auto w = torch::randn({300, 64}).to(torch::kBFloat16), b = torch::randn({300}).to(torch::kBFloat16);
+  for (int64_t rows : {int64_t(1), int64_t(6)}) {
+    auto x = torch::randn({rows, 64}).to(torch::kBFloat16);
+    const auto plain = dense_linear(x, w, b);  // no scope: ATen's linear
+    CHECK(torch::equal(plain, torch::nn::functional::linear(x, w, b)));
+    DensePackScope scope({w});
+    const bool packs = onebit::nn::dense_backend() == DenseBackend::OneDnn && onebit::nn::onednn_bf16_supported();
+    CHECK(scope.packed_bytes() == (packs ? w.nbytes() : 0));
+    const auto y = dense_linear(x, w, b);
+    CHECK(y.scalar_type() == torch::kBFloat16);
+    // fp32 accumulation, one rounding to bf16 (2^-8 relative) at the end.
+    CHECK(rel_err(y, x, w, b) < 8e-3);
+    CHECK(rel_err(y, x, w, b) < 2 * rel_err(plain, x, w, b) + 4e-3);
+  }
+}
+
 TEST_CASE("linear_weights lists every Linear's weight once, a shared one too", "[layer]") {
   torch::nn::Sequential seq(torch::nn::Linear(4, 3), torch::nn::ReLU(), torch::nn::Linear(3, 2));
   auto tied = torch::nn::Linear(3, 2);
