@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -27,6 +28,8 @@ inline std::vector<OpRow> profile_ops(const std::function<void()>& fn, bool cuda
   namespace prof = torch::profiler::impl;
   std::set<prof::ActivityType> acts{prof::ActivityType::CPU};
   if (cuda) acts.insert(prof::ActivityType::CUDA);
+  // Without a GPU, Kineto's start-up logs a failed device count as an ERROR line: quiet it.
+  if (!cuda) setenv("KINETO_LOG_LEVEL", "5", /*overwrite=*/0);
   torch::autograd::profiler::prepareProfiler(prof::ProfilerConfig(prof::ProfilerState::KINETO), acts);
   torch::autograd::profiler::enableProfiler(prof::ProfilerConfig(prof::ProfilerState::KINETO), acts);
   fn();

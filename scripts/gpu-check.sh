@@ -289,10 +289,10 @@ fi
 t=$(date +%s)
 if ((SMALL)); then
   GEMV=(--rows 1 --iters 3 --cold-mb 32 --copy-mb 64)
-  DECODE=(--layers 2 --hidden 256 --ffn 688 --vocab 4000 --tokens 8 --repeats 1)
+  DECODE=(--layers 2 --hidden 256 --ffn 688 --vocab 4000 --tokens 8 --repeats 1 --profile 12)
 else
   GEMV=(--rows 1 8 64 --iters 20)
-  DECODE=(--layers 8 --hidden 4096 --ffn 11008 --vocab 32000 --tokens 64 --repeats 3)
+  DECODE=(--layers 8 --hidden 4096 --ffn 11008 --vocab 32000 --tokens 64 --repeats 3 --profile 12)
 fi
 if [[ ! -x "$BIN/bench-packed-gemv" || ! -x "$BIN/bench-packed-decode" ]]; then
   result deploy failed 0 "no $BIN/bench-packed-gemv or bench-packed-decode"
@@ -328,6 +328,12 @@ if decode:
     if "onebit_bf16_dynamic_tps" in d:  # the eager path beside the graphs
         parts.append(f"eager {d['onebit_bf16_dynamic_tps']:.0f} vs {d['fp_bf16_dynamic_tps']:.0f} = "
                      f"{d['speedup_bf16_dynamic']:.2f}x")
+    # Where a token's time goes (--profile): kernels launched and their time per token.
+    for key, name in (("profile_onebit_bf16", "onebit"), ("profile_fp_bf16", "bf16")):
+        dev = (d.get(key) or {}).get("gpu") or (d.get(key) or {}).get("cpu")
+        if dev:
+            unit = "kernels" if "gpu" in d[key] else "operators"
+            parts.append(f"{name}: {dev['calls_per_token']:.0f} {unit}/token, {dev['us_per_token']:.0f} us")
 print(json.dumps({"summary": "; ".join(parts), "gemv": gemv, "decode": decode[-1] if decode else None}))
 PY
 )
