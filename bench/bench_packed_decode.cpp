@@ -18,6 +18,7 @@
 #include "bench/op_profile.h"
 #include "onebit/core/error.h"
 #include "onebit/export/export.h"
+#include "onebit/export/packed_linear.h"
 #include "onebit/io/safetensors.h"
 #include "onebit/models/generate.h"
 #include "onebit/models/inference_scope.h"
@@ -189,6 +190,10 @@ int main(int argc, char** argv) {
         j["onebit_" + key + "_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, mode);
         j["speedup_" + key] = j["onebit_" + key + "_tps"].get<double>() / j["fp_" + key + "_tps"].get<double>();
       }
+      // The 1-bit model with each projection called alone (q/k/v and gate/up not grouped).
+      packed::set_group_calls(false);
+      j["onebit_" + tag + "_ungrouped_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, main_mode);
+      packed::set_group_calls(true);
       if (profile_top > 0) {
         j["profile_fp_" + tag] = decode_profile(*fp, prompt, tokens, dev, main_mode, profile_top);
         j["profile_onebit_" + tag] = decode_profile(*ex, prompt, tokens, dev, main_mode, profile_top);

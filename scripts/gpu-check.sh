@@ -328,6 +328,8 @@ if decode:
     if "onebit_bf16_dynamic_tps" in d:  # the eager path beside the graphs
         parts.append(f"eager {d['onebit_bf16_dynamic_tps']:.0f} vs {d['fp_bf16_dynamic_tps']:.0f} = "
                      f"{d['speedup_bf16_dynamic']:.2f}x")
+    if "onebit_bf16_ungrouped_tps" in d:  # q/k/v and gate/up each called alone
+        parts.append(f"1-bit with ungrouped projections {d['onebit_bf16_ungrouped_tps']:.0f} tokens/s")
     # Where a token's time goes (--profile): kernels launched and their time per token.
     for key, name in (("profile_onebit_bf16", "onebit"), ("profile_fp_bf16", "bf16")):
         dev = (d.get(key) or {}).get("gpu") or (d.get(key) or {}).get("cpu")

@@ -9,6 +9,9 @@
 // split in the workspace.
 // Pass 2 (epilogue): one block per token sums the splits, applies h and bias, the post-
 // LayerNorm (block reduction of mean and variance over the row) and the cast to x's dtype.
+// Both passes take a group of layers that read the same x (one layer: a group of one): the
+// blocks of pass 1 are numbered across the layers (each layer its own first block), and pass 2
+// walks the layers' column ranges of the output row one after another.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -29,15 +32,34 @@ using common::block_sum;
 using common::from_f;
 using common::to_f;
 
+// The group as the kernels see it: per layer its pointers, width, first output column and
+// first block of pass 1.
+struct Seg {
+  const float* g;
+  const uint4* signs;
+  const float* h;
+  const float* bias;
+  int64_t out, col, block_begin;
+};
+struct Segs {
+  Seg s[kMaxGroupLayers];
+  int count;
+  int64_t total_out;  // Σ out: the row length of y and of the workspace
+};
+
 template <typename T, int N>
-__global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restrict__ x, const float* __restrict__ g,
-                                                              const uint4* __restrict__ signs, int64_t row_vec,
+__global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restrict__ x, Segs segs, int64_t row_vec,
                                                               float* __restrict__ ws, int64_t n0, int64_t n,
-                                                              int64_t in, int64_t out, int64_t tiles_per_split) {
+                                                              int64_t in, int64_t tiles_per_split) {
   __shared__ float xs[N][kTile];
+  int si = 0;  // the layer of this block (uniform across the block)
+  while (si + 1 < segs.count && int64_t(blockIdx.x) >= segs.s[si + 1].block_begin) ++si;
+  const Seg& sg = segs.s[si];
+  const float* __restrict__ g = sg.g;
+  const uint4* __restrict__ signs = sg.signs;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int sub = lane % kLanesPerRow;  // which 16 bytes of the row's tile
-  const int64_t o = int64_t(blockIdx.x) * kRowsPerBlock + warp * kRowsPerWarp + lane / kLanesPerRow;
+  const int64_t o = (int64_t(blockIdx.x) - sg.block_begin) * kRowsPerBlock + warp * kRowsPerWarp + lane / kLanesPerRow;
   const int64_t tiles = (in + kTile - 1) / kTile;
   const int64_t t_begin = int64_t(blockIdx.y) * tiles_per_split;
   const int64_t t_end = t_begin + tiles_per_split < tiles ? t_begin + tiles_per_split : tiles;
@@ -55,7 +77,7 @@ __global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restric
       xs[t][k] = (t < n - n0 && col < in) ? to_f(x[(n0 + t) * in + col]) * g[col] : 0.f;
     }
     __syncthreads();
-    if (o < out && base + sub * 128 < in) {
+    if (o < sg.out && base + sub * 128 < in) {
       const uint4 w = signs[o * row_vec + tile * kLanesPerRow + sub];  // 128-bit load
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
@@ -81,53 +103,66 @@ __global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restric
     for (int m = kLanesPerRow / 2; m > 0; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);
     acc[t][0] = s;
   }
-  if (sub == 0 && o < out) {
+  if (sub == 0 && o < sg.out) {
 #pragma unroll
     for (int t = 0; t < N; ++t)
-      if (t < n - n0) ws[(int64_t(blockIdx.y) * n + n0 + t) * out + o] = acc[t][0];
+      if (t < n - n0) ws[(int64_t(blockIdx.y) * n + n0 + t) * segs.total_out + sg.col + o] = acc[t][0];
   }
 }
 
 template <typename T>
-__global__ void epilogue_kernel(float* __restrict__ ws, int splits, const float* __restrict__ h,
-                                const float* __restrict__ bias, bool post_ln, float eps, T* __restrict__ y,
-                                int64_t n, int64_t out) {
+__global__ void epilogue_kernel(float* __restrict__ ws, int splits, Segs segs, bool post_ln, float eps,
+                                T* __restrict__ y, int64_t n) {
   __shared__ float red[32];
-  const int64_t t = blockIdx.x;
-  float sum = 0.f;
-  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) {
-    float v = 0.f;
-    for (int s = 0; s < splits; ++s) v += ws[(int64_t(s) * n + t) * out + o];
-    v = v * h[o] + (bias ? bias[o] : 0.f);
-    if (post_ln) {
-      sum += v;
-      ws[t * out + o] = v;  // split 0's slot now holds the pre-norm value
-    } else {
-      y[t * out + o] = from_f<T>(v);
+  const int64_t t = blockIdx.x, total = segs.total_out;
+  for (int si = 0; si < segs.count; ++si) {  // uniform: every thread walks every layer
+    const Seg& sg = segs.s[si];
+    float* wr = ws + t * total + sg.col;  // split 0's slots of this layer and token
+    T* yr = y + t * total + sg.col;
+    float sum = 0.f;
+    for (int64_t o = threadIdx.x; o < sg.out; o += blockDim.x) {
+      float v = 0.f;
+      for (int s = 0; s < splits; ++s) v += ws[(int64_t(s) * n + t) * total + sg.col + o];
+      v = v * sg.h[o] + (sg.bias ? sg.bias[o] : 0.f);
+      if (post_ln) {
+        sum += v;
+        wr[o] = v;  // split 0's slot now holds the pre-norm value
+      } else {
+        yr[o] = from_f<T>(v);
+      }
     }
+    if (!post_ln) continue;
+    const float mean = block_sum(sum, red) / float(sg.out);
+    float sq = 0.f;
+    for (int64_t o = threadIdx.x; o < sg.out; o += blockDim.x) {
+      const float d = wr[o] - mean;
+      sq += d * d;
+    }
+    const float rstd = rsqrtf(block_sum(sq, red) / float(sg.out) + eps);
+    for (int64_t o = threadIdx.x; o < sg.out; o += blockDim.x) yr[o] = from_f<T>((wr[o] - mean) * rstd);
   }
-  if (!post_ln) return;
-  const float mean = block_sum(sum, red) / float(out);
-  float sq = 0.f;
-  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) {
-    const float d = ws[t * out + o] - mean;
-    sq += d * d;
-  }
-  const float rstd = rsqrtf(block_sum(sq, red) / float(out) + eps);
-  for (int64_t o = threadIdx.x; o < out; o += blockDim.x) y[t * out + o] = from_f<T>((ws[t * out + o] - mean) * rstd);
 }
 
 template <typename T>
-const char* launch(const GemvArgs& a, int splits, cudaStream_t st) {
+const char* launch(const GemvGroupArgs& a, int splits, cudaStream_t st) {
   const T* x = static_cast<const T*>(a.x);
-  const auto* s = static_cast<const uint4*>(a.signs);
+  Segs segs{};
+  segs.count = a.count;
+  int64_t blocks = 0, col = 0;
+  for (int i = 0; i < a.count; ++i) {
+    const GemvGroupLayer& l = a.layers[i];
+    segs.s[i] = Seg{l.g, static_cast<const uint4*>(l.signs), l.h, l.bias, l.out, col, blocks};
+    col += l.out;
+    blocks += (l.out + kRowsPerBlock - 1) / kRowsPerBlock;
+  }
+  segs.total_out = col;
   const int64_t row_vec = a.row_bytes / 16, tiles = (a.in + kTile - 1) / kTile;
   const int64_t per_split = (tiles + splits - 1) / splits;
-  const dim3 grid(unsigned((a.out + kRowsPerBlock - 1) / kRowsPerBlock), unsigned(splits));
+  const dim3 grid{static_cast<unsigned>(blocks), static_cast<unsigned>(splits)};
   for (int64_t n0 = 0; n0 < a.n; n0 += kMaxTokensPerPass) {
     const int64_t m = a.n - n0 < kMaxTokensPerPass ? a.n - n0 : kMaxTokensPerPass;
 #define ONEBIT_GEMV_CASE(NT) \
-  case NT: partial_kernel<T, NT><<<grid, kWarps * 32, 0, st>>>(x, a.g, s, row_vec, a.workspace, n0, a.n, a.in, a.out, per_split); break;
+  case NT: partial_kernel<T, NT><<<grid, kWarps * 32, 0, st>>>(x, segs, row_vec, a.workspace, n0, a.n, a.in, per_split); break;
     switch (m) {
       ONEBIT_GEMV_CASE(1) ONEBIT_GEMV_CASE(2) ONEBIT_GEMV_CASE(3) ONEBIT_GEMV_CASE(4)
       ONEBIT_GEMV_CASE(5) ONEBIT_GEMV_CASE(6) ONEBIT_GEMV_CASE(7) ONEBIT_GEMV_CASE(8)
@@ -135,8 +170,8 @@ const char* launch(const GemvArgs& a, int splits, cudaStream_t st) {
     }
 #undef ONEBIT_GEMV_CASE
   }
-  epilogue_kernel<T><<<unsigned(a.n), 256, 0, st>>>(a.workspace, splits, a.h, a.bias, a.post_layernorm, a.ln_eps,
-                                                     static_cast<T*>(a.y), a.n, a.out);
+  epilogue_kernel<T><<<unsigned(a.n), 256, 0, st>>>(a.workspace, splits, segs, a.post_layernorm, a.ln_eps,
+                                                     static_cast<T*>(a.y), a.n);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
@@ -162,8 +197,11 @@ int multiprocessors(int device) {
 
 int64_t workspace_floats(int64_t n, int64_t out, int splits) { return int64_t(splits) * n * out; }
 
-const char* packed_gemv(const GemvArgs& a, int splits, void* stream) {
-  if (a.n == 0 || a.out == 0) return nullptr;
+const char* packed_gemv_group(const GemvGroupArgs& a, int splits, void* stream) {
+  if (a.count < 1 || a.count > kMaxGroupLayers) return "packed_gemv: a group holds 1 to 4 layers";
+  int64_t total = 0;
+  for (int i = 0; i < a.count; ++i) total += a.layers[i].out;
+  if (a.n == 0 || total == 0) return nullptr;
   if (a.row_bytes % 16 != 0) return "packed_gemv: row_bytes must be a multiple of 16";
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.act) {
@@ -172,6 +210,21 @@ const char* packed_gemv(const GemvArgs& a, int splits, void* stream) {
     case Act::F16: return launch<__half>(a, splits, st);
   }
   return "packed_gemv: unknown activation dtype";
+}
+
+const char* packed_gemv(const GemvArgs& a, int splits, void* stream) {
+  GemvGroupArgs g;
+  g.x = a.x;
+  g.act = a.act;
+  g.layers[0] = GemvGroupLayer{a.g, a.signs, a.h, a.bias, a.out};
+  g.count = 1;
+  g.row_bytes = a.row_bytes;
+  g.post_layernorm = a.post_layernorm;
+  g.ln_eps = a.ln_eps;
+  g.y = a.y;
+  g.workspace = a.workspace;
+  g.n = a.n, g.in = a.in;
+  return packed_gemv_group(g, splits, stream);
 }
 
 }  // namespace onebit::kernels::cuda

@@ -32,6 +32,33 @@ int64_t workspace_floats(int64_t n, int64_t out, int splits);
 // Launches on `stream` (a cudaStream_t); returns nullptr on success, else the CUDA error string.
 const char* packed_gemv(const GemvArgs& a, int splits, void* stream);
 
+// Several layers that read the same x (q/k/v, gate/up) in one lanes pass (two launches for the
+// group instead of two per layer): each layer its own signs, g, h and bias, all of one `in`;
+// their outputs side by side in y [n, Σ out] (row stride Σ out, layer l at column offset
+// Σ_{j<l} out_j); post-LayerNorm per layer. A block of 16 rows never spans two layers.
+constexpr int kMaxGroupLayers = 4;
+struct GemvGroupLayer {
+  const float* g = nullptr;     // [in]
+  const void* signs = nullptr;  // [out, row_bytes], 16-byte aligned
+  const float* h = nullptr;     // [out]
+  const float* bias = nullptr;  // [out] or null
+  int64_t out = 0;
+};
+struct GemvGroupArgs {
+  const void* x = nullptr;  // [n, in] row-major, Act
+  Act act = Act::F32;
+  GemvGroupLayer layers[kMaxGroupLayers];
+  int count = 0;
+  int64_t row_bytes = 0;
+  bool post_layernorm = false;
+  float ln_eps = 1e-5f;
+  void* y = nullptr;           // [n, Σ out], Act
+  float* workspace = nullptr;  // workspace_floats(n, Σ out, splits) floats
+  int64_t n = 0, in = 0;
+};
+// splits: choose_splits(in, Σ out, sms) (or forced, as for one layer).
+const char* packed_gemv_group(const GemvGroupArgs& a, int splits, void* stream);
+
 // ---- the kernel choice (packed_gemv_mma.cu) ----
 //  Lanes: packed_gemv.cu, the first kernel: 8 lanes per row, fp32 x ⊙ g in shared memory, about 6
 //         instructions per weight and token; split-K partials, then an epilogue launch.

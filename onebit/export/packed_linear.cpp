@@ -4,9 +4,13 @@
 #include <torch/torch.h>
 
 #include <ATen/Dispatch.h>
+#include <ATen/record_function.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <optional>
+#include <vector>
 
 #include "kernels/packed_sign.h"
 #include "onebit/core/error.h"
@@ -57,42 +61,97 @@ torch::Tensor convert_layout(const torch::Tensor& signs, int64_t out, int64_t in
   return rows;
 }
 
-// y [n, out] fp32 = h ⊙ (xg · Sᵀ) (+ bias); xg [n, padded_in] fp32 with zero padding.
-void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torch::Tensor& h,
-                 const torch::Tensor& bias, int64_t in, SignLayout layout, CpuKernel kernel, torch::Tensor& y) {
+// One layer of a call: its tensors (a call may hold several layers that read the same input).
+struct LayerRef {
+  const torch::Tensor& signs;
+  const torch::Tensor& g;
+  const torch::Tensor& h;
+  const torch::Tensor& bias;  // undefined: none
+};
+
+// xg = x2 ⊙ g in fp32, rows padded with zeros to `padded` = padded_in(in) (xg: n rows of
+// `padded` floats). Written as loops (not zeros + to + mul): at one token a layer call is
+// microseconds, and each ATen operator (a tensor view too) costs about one.
+void fold_g(const torch::Tensor& x2, const torch::Tensor& g, int64_t in, int64_t padded, float* xp) {
+  const int64_t n = x2.size(0);
+  const auto dt = x2.scalar_type();
+  if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kHalf) {
+    torch::Tensor xg = torch::from_blob(xp, {n, padded}, torch::kFloat32);
+    xg.zero_();
+    torch::Tensor xv = xg.narrow(1, 0, in);
+    torch::mul_out(xv, x2.to(torch::kFloat32), g);
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "packed_linear_fold", [&] {
+    const float* gp = g.const_data_ptr<float>();
+    const int64_t xs = x2.stride(0), xi = x2.stride(1);
+    at::parallel_for(0, n, std::max<int64_t>(1, 32768 / padded), [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const scalar_t* xr = x2.const_data_ptr<scalar_t>() + t * xs;
+        float* dst = xp + t * padded;
+        if (xi == 1) {
+          for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(xr[i]) * gp[i];
+        } else {
+          for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(xr[i * xi]) * gp[i];
+        }
+        std::fill(dst + in, dst + padded, 0.f);
+      }
+    });
+  });
+}
+
+// y_l [n, out_l] fp32 = h_l ⊙ (xg_l · S_lᵀ) (+ bias_l) for each layer l, y_l the columns
+// [off_l, off_l + out_l) of y [n, Σ out]; xg [L, n, padded_in] fp32 with zero padding. The
+// instruction-set kernels run all layers' rows in one parallel region (a fork-join per call,
+// not per layer).
+void cpu_product(const torch::Tensor& xg, const std::vector<LayerRef>& layers, int64_t in, SignLayout layout,
+                 CpuKernel kernel, torch::Tensor& y) {
   OB_CHECK((kernel == CpuKernel::Tiled) || ((kernel == CpuKernel::Avx512Vnni) == (layout == SignLayout::Tiles)),
            "PackedOneBitLinear: the ", to_string(kernel), " kernel cannot read signs in this layout");
-  const int64_t n = xg.size(0), out = y.size(1);
-  k::GemmArgs a;
-  a.xg = xg.data_ptr<float>();
-  a.n = n;
-  a.xs = xg.stride(0);
-  a.w = blocks(signs);
-  a.blocks = k::blocks_per_row(in);
-  a.h = h.data_ptr<float>();
-  a.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  a.y = y.data_ptr<float>();
-  a.ys = y.stride(0);
-  switch (kernel) {
-    case CpuKernel::Tiled: {
-      torch::Tensor yt = torch::empty({out, n});  // yᵀ: tiles are contiguous row slices
-      torch::Tensor tile = torch::empty({std::min(kUnpackRows, out), in});
-      const torch::Tensor xgt = xg.narrow(1, 0, in).t();
-      for (int64_t o = 0; o < out; o += kUnpackRows) {
-        const int64_t rows = std::min(kUnpackRows, out - o);
-        torch::Tensor tl = tile.narrow(0, 0, rows);
-        if (layout == SignLayout::Tiles) {
-          k::unpack_tile_rows(reinterpret_cast<const uint8_t*>(a.w), in, o, o + rows, tl.data_ptr<float>());
-        } else {
-          k::unpack_rows(a.w, in, o, o + rows, tl.data_ptr<float>());
+  const int64_t n = xg.size(1);
+  std::vector<k::GemmArgs> args;
+  std::vector<int64_t> outs;
+  int64_t off = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerRef& L = layers[l];
+    k::GemmArgs a;
+    a.xg = xg.data_ptr<float>() + int64_t(l) * xg.stride(0);
+    a.n = n;
+    a.xs = xg.stride(1);
+    a.w = blocks(L.signs);
+    a.blocks = k::blocks_per_row(in);
+    a.h = L.h.data_ptr<float>();
+    a.bias = L.bias.defined() ? L.bias.data_ptr<float>() : nullptr;
+    a.y = y.data_ptr<float>() + off;
+    a.ys = y.stride(0);
+    args.push_back(a);
+    outs.push_back(L.h.size(0));
+    off += L.h.size(0);
+  }
+  if (kernel == CpuKernel::Tiled || kernel == CpuKernel::Lut) {
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const k::GemmArgs& a = args[l];
+      const int64_t out = outs[l];
+      if (kernel == CpuKernel::Tiled) {
+        torch::Tensor yt = torch::empty({out, n});  // yᵀ: tiles are contiguous row slices
+        torch::Tensor tile = torch::empty({std::min(kUnpackRows, out), in});
+        const torch::Tensor xgt = xg[int64_t(l)].narrow(1, 0, in).t();
+        for (int64_t o = 0; o < out; o += kUnpackRows) {
+          const int64_t rows = std::min(kUnpackRows, out - o);
+          torch::Tensor tl = tile.narrow(0, 0, rows);
+          if (layout == SignLayout::Tiles) {
+            k::unpack_tile_rows(reinterpret_cast<const uint8_t*>(a.w), in, o, o + rows, tl.data_ptr<float>());
+          } else {
+            k::unpack_rows(a.w, in, o, o + rows, tl.data_ptr<float>());
+          }
+          torch::Tensor dst = yt.narrow(0, o, rows);
+          torch::mm_out(dst, tl, xgt);
         }
-        torch::Tensor dst = yt.narrow(0, o, rows);
-        torch::mm_out(dst, tl, xgt);
+        const LayerRef& L = layers[l];
+        y.narrow(1, a.y - y.data_ptr<float>(), out)
+            .copy_(L.bias.defined() ? torch::addcmul(L.bias, yt.t(), L.h) : yt.t() * L.h);
+        continue;
       }
-      y.copy_(bias.defined() ? torch::addcmul(bias, yt.t(), h) : yt.t() * h);
-      return;
-    }
-    case CpuKernel::Lut: {
       std::vector<float> lut(size_t(k::lut_floats(a.blocks)));
       for (int64_t t = 0; t < n; ++t) {
         k::GemmArgs row = a;
@@ -100,74 +159,67 @@ void cpu_product(const torch::Tensor& xg, const torch::Tensor& signs, const torc
         row.xg = a.xg + t * a.xs;
         row.y = a.y + t * a.ys;
         k::build_lut(row.xg, a.blocks, lut.data());
-        at::parallel_for(0, out, kGrainRows,
-                         [&](int64_t b, int64_t e) { k::gemv_lut_rows(lut.data(), row, b, e); });
+        at::parallel_for(0, out, kGrainRows, [&](int64_t b, int64_t e) { k::gemv_lut_rows(lut.data(), row, b, e); });
       }
-      return;
     }
-    case CpuKernel::Avx512Vnni: {  // whole tiles per task
-      const k::GemmRowsFn fn = k::gemm_rows_for(k::CpuIsa::Avx512Vnni);
-      at::parallel_for(0, k::tiled_rows(out) / k::kTileRows, kGrainTiles, [&](int64_t b, int64_t e) {
-        fn(a, b * k::kTileRows, std::min(out, e * k::kTileRows));
-      });
-      return;
-    }
-    default: break;
+    return;
   }
+  // The row kernels take any row range; the VNNI kernel whole tiles of kTileRows rows.
+  const bool tiles = kernel == CpuKernel::Avx512Vnni;
   k::GemmRowsFn fn = k::gemm_rows_ref;
+  if (tiles) fn = k::gemm_rows_for(k::CpuIsa::Avx512Vnni);
   if (kernel == CpuKernel::Generic) fn = k::gemm_rows_for(k::CpuIsa::Generic);
   if (kernel == CpuKernel::Avx2) fn = k::gemm_rows_for(k::CpuIsa::Avx2);
   if (kernel == CpuKernel::Avx512) fn = k::gemm_rows_for(k::CpuIsa::Avx512);
-  at::parallel_for(0, out, kGrainRows, [&](int64_t b, int64_t e) { fn(a, b, e); });
+  const int64_t unit = tiles ? k::kTileRows : 1;
+  std::vector<int64_t> first{0};  // layer l's units are [first[l], first[l + 1])
+  for (int64_t out : outs) first.push_back(first.back() + (tiles ? k::tiled_rows(out) / unit : out));
+  at::parallel_for(0, first.back(), tiles ? kGrainTiles : kGrainRows, [&](int64_t b, int64_t e) {
+    for (size_t l = 0; l < args.size(); ++l) {
+      const int64_t lo = std::max(b, first[l]), hi = std::min(e, first[l + 1]);
+      if (lo < hi) fn(args[l], (lo - first[l]) * unit, std::min(outs[l], (hi - first[l]) * unit));
+    }
+  });
+}
+
+// The layers' products on x2 [n, in], side by side in one [n, Σ out] tensor of x2's dtype.
+torch::Tensor packed_group_cpu(const torch::Tensor& x2, const std::vector<LayerRef>& layers, int64_t in,
+                               bool post_layernorm, double ln_eps, SignLayout layout, CpuKernel kernel) {
+  const int64_t n = x2.size(0), L = int64_t(layers.size());
+  int64_t total = 0;
+  for (const auto& l : layers) total += l.h.size(0);
+  RECORD_FUNCTION("onebit::packed_linear_group", std::vector<c10::IValue>());
+  const int64_t padded = k::padded_in(in);
+  torch::Tensor xg = torch::empty({L, n, padded});  // g folded into x once per layer
+  for (int64_t l = 0; l < L; ++l) fold_g(x2, layers[size_t(l)].g, in, padded, xg.data_ptr<float>() + l * n * padded);
+  torch::Tensor y = torch::empty({n, total});
+  cpu_product(xg, layers, in, layout, resolve(kernel, n, layout), y);
+  if (post_layernorm) {
+    int64_t off = 0;
+    for (const auto& l : layers) {
+      k::layernorm_rows(y.data_ptr<float>() + off, n, l.h.size(0), y.stride(0), ln_eps);
+      off += l.h.size(0);
+    }
+  }
+  const auto dt = x2.scalar_type();
+  if (dt == torch::kFloat32) return y;
+  if (dt != torch::kBFloat16 && dt != torch::kHalf) return y.to(dt);
+  torch::Tensor yd = torch::empty({n, total}, x2.options());
+  AT_DISPATCH_REDUCED_FLOATING_TYPES(dt, "packed_linear_cast", [&] {
+    const float* src = y.const_data_ptr<float>();
+    scalar_t* dst = yd.data_ptr<scalar_t>();
+    at::parallel_for(0, n * total, 32768, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) dst[i] = static_cast<scalar_t>(src[i]);
+    });
+  });
+  return yd;
 }
 }  // namespace
 
 torch::Tensor packed_linear_cpu(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
                                 double ln_eps, SignLayout layout, CpuKernel kernel) {
-  const int64_t n = x2.size(0), out = h.size(0), padded = k::padded_in(in);
-  const auto dt = x2.scalar_type();
-  // g folded into x once, in fp32; rows padded with zeros to whole blocks. Written as loops
-  // (not zeros + to + mul): at one token a layer call is microseconds, and each ATen operator
-  // costs about one.
-  torch::Tensor xg = torch::empty({n, padded});
-  if (dt != torch::kFloat32 && dt != torch::kBFloat16 && dt != torch::kHalf) {
-    xg.zero_();
-    torch::Tensor xv = xg.narrow(1, 0, in);
-    torch::mul_out(xv, x2.to(torch::kFloat32), g);
-  } else {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "packed_linear_fold", [&] {
-      const float* gp = g.const_data_ptr<float>();
-      float* xp = xg.data_ptr<float>();
-      const int64_t xs = x2.stride(0), xi = x2.stride(1);
-      at::parallel_for(0, n, std::max<int64_t>(1, 32768 / padded), [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          const scalar_t* xr = x2.const_data_ptr<scalar_t>() + t * xs;
-          float* dst = xp + t * padded;
-          if (xi == 1) {
-            for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(xr[i]) * gp[i];
-          } else {
-            for (int64_t i = 0; i < in; ++i) dst[i] = static_cast<float>(xr[i * xi]) * gp[i];
-          }
-          std::fill(dst + in, dst + padded, 0.f);
-        }
-      });
-    });
-  }
-  torch::Tensor y = torch::empty({n, out});
-  cpu_product(xg, signs, h, bias, in, layout, resolve(kernel, n, layout), y);
-  if (post_layernorm) k::layernorm_rows(y.data_ptr<float>(), n, out, y.stride(0), ln_eps);
-  if (dt == torch::kFloat32) return y;
-  if (dt != torch::kBFloat16 && dt != torch::kHalf) return y.to(dt);
-  torch::Tensor yd = torch::empty({n, out}, x2.options());
-  AT_DISPATCH_REDUCED_FLOATING_TYPES(dt, "packed_linear_cast", [&] {
-    const float* src = y.const_data_ptr<float>();
-    scalar_t* dst = yd.data_ptr<scalar_t>();
-    at::parallel_for(0, n * out, 32768, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) dst[i] = static_cast<scalar_t>(src[i]);
-    });
-  });
-  return yd;
+  return packed_group_cpu(x2, {LayerRef{signs, g, h, bias}}, in, post_layernorm, ln_eps, layout, kernel);
 }
 
 const char* to_string(CudaKernel kernel) {
@@ -225,6 +277,15 @@ kernels::cuda::GemvKernel gemv_kernel(CudaKernel kernel) {
   }
   return kernels::cuda::GemvKernel::Auto;
 }
+
+// The kernels' input: x2 contiguous, in fp32 unless bf16 or fp16; returns its dtype.
+kernels::cuda::Act kernel_input(const torch::Tensor& x2, torch::Tensor& x) {
+  x = x2.contiguous();
+  if (x.scalar_type() == torch::kBFloat16) return kernels::cuda::Act::BF16;
+  if (x.scalar_type() == torch::kHalf) return kernels::cuda::Act::F16;
+  if (x.scalar_type() != torch::kFloat32) x = x.to(torch::kFloat32);
+  return kernels::cuda::Act::F32;
+}
 }  // namespace
 
 // kernel Auto: ONEBIT_CUDA_KERNEL, else the kernels' default.
@@ -237,15 +298,8 @@ torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& s
   const int64_t n = x2.size(0), out = h.size(0);
   if (kernel == CudaKernel::Unpacked || (kernel == CudaKernel::Auto && n > kMaxGemvRows))
     return packed_linear_unpacked(x2, signs, g, h, bias, in, post_layernorm, ln_eps);
-  kc::Act act = kc::Act::F32;
-  torch::Tensor x = x2.contiguous();
-  if (x.scalar_type() == torch::kBFloat16) {
-    act = kc::Act::BF16;
-  } else if (x.scalar_type() == torch::kHalf) {
-    act = kc::Act::F16;
-  } else if (x.scalar_type() != torch::kFloat32) {
-    x = x.to(torch::kFloat32);
-  }
+  torch::Tensor x;
+  const kc::Act act = kernel_input(x2, x);
   torch::Tensor y = torch::empty({n, out}, x.options());
   const int sms = kc::multiprocessors(x2.device().index());
   const kc::GemvPlan plan = kc::plan_gemv(gemv_kernel(kernel), n, in, out, post_layernorm, sms);
@@ -269,6 +323,42 @@ torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& s
            err ? err : "");
   return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
 }
+#endif
+
+#ifdef ONEBIT_WITH_CUDA
+namespace {
+// The group on CUDA, one lanes pass for all layers: y [n, Σ out] in x2's dtype (bf16, fp16, fp32).
+torch::Tensor packed_group_cuda(const torch::Tensor& x2, const std::vector<LayerRef>& layers, int64_t in,
+                                bool post_layernorm, double ln_eps) {
+  namespace kc = kernels::cuda;
+  const c10::cuda::CUDAGuard guard(x2.device());
+  const int64_t n = x2.size(0);
+  torch::Tensor x;
+  const kernels::cuda::Act act = kernel_input(x2, x);
+  kc::GemvGroupArgs a;
+  int64_t total = 0;
+  for (const auto& l : layers) {
+    a.layers[a.count++] = kc::GemvGroupLayer{l.g.data_ptr<float>(), l.signs.data_ptr<uint8_t>(), l.h.data_ptr<float>(),
+                                             l.bias.defined() ? l.bias.data_ptr<float>() : nullptr, l.h.size(0)};
+    total += l.h.size(0);
+  }
+  const int splits = kc::choose_splits(in, total, kc::multiprocessors(x2.device().index()));
+  torch::Tensor y = torch::empty({n, total}, x.options());
+  torch::Tensor ws = torch::empty({kc::workspace_floats(n, total, splits)}, x.options().dtype(torch::kFloat32));
+  a.x = x.data_ptr();
+  a.act = act;
+  a.row_bytes = layers[0].signs.size(1);
+  a.post_layernorm = post_layernorm;
+  a.ln_eps = float(ln_eps);
+  a.y = y.data_ptr();
+  a.workspace = ws.data_ptr<float>();
+  a.n = n, a.in = in;
+  const char* err = kc::packed_gemv_group(a, splits, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
+  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (lanes, ", layers.size(), " layers) failed: ",
+           err ? err : "");
+  return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
+}
+}  // namespace
 #endif
 
 namespace {
@@ -508,6 +598,54 @@ torch::Tensor PackedOneBitLinearImpl::forward(const torch::Tensor& x, CpuKernel 
                           kernel);
   }
   return shaped_like_input(y, x, out);
+}
+
+namespace {
+std::atomic<bool> grouping{true};
+}  // namespace
+void set_group_calls(bool on) { grouping = on; }
+bool group_calls() { return grouping; }
+
+std::optional<std::vector<torch::Tensor>> forward_group(const std::vector<const PackedOneBitLinearImpl*>& layers,
+                                                        const torch::Tensor& x) {
+  if (!grouping || layers.empty() || layers.size() > 4) return std::nullopt;
+  const auto& o0 = layers[0]->options;
+  const int64_t in = o0.in_features();
+  for (const auto* l : layers) {
+    const auto& o = l->options;
+    if (o.in_features() != in || o.post_layernorm() != o0.post_layernorm() || o.ln_eps() != o0.ln_eps() ||
+        l->signs.device() != layers[0]->signs.device() || l->layout() != layers[0]->layout())
+      return std::nullopt;
+  }
+  check_input(o0, layers[0]->signs, x);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x2 = x.reshape({-1, in});
+  std::vector<LayerRef> refs;
+  for (const auto* l : layers) refs.push_back(LayerRef{l->signs, l->g, l->h, l->bias});
+  torch::Tensor y;
+  if (x.device().is_cuda()) {
+#ifdef ONEBIT_WITH_CUDA
+    const CudaKernel k = cuda_kernel_from_env();
+    const bool lanes = k == CudaKernel::Lanes ||
+                       (k == CudaKernel::Auto && kernels::cuda::resolve(kernels::cuda::GemvKernel::Auto) ==
+                                                     kernels::cuda::GemvKernel::Lanes);
+    if (!lanes || x2.size(0) > kMaxGemvRows) return std::nullopt;
+    y = packed_group_cuda(x2, refs, in, o0.post_layernorm(), o0.ln_eps());
+#else
+    return std::nullopt;
+#endif
+  } else {
+    OB_CHECK(x.device().is_cpu(), "PackedOneBitLinear: input on ", x.device(), ", which has no packed kernels");
+    y = packed_group_cpu(x2, refs, in, o0.post_layernorm(), o0.ln_eps(), layers[0]->layout(), CpuKernel::Auto);
+  }
+  std::vector<torch::Tensor> out;
+  int64_t off = 0;
+  for (const auto* l : layers) {
+    const int64_t n_out = l->options.out_features();
+    out.push_back(shaped_like_input(y.narrow(1, off, n_out), x, n_out));
+    off += n_out;
+  }
+  return out;
 }
 
 void PackedOneBitLinearImpl::pretty_print(std::ostream& os) const {

@@ -7,8 +7,10 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "kernels/packed_sign.h"
 #include "onebit/nn/onebit_linear.h"
@@ -122,5 +124,19 @@ class PackedOneBitLinearImpl : public torch::nn::Cloneable<PackedOneBitLinearImp
   SignLayout layout_ = SignLayout::Rows;
 };
 TORCH_MODULE(PackedOneBitLinear);
+
+// Several layers that read the same input (q/k/v, gate/up) in one call: on CPU one fold of x
+// per layer and one parallel region for all their rows; on CUDA one pass of the lanes kernel
+// (two launches for the group instead of two per layer). Returns their outputs [..., out_l],
+// views of one [..., Σ out] tensor, equal to each layer's forward; or nothing where they
+// cannot share a call: more than 4 layers, different in_features, post-LayerNorm settings,
+// devices or sign layouts, and on CUDA a kernel other than lanes (ONEBIT_CUDA_KERNEL) or more
+// than kMaxGemvRows tokens. Callers then run each layer.
+std::optional<std::vector<torch::Tensor>> forward_group(const std::vector<const PackedOneBitLinearImpl*>& layers,
+                                                        const torch::Tensor& x);
+// Whether forward_group groups at all (default on; off, it always returns nothing): for the
+// process, so that a benchmark can time both ways in one run.
+void set_group_calls(bool on);
+bool group_calls();
 
 }  // namespace onebit::packed

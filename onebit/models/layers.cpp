@@ -30,6 +30,17 @@ void Proj::bind(torch::nn::Module& owner, const std::string& name) {
   fail("projection '", name, "' is a ", mod_->name(), ", expected Linear, OneBitLinear or PackedOneBitLinear");
 }
 
+std::vector<torch::Tensor> project(const torch::Tensor& x, std::initializer_list<const Proj*> projs) {
+  std::vector<const packed::PackedOneBitLinearImpl*> group;
+  for (const Proj* p : projs)
+    if (const auto* pk = dynamic_cast<const packed::PackedOneBitLinearImpl*>(p->module().get())) group.push_back(pk);
+  if (group.size() == projs.size() && group.size() > 1)
+    if (auto out = packed::forward_group(group, x)) return std::move(*out);
+  std::vector<torch::Tensor> out;
+  for (const Proj* p : projs) out.push_back((*p)(x));
+  return out;
+}
+
 namespace {
 // Constructed at 1x1 (a negligible default init), then given its real shape uninitialised.
 struct EmptyLinearImpl : torch::nn::LinearImpl {

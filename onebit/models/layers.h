@@ -9,6 +9,7 @@
 #include "onebit/models/causal_lm.h"
 
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,10 @@ class Proj {
   std::shared_ptr<torch::nn::Module> mod_;
   std::function<torch::Tensor(const torch::Tensor&)> fn_;
 };
+
+// The projections of one input x: in one call where they can share it (all PackedOneBitLinear:
+// packed::forward_group), else one by one. Same results either way.
+std::vector<torch::Tensor> project(const torch::Tensor& x, std::initializer_list<const Proj*> projs);
 
 // torch::nn::Linear / Embedding of the given shape whose tensors are allocated but not
 // initialised (torch::empty: on CPU no page is touched until a value is written), so building

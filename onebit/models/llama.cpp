@@ -64,9 +64,10 @@ class LlamaAttentionImpl : public torch::nn::Module, public nn::SlotOwner {
   }
   torch::Tensor forward(const torch::Tensor& x, const LayerCtx& ctx, torch::Tensor* kc, torch::Tensor* vc) {
     const auto B = x.size(0), T = x.size(1);
-    auto q = q_(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
-    auto k = k_(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
-    auto v = v_(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
+    const auto qkv = detail::project(x, {&q_, &k_, &v_});
+    auto q = qkv[0].view({B, T, heads_, head_dim_}).transpose(1, 2);
+    auto k = qkv[1].view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
+    auto v = qkv[2].view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     q = nn::rotary(q, ctx.cos, ctx.sin);
     k = nn::rotary(k, ctx.cos, ctx.sin);
     auto out = detail::attend(q, k, v, ctx.mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), kc, vc);
@@ -91,7 +92,10 @@ class LlamaMLPImpl : public torch::nn::Module, public nn::SlotOwner {
     up_.bind(*this, "up_proj");
     down_.bind(*this, "down_proj");
   }
-  torch::Tensor forward(const torch::Tensor& x) { return down_(torch::silu(gate_(x)) * up_(x)); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const auto gu = detail::project(x, {&gate_, &up_});
+    return down_(torch::silu(gu[0]) * gu[1]);
+  }
 
  private:
   Proj gate_, up_, down_;

@@ -41,9 +41,10 @@ class OptAttentionImpl : public torch::nn::Module, public nn::SlotOwner {
   torch::Tensor forward(const torch::Tensor& x, const AttnMask& mask, torch::Tensor* kc, torch::Tensor* vc) {
     const auto B = x.size(0), T = x.size(1);
     // transformers scales q before the product and attends with scale 1.
-    auto q = (q_(x) * std::pow(static_cast<double>(head_dim_), -0.5)).view({B, T, heads_, head_dim_}).transpose(1, 2);
-    auto k = k_(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
-    auto v = v_(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
+    const auto qkv = detail::project(x, {&q_, &k_, &v_});
+    auto q = (qkv[0] * std::pow(static_cast<double>(head_dim_), -0.5)).view({B, T, heads_, head_dim_}).transpose(1, 2);
+    auto k = qkv[1].view({B, T, heads_, head_dim_}).transpose(1, 2);
+    auto v = qkv[2].view({B, T, heads_, head_dim_}).transpose(1, 2);
     return o_(detail::attend(q, k, v, mask, 1.0, kc, vc));
   }
 

@@ -269,6 +269,50 @@ TEST_CASE("packed layer takes bf16, fp16 and fp64 activations, strided too, and 
 }
 
 namespace {
+// Packed layers of one input width (q/k/v-like: outputs not multiples of 16), the last two
+// with bias, post-LN on all.
+std::vector<std::shared_ptr<PackedOneBitLinearImpl>> packed_group(int64_t in, const std::vector<int64_t>& outs) {
+  std::vector<std::shared_ptr<PackedOneBitLinearImpl>> out;
+  for (size_t i = 0; i < outs.size(); ++i)
+    out.push_back(PackedOneBitLinearImpl::from(*random_layer(in, outs[i], i > 0, true, 40 + i)));
+  return out;
+}
+std::vector<const PackedOneBitLinearImpl*> raw(const std::vector<std::shared_ptr<PackedOneBitLinearImpl>>& ls) {
+  std::vector<const PackedOneBitLinearImpl*> r;
+  for (const auto& l : ls) r.push_back(l.get());
+  return r;
+}
+}  // namespace
+
+TEST_CASE("forward_group equals each layer's forward, in every sign layout and dtype", "[kernels]") {
+  auto layers = packed_group(300, {50, 33, 17});
+  for (auto layout : {onebit::kernels::SignLayout::Rows, onebit::kernels::SignLayout::Tiles}) {
+    for (auto& l : layers) l->use_layout(layout);
+    for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+      for (int64_t n : {int64_t(1), int64_t(5)}) {
+        CAPTURE(int(layout), dt, n);
+        torch::manual_seed(7);
+        const auto x = torch::randn({n, 2, 300}).to(dt);  // [B, T, in]
+        const auto ys = onebit::packed::forward_group(raw(layers), x);
+        REQUIRE(ys.has_value());
+        REQUIRE(ys->size() == 3);
+        for (size_t i = 0; i < 3; ++i) {
+          CHECK((*ys)[i].sizes() == torch::IntArrayRef({n, 2, layers[i]->options.out_features()}));
+          CHECK(torch::equal((*ys)[i], layers[i]->forward(x)));  // same fold, kernel and epilogue per row
+        }
+      }
+    }
+  }
+  // Layers that cannot share a call: the caller runs them one by one.
+  auto other = PackedOneBitLinearImpl::from(*random_layer(200, 16, false, true, 9));
+  CHECK_FALSE(onebit::packed::forward_group({layers[0].get(), other.get()}, torch::randn({1, 300})).has_value());
+  auto no_ln = PackedOneBitLinearImpl::from(*random_layer(300, 16, false, false, 9));
+  CHECK_FALSE(onebit::packed::forward_group({layers[0].get(), no_ln.get()}, torch::randn({1, 300})).has_value());
+  CHECK_THROWS_WITH(onebit::packed::forward_group(raw(layers), torch::randn({1, 299})),
+                    Catch::Matchers::Contains("in_features=300"));
+}
+
+namespace {
 // Round to bf16, nearest even (finite values), as __floats2bfloat162_rn does.
 uint32_t bf16_bits(float f) {
   uint32_t u = 0;
@@ -438,6 +482,28 @@ namespace {
 const std::vector<CudaKernel> kCudaKernels = {CudaKernel::Auto, CudaKernel::Lanes, CudaKernel::Mma,
                                               CudaKernel::Unpacked};
 }  // namespace
+
+TEST_CASE("CUDA forward_group (lanes, one pass for the layers) equals each layer's forward", "[kernels][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  auto layers = packed_group(4100, {1000, 250, 17});
+  for (auto& l : layers) l->to(torch::kCUDA);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    for (int64_t n : {int64_t(1), int64_t(9)}) {
+      CAPTURE(dt, n);
+      torch::manual_seed(8);
+      const auto x = torch::randn({n, 4100}).to(torch::kCUDA, dt);
+      const auto ys = onebit::packed::forward_group(raw(layers), x);
+      REQUIRE(ys.has_value());
+      for (size_t i = 0; i < 3; ++i) {
+        // Split-K follows the group's width, so the sums may add in another order.
+        const auto ref = dense_reference(*random_layer(4100, layers[i]->options.out_features(), i > 0, true, 40 + i),
+                                         x.cpu().to(torch::kFloat32));
+        CHECK(max_err((*ys)[i].cpu(), ref) < (dt == torch::kFloat32 ? kPackedTol : kBf16Tol));
+        CHECK(max_err((*ys)[i].cpu(), layers[i]->forward(x).cpu()) < (dt == torch::kFloat32 ? 1e-5 : kBf16Tol));
+      }
+    }
+  }
+}
 
 TEST_CASE("CUDA packed kernel equals the dense layer", "[kernels][cuda]") {
   OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
