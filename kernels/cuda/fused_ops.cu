@@ -38,6 +38,41 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const T* __restr
   }
 }
 
+// One block per row: h = T(x + r) written and squared, then the scaled row from h.
+template <typename T>
+__global__ void __launch_bounds__(kNormThreads) add_rms_norm_kernel(AddRmsNormArgs a) {
+  __shared__ float red[32];
+  const T* xr = static_cast<const T*>(a.x) + int64_t(blockIdx.x) * a.x_row_stride;
+  const T* rr = static_cast<const T*>(a.r) + int64_t(blockIdx.x) * a.r_row_stride;
+  const T* w = static_cast<const T*>(a.w);
+  T* hr = static_cast<T*>(a.h) + int64_t(blockIdx.x) * a.dim;
+  T* yr = static_cast<T*>(a.y) + int64_t(blockIdx.x) * a.dim;
+  float sq = 0.f;
+  for (int64_t i = threadIdx.x; i < a.dim; i += blockDim.x) {
+    const T hv = from_f<T>(__fadd_rn(to_f(xr[i]), to_f(rr[i])));
+    hr[i] = hv;
+    const float v = to_f(hv);
+    sq = __fadd_rn(sq, __fmul_rn(v, v));
+  }
+  const float r = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(sq, red), float(a.dim)), a.eps));
+  for (int64_t i = threadIdx.x; i < a.dim; i += blockDim.x) {  // each thread reads back its own h
+    const T hn = from_f<T>(__fmul_rn(to_f(hr[i]), r));
+    yr[i] = from_f<T>(__fmul_rn(to_f(w[i]), to_f(hn)));
+  }
+}
+
+// One thread per element (grid-stride).
+template <typename T>
+__global__ void silu_mul_kernel(SiluMulArgs a) {
+  const int64_t total = a.rows * a.dim;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / a.dim, i = e % a.dim;
+    const float g = to_f(static_cast<const T*>(a.g)[r * a.g_row_stride + i]);
+    const T s = from_f<T>(__fdiv_rn(g, __fadd_rn(1.f, expf(-g))));
+    static_cast<T*>(a.y)[e] = from_f<T>(__fmul_rn(to_f(s), to_f(static_cast<const T*>(a.u)[r * a.u_row_stride + i])));
+  }
+}
+
 // One thread per output element.
 template <typename T>
 __global__ void rotary_kernel(const T* __restrict__ x, int64_t H, int64_t Tn, int64_t D, int64_t sb, int64_t sh,
@@ -121,6 +156,12 @@ const char* last_error() {
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
+// Blocks of 256 threads for a grid-stride loop over `total` elements.
+unsigned elementwise_blocks(int64_t total) {
+  const int64_t blocks = (total + 255) / 256;
+  return unsigned(blocks < 65535 ? blocks : 65535);
+}
+
 template <typename T>
 const char* launch_norm(const RmsNormArgs& a, cudaStream_t st) {
   rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(static_cast<const T*>(a.x), a.x_row_stride,
@@ -132,13 +173,23 @@ const char* launch_norm(const RmsNormArgs& a, cudaStream_t st) {
 template <typename T>
 const char* launch_rotary(const RotaryArgs& a, cudaStream_t st) {
   const int64_t total = a.B * a.H * a.T * a.D;
-  const int threads = 256;
-  const int64_t blocks = (total + threads - 1) / threads;
-  rotary_kernel<T><<<unsigned(blocks < 65535 ? blocks : 65535), threads, 0, st>>>(
+  rotary_kernel<T><<<elementwise_blocks(total), 256, 0, st>>>(
       static_cast<const T*>(a.x), a.H, a.T, a.D, a.sb, a.sh, a.st, static_cast<const T*>(a.cos),
       static_cast<const T*>(a.sin), a.cos_batch_stride, static_cast<T*>(a.y), total);
   return last_error();
 }
+template <typename T>
+const char* launch_add_norm(const AddRmsNormArgs& a, cudaStream_t st) {
+  add_rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(a);
+  return last_error();
+}
+
+template <typename T>
+const char* launch_silu_mul(const SiluMulArgs& a, cudaStream_t st) {
+  silu_mul_kernel<T><<<elementwise_blocks(a.rows * a.dim), 256, 0, st>>>(a);
+  return last_error();
+}
+
 template <typename T>
 const char* launch_attention(const DecodeAttentionArgs& a, cudaStream_t st) {
   const size_t smem = size_t(a.D + a.S + kAttnWarps * a.D) * sizeof(float);
@@ -157,6 +208,29 @@ const char* rms_norm(const RmsNormArgs& a, void* stream) {
     case Act::F16: return launch_norm<__half>(a, st);
   }
   return "rms_norm: unknown dtype";
+}
+
+const char* add_rms_norm(const AddRmsNormArgs& a, void* stream) {
+  if (a.rows == 0 || a.dim == 0) return nullptr;
+  if (a.rows > 2147483647LL) return "add_rms_norm: too many rows";
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.act) {
+    case Act::F32: return launch_add_norm<float>(a, st);
+    case Act::BF16: return launch_add_norm<__nv_bfloat16>(a, st);
+    case Act::F16: return launch_add_norm<__half>(a, st);
+  }
+  return "add_rms_norm: unknown dtype";
+}
+
+const char* silu_mul(const SiluMulArgs& a, void* stream) {
+  if (a.rows * a.dim == 0) return nullptr;
+  const auto st = static_cast<cudaStream_t>(stream);
+  switch (a.act) {
+    case Act::F32: return launch_silu_mul<float>(a, st);
+    case Act::BF16: return launch_silu_mul<__nv_bfloat16>(a, st);
+    case Act::F16: return launch_silu_mul<__half>(a, st);
+  }
+  return "silu_mul: unknown dtype";
 }
 
 const char* rotary(const RotaryArgs& a, void* stream) {

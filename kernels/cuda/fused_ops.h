@@ -1,7 +1,7 @@
-// CUDA kernels for three blocks of a decoder layer, each one launch instead of the several ATen
-// kernels it replaces (plain C++ interface: no torch, no CUDA headers): RMSNorm and RoPE, which
-// round where the op sequence rounds (onebit/nn/fused_ops.h says which sequence), and the
-// attention of one decoded token.
+// CUDA kernels for blocks of a decoder layer, each one launch instead of the several ATen
+// kernels it replaces (plain C++ interface: no torch, no CUDA headers): RMSNorm (alone or after
+// the residual add), RoPE and the gated activation, which round where the op sequences round
+// (onebit/nn/fused_ops.h says which sequences), and the attention of one decoded token.
 #pragma once
 #include <cstdint>
 
@@ -22,6 +22,35 @@ struct RmsNormArgs {
 };
 // Launches on `stream` (a cudaStream_t); nullptr on success, else the CUDA error string.
 const char* rms_norm(const RmsNormArgs& a, void* stream);
+
+// h = T(x + r) and y = RMSNorm(h) as above, for x, r with row strides (elements), h and y
+// contiguous [rows, dim]: the residual add before a norm, in one launch.
+struct AddRmsNormArgs {
+  const void* x = nullptr;
+  int64_t x_row_stride = 0;
+  const void* r = nullptr;
+  int64_t r_row_stride = 0;
+  const void* w = nullptr;
+  void* h = nullptr;
+  void* y = nullptr;
+  int64_t rows = 0, dim = 0;
+  float eps = 1e-6f;
+  Act act = Act::F32;
+};
+const char* add_rms_norm(const AddRmsNormArgs& a, void* stream);
+
+// y = T(T(silu(g)) · u) with silu(v) = v / (1 + e^−v) in fp32: the gated MLP's activation, for
+// g, u [rows, dim] with row strides, y contiguous.
+struct SiluMulArgs {
+  const void* g = nullptr;
+  int64_t g_row_stride = 0;
+  const void* u = nullptr;
+  int64_t u_row_stride = 0;
+  void* y = nullptr;
+  int64_t rows = 0, dim = 0;
+  Act act = Act::F32;
+};
+const char* silu_mul(const SiluMulArgs& a, void* stream);
 
 // Rotate-half RoPE: y = T(T(x·cos) + T(rotate_half(x)·sin)), rotate_half(x) = [−x₂, x₁] along
 // the last dimension, for x [B, H, T, D] with strides sb, sh, st (the last one 1), cos and sin

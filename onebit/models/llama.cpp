@@ -94,7 +94,7 @@ class LlamaMLPImpl : public torch::nn::Module, public nn::SlotOwner {
   }
   torch::Tensor forward(const torch::Tensor& x) {
     const auto gu = detail::project(x, {&gate_, &up_});
-    return down_(torch::silu(gu[0]) * gu[1]);
+    return down_(nn::silu_mul(gu[0], gu[1]));
   }
 
  private:
@@ -111,8 +111,10 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
         register_module("post_attention_layernorm", std::make_shared<RMSNormImpl>(c.hidden_size, c.rms_norm_eps));
   }
   torch::Tensor forward(const torch::Tensor& x, const LayerCtx& ctx, torch::Tensor* kc, torch::Tensor* vc) {
-    auto h = x + self_attn->forward(input_layernorm->forward(x), ctx, kc, vc);
-    return h + mlp->forward(post_attention_layernorm->forward(h));
+    const auto& post = *post_attention_layernorm;
+    auto [h, normed] = nn::add_rms_norm(x, self_attn->forward(input_layernorm->forward(x), ctx, kc, vc), post.weight,
+                                        post.eps);  // h = x + attention, and its norm
+    return h + mlp->forward(normed);
   }
   std::shared_ptr<LlamaAttentionImpl> self_attn;
   std::shared_ptr<LlamaMLPImpl> mlp;

@@ -73,17 +73,66 @@ inline float round_to(float v) {
 }
 }  // namespace
 
+namespace {
+// x [..., dim] as rows: a [rows, dim] view (or copy) whose last stride is 1.
+torch::Tensor as_rows(const torch::Tensor& x) {
+  const torch::Tensor x2 = x.reshape({-1, x.size(-1)});
+  return x2.stride(1) == 1 ? x2 : x2.contiguous();
+}
+
+bool norm_weight_ok(const torch::Tensor& x, const torch::Tensor& weight) {
+  return x.dim() >= 1 && x.numel() > 0 && fused_dtype(x.scalar_type()) && weight.scalar_type() == x.scalar_type() &&
+         weight.dim() == 1 && weight.size(0) == x.size(-1) && weight.is_contiguous() &&
+         weight.device() == x.device() && fused_device(x);
+}
+
+// One row of HF's RMSNorm on the CPU: y = w ⊙ T(x · rsqrt(mean(x²) + eps)).
+template <typename T>
+void rms_norm_row(const T* xr, const T* w, T* yr, int64_t dim, float eps) {
+  double sq = 0;  // (ATen sums in fp32, in its own order: both are within fp32 rounding of this)
+  for (int64_t i = 0; i < dim; ++i) {
+    const float v = static_cast<float>(xr[i]);
+    sq += double(v * v);
+  }
+  const float rstd = 1.0f / std::sqrt(float(sq / double(dim)) + eps);
+  for (int64_t i = 0; i < dim; ++i) {
+    const float hn = round_to<T>(static_cast<float>(xr[i]) * rstd);
+    yr[i] = static_cast<T>(static_cast<float>(w[i]) * hn);
+  }
+}
+
+// The CPU passes: for each row, h = T(x + r) first when r is given (then normalised), else x.
+void norm_rows_cpu(const torch::Tensor& xc, const torch::Tensor* rc, const torch::Tensor& weight, double eps,
+                   torch::Tensor* h, torch::Tensor& y) {
+  const int64_t rows = xc.size(0), dim = xc.size(1);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xc.scalar_type(), "onebit::rms_norm", [&] {
+    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
+    const scalar_t* rp = rc ? rc->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+    scalar_t* hp = h ? h->data_ptr<scalar_t>() : nullptr;
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / dim), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* src = xp + r * xc.stride(0);
+        if (rp) {
+          const scalar_t* rr = rp + r * rc->stride(0);
+          scalar_t* hr = hp + r * dim;
+          for (int64_t i = 0; i < dim; ++i)
+            hr[i] = static_cast<scalar_t>(static_cast<float>(src[i]) + static_cast<float>(rr[i]));
+          src = hr;
+        }
+        rms_norm_row(src, wp, yp + r * dim, dim, float(eps));
+      }
+    });
+  });
+}
+}  // namespace
+
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  const bool fused = !needs_grad({&x, &weight}) && x.dim() >= 1 && x.numel() > 0 && fused_dtype(x.scalar_type()) &&
-                     weight.scalar_type() == x.scalar_type() && weight.dim() == 1 && weight.size(0) == x.size(-1) &&
-                     weight.is_contiguous() && weight.device() == x.device() && fused_device(x);
-  if (!fused) return rms_norm_ops(x, weight, eps);
+  if (needs_grad({&x, &weight}) || !norm_weight_ok(x, weight)) return rms_norm_ops(x, weight, eps);
   RECORD_FUNCTION("onebit::rms_norm", std::vector<c10::IValue>());
-  const int64_t dim = x.size(-1);
-  const torch::Tensor x2 = x.reshape({-1, dim});
-  const torch::Tensor xc = x2.stride(1) == 1 ? x2 : x2.contiguous();
-  const int64_t rows = xc.size(0);
-  torch::Tensor y = torch::empty({rows, dim}, x.options());
+  const torch::Tensor xc = as_rows(x);
+  torch::Tensor y = torch::empty(xc.sizes(), x.options());
 #ifdef ONEBIT_WITH_CUDA
   if (x.device().is_cuda()) {
     const c10::cuda::CUDAGuard guard(x.device());
@@ -92,7 +141,7 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
     a.x_row_stride = xc.stride(0);
     a.w = weight.const_data_ptr();
     a.y = y.data_ptr();
-    a.rows = rows, a.dim = dim;
+    a.rows = xc.size(0), a.dim = xc.size(1);
     a.eps = float(eps);
     a.act = act_of(x.scalar_type());
     check_launch(kernels::cuda::rms_norm(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
@@ -100,30 +149,86 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
     return y.view(x.sizes());
   }
 #endif
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "onebit::rms_norm", [&] {
-    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
-    const scalar_t* wp = weight.const_data_ptr<scalar_t>();
+  norm_rows_cpu(xc, nullptr, weight, eps, nullptr, y);
+  return y.view(x.sizes());
+}
+
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& residual,
+                                                     const torch::Tensor& weight, double eps) {
+  if (needs_grad({&x, &residual, &weight}) || !norm_weight_ok(x, weight) || residual.sizes() != x.sizes() ||
+      residual.scalar_type() != x.scalar_type() || residual.device() != x.device()) {
+    auto h = x + residual;
+    return {h, rms_norm(h, weight, eps)};
+  }
+  RECORD_FUNCTION("onebit::add_rms_norm", std::vector<c10::IValue>());
+  const torch::Tensor xc = as_rows(x), rc = as_rows(residual);
+  torch::Tensor h = torch::empty(xc.sizes(), x.options()), y = torch::empty(xc.sizes(), x.options());
+#ifdef ONEBIT_WITH_CUDA
+  if (x.device().is_cuda()) {
+    const c10::cuda::CUDAGuard guard(x.device());
+    kernels::cuda::AddRmsNormArgs a;
+    a.x = xc.const_data_ptr();
+    a.x_row_stride = xc.stride(0);
+    a.r = rc.const_data_ptr();
+    a.r_row_stride = rc.stride(0);
+    a.w = weight.const_data_ptr();
+    a.h = h.data_ptr();
+    a.y = y.data_ptr();
+    a.rows = xc.size(0), a.dim = xc.size(1);
+    a.eps = float(eps);
+    a.act = act_of(x.scalar_type());
+    check_launch(kernels::cuda::add_rms_norm(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
+                 "add_rms_norm");
+    return {h.view(x.sizes()), y.view(x.sizes())};
+  }
+#endif
+  norm_rows_cpu(xc, &rc, weight, eps, &h, y);
+  return {h.view(x.sizes()), y.view(x.sizes())};
+}
+
+torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
+  const bool fused = !needs_grad({&gate, &up}) && gate.dim() >= 1 && gate.numel() > 0 &&
+                     fused_dtype(gate.scalar_type()) && up.scalar_type() == gate.scalar_type() &&
+                     up.sizes() == gate.sizes() && up.device() == gate.device() && fused_device(gate);
+  if (!fused) return torch::silu(gate) * up;
+  RECORD_FUNCTION("onebit::silu_mul", std::vector<c10::IValue>());
+  const torch::Tensor gc = as_rows(gate), uc = as_rows(up);
+  const int64_t rows = gc.size(0), dim = gc.size(1);
+  torch::Tensor y = torch::empty({rows, dim}, gate.options());
+#ifdef ONEBIT_WITH_CUDA
+  if (gate.device().is_cuda()) {
+    const c10::cuda::CUDAGuard guard(gate.device());
+    kernels::cuda::SiluMulArgs a;
+    a.g = gc.const_data_ptr();
+    a.g_row_stride = gc.stride(0);
+    a.u = uc.const_data_ptr();
+    a.u_row_stride = uc.stride(0);
+    a.y = y.data_ptr();
+    a.rows = rows, a.dim = dim;
+    a.act = act_of(gate.scalar_type());
+    check_launch(kernels::cuda::silu_mul(a, c10::cuda::getCurrentCUDAStream(gate.device().index()).stream()),
+                 "silu_mul");
+    return y.view(gate.sizes());
+  }
+#endif
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, gate.scalar_type(), "onebit::silu_mul", [&] {
+    const scalar_t* gp = gc.const_data_ptr<scalar_t>();
+    const scalar_t* up_ = uc.const_data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    const int64_t rs = xc.stride(0);
-    const float feps = float(eps);
-    at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / dim), [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / dim), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* xr = xp + r * rs;
-        scalar_t* yr = yp + r * dim;
-        double sq = 0;  // (ATen sums in fp32, in its own order: both are within fp32 rounding of this)
+        const scalar_t* g = gp + r * gc.stride(0);
+        const scalar_t* u = up_ + r * uc.stride(0);
+        scalar_t* o = yp + r * dim;
         for (int64_t i = 0; i < dim; ++i) {
-          const float v = static_cast<float>(xr[i]);
-          sq += double(v * v);
-        }
-        const float rstd = 1.0f / std::sqrt(float(sq / double(dim)) + feps);
-        for (int64_t i = 0; i < dim; ++i) {
-          const float hn = round_to<scalar_t>(static_cast<float>(xr[i]) * rstd);
-          yr[i] = static_cast<scalar_t>(static_cast<float>(wp[i]) * hn);
+          const float v = static_cast<float>(g[i]);
+          const float sv = round_to<scalar_t>(v / (1.f + std::exp(-v)));  // silu, rounded as ATen's
+          o[i] = static_cast<scalar_t>(sv * static_cast<float>(u[i]));
         }
       }
     });
   });
-  return y.view(x.sizes());
+  return y.view(gate.sizes());
 }
 
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {

@@ -1,9 +1,12 @@
-// Three blocks of the decoder layers as single passes for inference: HF's RMSNorm, rotate-half
-// RoPE and the attention of one decoded token. Each replaces several ATen operators (on a GPU,
-// as many kernel launches, which dominate a 1-bit model's decode step). With autograd
-// (training), or for inputs they do not cover, they run the ATen ops themselves.
+// Blocks of the decoder layers as single passes for inference: HF's RMSNorm (alone or with the
+// residual add before it), rotate-half RoPE, the gated MLP's silu(gate)·up and the attention of
+// one decoded token. Each replaces several ATen operators (on a GPU, as many kernel launches,
+// which dominate a 1-bit model's decode step). With autograd (training), or for inputs they do
+// not cover, they run the ATen ops themselves.
 #pragma once
 #include <torch/types.h>
+
+#include <utility>
 
 namespace onebit::nn {
 
@@ -11,6 +14,16 @@ namespace onebit::nn {
 // the last dimension. One pass on CPU and CUDA for fp32 / bf16 / fp16 when weight has x's
 // dtype; the mean's summation order differs from ATen's (a few fp32 ulps before the cast).
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
+// h = x + residual, and rms_norm(h, weight, eps): the residual add and the norm after it in one
+// pass (h rounded to the dtype first, as the add does). Returns {h, normed h}.
+std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& residual,
+                                                     const torch::Tensor& weight, double eps);
+
+// silu(gate) · up, the gated MLP's activation: one pass, silu rounded to the dtype before the
+// product as the two ATen operators round (silu's exp may differ from ATen's in the last fp32
+// bit, which changes a bf16 rounding now and then).
+torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up);
 
 // Rotate-half RoPE, transformers' `x·cos + rotate_half(x)·sin`, for x [B, H, T, D] (any strides,
 // the last one 1) and cos, sin [B or 1, 1, T, D]; returns a contiguous [B, H, T, D]. One pass on

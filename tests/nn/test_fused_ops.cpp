@@ -91,6 +91,50 @@ void check_rms_norm(torch::Device dev) {
     }
   }
 }
+// x + r, then the norm: h exactly ATen's add; the norm as check_rms_norm allows.
+void check_add_rms_norm(torch::Device dev) {
+  torch::manual_seed(5);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf}) {
+    for (int64_t dim : {int64_t(77), int64_t(1024)}) {
+      INFO("dtype " << dt << ", dim " << dim);
+      auto x = (torch::randn({3, 4, dim + 3}) * 2).to(dev, dt).narrow(-1, 0, dim);  // strided rows
+      auto r = torch::randn({3, 4, dim}).to(dev, dt);
+      auto w = (torch::rand({dim}) + 0.5).to(dev, dt);
+      torch::NoGradGuard no_grad;
+      auto [h, y] = onebit::nn::add_rms_norm(x, r, w, 1e-6);
+      CHECK(torch::equal(h, x + r));
+      const auto ops = rms_ops(x + r, w, 1e-6);
+      const auto diff = (y.to(torch::kFloat64) - ops.to(torch::kFloat64)).abs();
+      CHECK((diff <= ulp(ops, dt) * 2.01 + (dt == torch::kFloat32 ? 1e-6 : 0.0)).all().item<bool>());
+      const auto ref = rms_fp64(x + r, w, 1e-6);
+      CHECK(((y.to(torch::kFloat64) - ref).abs() <= 2.0 * ulp(ref, dt) + 1e-6).all().item<bool>());
+    }
+  }
+}
+
+// silu(g)·u: against fp64 and against ATen's two operators.
+void check_silu_mul(torch::Device dev) {
+  torch::manual_seed(6);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf}) {
+    INFO("dtype " << dt);
+    // gate and up as the grouped projection returns them: column ranges of one buffer.
+    auto both = (torch::randn({5, 2, 2 * 300}) * 3).to(dev, dt);
+    auto g = both.narrow(-1, 0, 300), u = both.narrow(-1, 300, 300);
+    torch::NoGradGuard no_grad;
+    auto y = onebit::nn::silu_mul(g, u);
+    CHECK(y.sizes() == g.sizes());
+    CHECK(y.is_contiguous());
+    const auto gd = g.to(torch::kFloat64), ud = u.to(torch::kFloat64);
+    const auto ref = gd / (1 + torch::exp(-gd)) * ud;
+    // Two roundings to dt (silu, then the product) on exact inputs.
+    CHECK(((y.to(torch::kFloat64) - ref).abs() <= 2.0 * ulp(ref, dt) + 1e-6).all().item<bool>());
+    const auto ops = torch::silu(g) * u;
+    const auto diff = (y.to(torch::kFloat64) - ops.to(torch::kFloat64)).abs();
+    CHECK((diff <= ulp(ops, dt) * 2.01 + (dt == torch::kFloat32 ? 1e-6 : 0.0)).all().item<bool>());
+    if (dt != torch::kFloat32) CHECK(diff.eq(0).to(torch::kFloat64).mean().item<double>() > 0.98);
+  }
+}
+
 // softmax(scale·q·kᵀ + mask)·v in fp64, grouped-query by repeating k, v; returned [B, T, H·D].
 torch::Tensor attention_fp64(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                              const torch::Tensor& mask, double scale) {
@@ -182,6 +226,27 @@ TEST_CASE("rms_norm with autograd or a weight of another dtype is the op sequenc
   CHECK(torch::equal(yb, rms_ops(xb, w.detach(), 1e-6)));
 }
 
+TEST_CASE("add_rms_norm is x + r (exactly) and its RMSNorm, strided rows", "[nn]") { check_add_rms_norm(torch::kCPU); }
+
+TEST_CASE("silu_mul equals silu(g)·u, on column ranges of one buffer", "[nn]") { check_silu_mul(torch::kCPU); }
+
+TEST_CASE("add_rms_norm and silu_mul with autograd are the op sequences, and gradients flow", "[nn]") {
+  torch::manual_seed(7);
+  auto x = torch::randn({3, 40}).requires_grad_(true), r = torch::randn({3, 40});
+  auto w = torch::rand({40}) + 0.5;
+  auto [h, y] = onebit::nn::add_rms_norm(x, r, w, 1e-6);
+  CHECK(torch::equal(h.detach(), x.detach() + r));
+  CHECK(torch::equal(y.detach(), rms_ops(x.detach() + r, w, 1e-6)));
+  auto g = torch::randn({3, 40}).requires_grad_(true);
+  auto s = onebit::nn::silu_mul(g, r);
+  CHECK(torch::equal(s.detach(), torch::silu(g.detach()) * r));
+  (y.sum() + s.sum()).backward();
+  CHECK(x.grad().defined());
+  // d/dg of silu(g)·r = r·σ(g)·(1 + g·(1 − σ(g))).
+  const auto sg = torch::sigmoid(g.detach());
+  CHECK((g.grad() - r * sg * (1 + g.detach() * (1 - sg))).abs().max().item<float>() < 1e-5f);
+}
+
 TEST_CASE("attention of one token equals softmax(q·kᵀ)·v: grouped-query, masks, strided cache", "[nn]") {
   check_attention(torch::kCPU);
 }
@@ -207,9 +272,11 @@ TEST_CASE("attention of several tokens, with autograd or a fully masked row", "[
   CHECK(torch::equal(y0, torch::zeros_like(y0)));
 }
 
-TEST_CASE("CUDA rotary, rms_norm and attention equal their references on the GPU", "[nn][cuda]") {
+TEST_CASE("CUDA rotary, rms_norm, add_rms_norm, silu_mul and attention equal their references on the GPU", "[nn][cuda]") {
   if (!torch::cuda::is_available()) return onebit::test::skip("no CUDA device");
   check_rotary(torch::kCUDA);
   check_rms_norm(torch::kCUDA);
   check_attention(torch::kCUDA);
+  check_add_rms_norm(torch::kCUDA);
+  check_silu_mul(torch::kCUDA);
 }
