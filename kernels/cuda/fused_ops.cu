@@ -162,38 +162,15 @@ unsigned elementwise_blocks(int64_t total) {
   return unsigned(blocks < 65535 ? blocks : 65535);
 }
 
-template <typename T>
-const char* launch_norm(const RmsNormArgs& a, cudaStream_t st) {
-  rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(static_cast<const T*>(a.x), a.x_row_stride,
-                                                                 static_cast<const T*>(a.w), static_cast<T*>(a.y),
-                                                                 a.dim, a.eps);
-  return last_error();
-}
-
-template <typename T>
-const char* launch_rotary(const RotaryArgs& a, cudaStream_t st) {
-  const int64_t total = a.B * a.H * a.T * a.D;
-  rotary_kernel<T><<<elementwise_blocks(total), 256, 0, st>>>(
-      static_cast<const T*>(a.x), a.H, a.T, a.D, a.sb, a.sh, a.st, static_cast<const T*>(a.cos),
-      static_cast<const T*>(a.sin), a.cos_batch_stride, static_cast<T*>(a.y), total);
-  return last_error();
-}
-template <typename T>
-const char* launch_add_norm(const AddRmsNormArgs& a, cudaStream_t st) {
-  add_rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(a);
-  return last_error();
-}
-
-template <typename T>
-const char* launch_silu_mul(const SiluMulArgs& a, cudaStream_t st) {
-  silu_mul_kernel<T><<<elementwise_blocks(a.rows * a.dim), 256, 0, st>>>(a);
-  return last_error();
-}
-
-template <typename T>
-const char* launch_attention(const DecodeAttentionArgs& a, cudaStream_t st) {
-  const size_t smem = size_t(a.D + a.S + kAttnWarps * a.D) * sizeof(float);
-  decode_attention_kernel<T><<<unsigned(a.B * a.H * a.T), kAttnWarps * 32, smem, st>>>(a);
+// Runs launch(T{}) for the element type of `act`, then returns the launch's error (or null).
+template <typename Launch>
+const char* by_dtype(Act act, const char* what, Launch&& launch) {
+  switch (act) {
+    case Act::F32: launch(float{}); break;
+    case Act::BF16: launch(__nv_bfloat16{}); break;
+    case Act::F16: launch(__half{}); break;
+    default: return what;
+  }
   return last_error();
 }
 }  // namespace
@@ -202,47 +179,42 @@ const char* rms_norm(const RmsNormArgs& a, void* stream) {
   if (a.rows == 0 || a.dim == 0) return nullptr;
   if (a.rows > 2147483647LL) return "rms_norm: too many rows";
   const auto st = static_cast<cudaStream_t>(stream);
-  switch (a.act) {
-    case Act::F32: return launch_norm<float>(a, st);
-    case Act::BF16: return launch_norm<__nv_bfloat16>(a, st);
-    case Act::F16: return launch_norm<__half>(a, st);
-  }
-  return "rms_norm: unknown dtype";
+  return by_dtype(a.act, "rms_norm: unknown dtype", [&](auto tag) {
+    using T = decltype(tag);
+    rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(static_cast<const T*>(a.x), a.x_row_stride,
+                                                                   static_cast<const T*>(a.w), static_cast<T*>(a.y),
+                                                                   a.dim, a.eps);
+  });
 }
 
 const char* add_rms_norm(const AddRmsNormArgs& a, void* stream) {
   if (a.rows == 0 || a.dim == 0) return nullptr;
   if (a.rows > 2147483647LL) return "add_rms_norm: too many rows";
   const auto st = static_cast<cudaStream_t>(stream);
-  switch (a.act) {
-    case Act::F32: return launch_add_norm<float>(a, st);
-    case Act::BF16: return launch_add_norm<__nv_bfloat16>(a, st);
-    case Act::F16: return launch_add_norm<__half>(a, st);
-  }
-  return "add_rms_norm: unknown dtype";
+  return by_dtype(a.act, "add_rms_norm: unknown dtype", [&](auto tag) {
+    add_rms_norm_kernel<decltype(tag)><<<unsigned(a.rows), kNormThreads, 0, st>>>(a);
+  });
 }
 
 const char* silu_mul(const SiluMulArgs& a, void* stream) {
   if (a.rows * a.dim == 0) return nullptr;
   const auto st = static_cast<cudaStream_t>(stream);
-  switch (a.act) {
-    case Act::F32: return launch_silu_mul<float>(a, st);
-    case Act::BF16: return launch_silu_mul<__nv_bfloat16>(a, st);
-    case Act::F16: return launch_silu_mul<__half>(a, st);
-  }
-  return "silu_mul: unknown dtype";
+  return by_dtype(a.act, "silu_mul: unknown dtype", [&](auto tag) {
+    silu_mul_kernel<decltype(tag)><<<elementwise_blocks(a.rows * a.dim), 256, 0, st>>>(a);
+  });
 }
 
 const char* rotary(const RotaryArgs& a, void* stream) {
-  if (a.B * a.H * a.T * a.D == 0) return nullptr;
+  const int64_t total = a.B * a.H * a.T * a.D;
+  if (total == 0) return nullptr;
   if (a.D % 2 != 0) return "rotary: the head dimension must be even";
   const auto st = static_cast<cudaStream_t>(stream);
-  switch (a.act) {
-    case Act::F32: return launch_rotary<float>(a, st);
-    case Act::BF16: return launch_rotary<__nv_bfloat16>(a, st);
-    case Act::F16: return launch_rotary<__half>(a, st);
-  }
-  return "rotary: unknown dtype";
+  return by_dtype(a.act, "rotary: unknown dtype", [&](auto tag) {
+    using T = decltype(tag);
+    rotary_kernel<T><<<elementwise_blocks(total), 256, 0, st>>>(
+        static_cast<const T*>(a.x), a.H, a.T, a.D, a.sb, a.sh, a.st, static_cast<const T*>(a.cos),
+        static_cast<const T*>(a.sin), a.cos_batch_stride, static_cast<T*>(a.y), total);
+  });
 }
 
 const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
@@ -251,12 +223,10 @@ const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
   if (a.D > kMaxDecodeHeadDim) return "decode_attention: head dimension too large";
   if (a.Hkv < 1 || a.H % a.Hkv != 0) return "decode_attention: heads must be a multiple of the key/value heads";
   const auto st = static_cast<cudaStream_t>(stream);
-  switch (a.act) {
-    case Act::F32: return launch_attention<float>(a, st);
-    case Act::BF16: return launch_attention<__nv_bfloat16>(a, st);
-    case Act::F16: return launch_attention<__half>(a, st);
-  }
-  return "decode_attention: unknown dtype";
+  const size_t smem = size_t(a.D + a.S + kAttnWarps * a.D) * sizeof(float);
+  return by_dtype(a.act, "decode_attention: unknown dtype", [&](auto tag) {
+    decode_attention_kernel<decltype(tag)><<<unsigned(a.B * a.H * a.T), kAttnWarps * 32, smem, st>>>(a);
+  });
 }
 
 }  // namespace onebit::kernels::cuda
