@@ -20,9 +20,10 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& residual,
                                                      const torch::Tensor& weight, double eps);
 
-// silu(gate) · up, the gated MLP's activation: one pass, silu rounded to the dtype before the
-// product as the two ATen operators round (silu's exp may differ from ATen's in the last fp32
-// bit, which changes a bf16 rounding now and then).
+// silu(gate) · up, the gated MLP's activation: one pass on CUDA, silu rounded to the dtype
+// before the product as the two ATen operators round (its exp may differ from ATen's in the last
+// fp32 bit, which changes a bf16 rounding now and then); on the CPU those two operators, whose
+// vectorised exp beats a scalar pass.
 torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up);
 
 // Rotate-half RoPE, transformers' `x·cos + rotate_half(x)·sin`, for x [B, H, T, D] (any strides,
