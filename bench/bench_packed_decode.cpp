@@ -26,6 +26,7 @@
 #include "onebit/models/step_decoder.h"
 #include "onebit/models/to_onebit.h"
 #include "onebit/nn/dense_linear.h"
+#include "onebit/nn/fused_ops.h"
 #include "onebit/util/fs.h"
 
 using namespace onebit;
@@ -190,9 +191,13 @@ int main(int argc, char** argv) {
         j["onebit_" + key + "_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, mode);
         j["speedup_" + key] = j["onebit_" + key + "_tps"].get<double>() / j["fp_" + key + "_tps"].get<double>();
       }
-      // The 1-bit model with each projection called alone (q/k/v and gate/up not grouped).
+      // The 1-bit model with each projection called alone (q/k/v and gate/up not grouped), and
+      // with the decode step's ATen op sequences too (no fused ops either).
       packed::set_group_calls(false);
       j["onebit_" + tag + "_ungrouped_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, main_mode);
+      nn::set_fused_ops(false);
+      j["onebit_" + tag + "_unfused_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, main_mode);
+      nn::set_fused_ops(true);
       packed::set_group_calls(true);
       if (profile_top > 0) {
         j["profile_fp_" + tag] = decode_profile(*fp, prompt, tokens, dev, main_mode, profile_top);

@@ -297,10 +297,13 @@ fi
 if [[ ! -x "$BIN/bench-packed-gemv" || ! -x "$BIN/bench-packed-decode" ]]; then
   result deploy failed 0 "no $BIN/bench-packed-gemv or bench-packed-decode"
 elif run_step deploy_gemv 150 "$BIN/bench-packed-gemv" --device $DEVICE "${GEMV[@]}" --json &&
-    run_step deploy_decode 240 "$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" \
-      --work "$BUILD_DIR/gpu_check_decode" --json; then
-  summary=$("$PY" - "$OUT/deploy_gemv.log" "$OUT/deploy_decode.log" <<'PY'
-import json, sys
+    { run_step deploy_decode 240 "$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" \
+        --work "$BUILD_DIR/gpu_check_decode" --json ||
+      { mv "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log"  # a fused kernel failed: the op sequences
+        ONEBIT_FUSED_OPS=0 run_step deploy_decode 240 "$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" \
+          --work "$BUILD_DIR/gpu_check_decode" --json; }; }; then
+  summary=$("$PY" - "$OUT/deploy_gemv.log" "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log" <<'PY'
+import json, os, sys
 def objects(path):
     out = []
     for line in open(path, errors="replace"):
@@ -321,6 +324,8 @@ for o in gemv:
         best[k] = o
 parts = [f"{o['out']}x{o['in']} x{o['rows']}: {o['kernel']} {o['weight_gbs']:.0f} GB/s = {o['pct_copy']:.0f}% of copy, "
          f"{o['speedup_bf16']:.1f}x bf16" for o in best.values()]
+if os.path.exists(sys.argv[3]):
+    parts.append("the fused decode kernels FAILED (deploy_decode_fused.log): decoded with ONEBIT_FUSED_OPS=0")
 if decode:
     d = decode[-1]
     parts.append(f"decode ({d.get('decode', '?')}) {d['onebit_bf16_tps']:.0f} vs {d['fp_bf16_tps']:.0f} tokens/s bf16 = "
@@ -328,8 +333,9 @@ if decode:
     if "onebit_bf16_dynamic_tps" in d:  # the eager path beside the graphs
         parts.append(f"eager {d['onebit_bf16_dynamic_tps']:.0f} vs {d['fp_bf16_dynamic_tps']:.0f} = "
                      f"{d['speedup_bf16_dynamic']:.2f}x")
-    if "onebit_bf16_ungrouped_tps" in d:  # q/k/v and gate/up each called alone
-        parts.append(f"1-bit with ungrouped projections {d['onebit_bf16_ungrouped_tps']:.0f} tokens/s")
+    if "onebit_bf16_ungrouped_tps" in d:  # q/k/v and gate/up each called alone; then no fused ops either
+        parts.append(f"1-bit with ungrouped projections {d['onebit_bf16_ungrouped_tps']:.0f} tokens/s, "
+                     f"with the op sequences too {d['onebit_bf16_unfused_tps']:.0f}")
     # Where a token's time goes (--profile): kernels launched and their time per token.
     for key, name in (("profile_onebit_bf16", "onebit"), ("profile_fp_bf16", "bf16")):
         dev = (d.get(key) or {}).get("gpu") or (d.get(key) or {}).get("cpu")

@@ -212,6 +212,8 @@ struct CheckpointFunction : torch::autograd::Function<CheckpointFunction> {
     // The recompute in backward must see the forward's autocast state (backward runs outside it).
     const auto ac = autocast_dtype(x.device().type());
     ctx->saved_data["autocast"] = ac ? static_cast<int64_t>(*ac) : int64_t(-1);
+    // And compute what this forward computes: the op sequences (no fused inference passes).
+    const nn::UnfusedScope unfused;
     return (*fn)(x);
   }
 

@@ -6,6 +6,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -23,12 +26,24 @@
 namespace onebit::nn {
 
 namespace {
-bool needs_grad(std::initializer_list<const torch::Tensor*> ts) {
-  if (!torch::GradMode::is_enabled()) return false;
-  for (const auto* t : ts)
-    if (t->requires_grad()) return true;
-  return false;
+std::atomic<bool>& fused_flag() {
+  static std::atomic<bool> on{[] {
+    const char* env = std::getenv("ONEBIT_FUSED_OPS");
+    if (!env) return true;
+    const std::string v(env);
+    OB_CHECK(v == "0" || v == "1", "ONEBIT_FUSED_OPS must be 0 or 1, got '", v, "'");
+    return v == "1";
+  }()};
+  return on;
 }
+
+thread_local int unfused_depth = 0;  // UnfusedScope nesting on this thread
+
+// Whether an op must run its ATen sequence: fused ops off, or autograd on. Grad mode decides,
+// not whether an input requires grad: a frozen norm on a no-grad input inside a training step
+// then computes what it computes under activation checkpointing (whose forward runs without
+// grad, in an UnfusedScope, and whose recompute runs with it).
+bool use_ops() { return !fused_ops() || unfused_depth > 0 || torch::GradMode::is_enabled(); }
 
 bool fused_dtype(torch::ScalarType t) {
   return t == torch::kFloat32 || t == torch::kBFloat16 || t == torch::kHalf;
@@ -128,8 +143,13 @@ void norm_rows_cpu(const torch::Tensor& xc, const torch::Tensor* rc, const torch
 }
 }  // namespace
 
+void set_fused_ops(bool on) { fused_flag() = on; }
+bool fused_ops() { return fused_flag(); }
+UnfusedScope::UnfusedScope() { ++unfused_depth; }
+UnfusedScope::~UnfusedScope() { --unfused_depth; }
+
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  if (needs_grad({&x, &weight}) || !norm_weight_ok(x, weight)) return rms_norm_ops(x, weight, eps);
+  if (use_ops() || !norm_weight_ok(x, weight)) return rms_norm_ops(x, weight, eps);
   RECORD_FUNCTION("onebit::rms_norm", std::vector<c10::IValue>());
   const torch::Tensor xc = as_rows(x);
   torch::Tensor y = torch::empty(xc.sizes(), x.options());
@@ -155,7 +175,7 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
 
 std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& residual,
                                                      const torch::Tensor& weight, double eps) {
-  if (needs_grad({&x, &residual, &weight}) || !norm_weight_ok(x, weight) || residual.sizes() != x.sizes() ||
+  if (use_ops() || !norm_weight_ok(x, weight) || residual.sizes() != x.sizes() ||
       residual.scalar_type() != x.scalar_type() || residual.device() != x.device()) {
     auto h = x + residual;
     return {h, rms_norm(h, weight, eps)};
@@ -189,7 +209,7 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, con
 torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
 #ifdef ONEBIT_WITH_CUDA
   // CUDA only: on the CPU, ATen's two operators (a vectorised exp) beat one scalar pass.
-  const bool fused = !needs_grad({&gate, &up}) && gate.dim() >= 1 && gate.numel() > 0 && gate.device().is_cuda() &&
+  const bool fused = !use_ops() && gate.dim() >= 1 && gate.numel() > 0 && gate.device().is_cuda() &&
                      fused_dtype(gate.scalar_type()) && up.scalar_type() == gate.scalar_type() &&
                      up.sizes() == gate.sizes() && up.device() == gate.device();
   if (fused) {
@@ -216,7 +236,7 @@ torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const int64_t D = x.size(-1);
   const auto dt = x.scalar_type();
-  const bool fused = !needs_grad({&x, &cos, &sin}) && x.dim() == 4 && D % 2 == 0 && fused_dtype(dt) &&
+  const bool fused = !use_ops() && x.dim() == 4 && D % 2 == 0 && fused_dtype(dt) &&
                      cos.scalar_type() == dt && sin.scalar_type() == dt && cos.sizes() == sin.sizes() &&
                      cos.dim() == 4 && cos.size(1) == 1 && cos.size(2) == x.size(2) && cos.size(3) == D &&
                      (cos.size(0) == 1 || cos.size(0) == x.size(0)) && x.stride(3) == 1 &&
@@ -276,7 +296,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
   const bool mask_ok = !mask.defined() || (mask.scalar_type() == torch::kBool && mask.dim() == 4 &&
                                            (mask.size(0) == 1 || mask.size(0) == B) && mask.size(1) == 1 &&
                                            mask.size(2) == T && mask.size(3) == S && mask.device() == q.device());
-  const bool fused = !needs_grad({&q, &k, &v}) && T == 1 && fused_dtype(dt) && k.scalar_type() == dt &&
+  const bool fused = !use_ops() && T == 1 && fused_dtype(dt) && k.scalar_type() == dt &&
                      v.scalar_type() == dt && k.dim() == 4 && v.sizes() == k.sizes() && k.size(0) == B &&
                      k.size(3) == D && Hkv >= 1 && H % Hkv == 0 && S >= 1 && S <= 8192 && D <= 256 &&
                      q.stride(3) == 1 && k.stride(3) == 1 && v.stride(3) == 1 && k.device() == q.device() &&

@@ -1,14 +1,33 @@
 // Blocks of the decoder layers as single passes for inference: HF's RMSNorm (alone or with the
 // residual add before it), rotate-half RoPE, the gated MLP's silu(gate)·up and the attention of
 // one decoded token. Each replaces several ATen operators (on a GPU, as many kernel launches,
-// which dominate a 1-bit model's decode step). With autograd (training), or for inputs they do
-// not cover, they run the ATen ops themselves.
+// which dominate a 1-bit model's decode step). They run when grad mode is off (NoGradGuard,
+// InferenceMode: inference, the teacher's forward); with grad mode on (training), or for inputs
+// they do not cover, they run the ATen ops themselves.
 #pragma once
 #include <torch/types.h>
 
 #include <utility>
 
 namespace onebit::nn {
+
+// Whether the single passes run at all: on by default; ONEBIT_FUSED_OPS=0 turns them off for
+// the process (every op then runs its ATen sequence: a fallback should a fused kernel misbehave
+// on some GPU), set_fused_ops for a benchmark that times both ways in one run. Another value of
+// the variable is an error naming it.
+void set_fused_ops(bool on);
+bool fused_ops();
+
+// While one lives, this thread runs the ATen sequences. Activation checkpointing holds one
+// around a layer's no-grad forward, so that it computes what the recompute for backward (with
+// autograd, so unfused) computes, to the bit.
+class UnfusedScope {
+ public:
+  UnfusedScope();
+  ~UnfusedScope();
+  UnfusedScope(const UnfusedScope&) = delete;
+  UnfusedScope& operator=(const UnfusedScope&) = delete;
+};
 
 // transformers' LlamaRMSNorm: weight · (x_fp32 · rsqrt(mean(x_fp32²) + eps)).to(x.dtype), over
 // the last dimension. One pass on CPU and CUDA for fp32 / bf16 / fp16 when weight has x's

@@ -272,6 +272,28 @@ TEST_CASE("attention of several tokens, with autograd or a fully masked row", "[
   CHECK(torch::equal(y0, torch::zeros_like(y0)));
 }
 
+TEST_CASE("set_fused_ops(false), an UnfusedScope and grad mode make every op its ATen sequence", "[nn]") {
+  torch::manual_seed(9);
+  auto x = torch::randn({4, 576}).to(torch::kBFloat16), w = (torch::rand({576}) + 0.5).to(torch::kBFloat16);
+  auto q = torch::randn({2, 3, 1, 64}), k = torch::randn({2, 3, 9, 64}), v = torch::randn({2, 3, 9, 64});
+  const auto sdpa = at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, false, 0.125).transpose(1, 2).reshape({2, 1, -1});
+  auto all_ops = [&] {
+    CHECK(torch::equal(onebit::nn::rms_norm(x, w, 1e-5), rms_ops(x, w, 1e-5)));
+    CHECK(torch::equal(onebit::nn::attention(q, k, v, {}, false, 0.125), sdpa));
+  };
+  {
+    torch::NoGradGuard no_grad;
+    CHECK(onebit::nn::fused_ops());
+    CHECK_FALSE(torch::equal(onebit::nn::attention(q, k, v, {}, false, 0.125), sdpa));  // fused: other roundings
+    onebit::nn::set_fused_ops(false);
+    all_ops();
+    onebit::nn::set_fused_ops(true);
+    const onebit::nn::UnfusedScope unfused;
+    all_ops();
+  }
+  all_ops();  // grad mode on: training's ops, even for tensors that need no grad
+}
+
 TEST_CASE("CUDA rotary, rms_norm, add_rms_norm, silu_mul and attention equal their references on the GPU", "[nn][cuda]") {
   if (!torch::cuda::is_available()) return onebit::test::skip("no CUDA device");
   check_rotary(torch::kCUDA);

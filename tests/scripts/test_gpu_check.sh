@@ -75,6 +75,8 @@ if [[ -x "$BUILD/bench-train-step" && -x "$BUILD/onebit_tests" ]]; then
     "$PY" -c "import json,sys; d=json.load(open(sys.argv[1]))['steps']['deploy']; sys.exit(0 if len(d['gemv']) >= 3 and all(g['weight_gbs'] > 0 for g in d['gemv']) and d['decode']['speedup_bf16'] > 0 and 'decode' in d['summary'] else 1)" "$G/gpu-check.json"
   check "gpu-check: (d) profiles the decode step (operators per token on a CPU)" \
     "$PY" -c "import json,sys; d=json.load(open(sys.argv[1]))['steps']['deploy']; p=d['decode']['profile_onebit_bf16']['cpu']; sys.exit(0 if p['calls_per_token'] > 10 and p['us_per_token'] > 0 and len(p['top']) == 12 and 'operators/token' in d['summary'] else 1)" "$G/gpu-check.json"
+  check "gpu-check: (d) times the 1-bit decode ungrouped and with the op sequences (no fused ops)" \
+    "$PY" -c "import json,sys; d=json.load(open(sys.argv[1]))['steps']['deploy']; x=d['decode']; sys.exit(0 if x['onebit_bf16_ungrouped_tps'] > 0 and x['onebit_bf16_unfused_tps'] > 0 and 'op sequences too' in d['summary'] else 1)" "$G/gpu-check.json"
   check "gpu-check: each [cuda] case ran in its own process" test "$(grep -c '^=== exit' "$G/cuda_tests.log")" -ge 9
   ((fails)) && { cat "$TMP/gpu.log"; cat "$G"/*.log 2>/dev/null | tail -40; }
   # A spent budget: no step runs, each says why, and the report is still written.

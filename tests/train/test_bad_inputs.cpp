@@ -271,6 +271,8 @@ TEST_CASE("bad inputs: model and tokenizer files", "[catalogue][io]") {
      "2 tokens in"},
     {"an unknown --decode mode", "onebit-generate --model teach/teacher --decode fast --prompt once", 1,
      "--decode: unknown decode mode 'fast' (expected auto, dynamic, static or graph)"},
+    {"ONEBIT_FUSED_OPS neither 0 nor 1", "ONEBIT_FUSED_OPS=yes onebit-generate --model teach/teacher --prompt once", 1,
+     "ONEBIT_FUSED_OPS must be 0 or 1, got 'yes'"},
     {"CUDA-graph decoding of a model on the CPU",
      "onebit-generate --model teach/teacher --device cpu --decode graph --prompt once", 1,
      "decoding with a CUDA graph needs the model on a CUDA device, it is on cpu"},
