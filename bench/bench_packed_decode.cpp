@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/llama_config.h"
-#include "bench/op_profile.h"
+#include "onebit/util/op_profile.h"
 #include "onebit/core/error.h"
 #include "onebit/export/export.h"
 #include "onebit/export/packed_linear.h"
@@ -96,7 +96,7 @@ nlohmann::json decode_profile(models::CausalLMImpl& m, int64_t prompt, int64_t t
                               Decode mode, int top) {
   GreedyDecode run(m, prompt, prompt + tokens + 2, dev, mode);
   run.start();
-  const auto rows = bench::profile_ops(
+  const auto rows = util::profile_ops(
       [&] {
         for (int64_t t = 0; t < tokens; ++t) run.step();
         run.sync();

@@ -188,7 +188,6 @@ torch::Tensor packed_group_cpu(const torch::Tensor& x2, const std::vector<LayerR
   const int64_t n = x2.size(0), L = int64_t(layers.size());
   int64_t total = 0;
   for (const auto& l : layers) total += l.h.size(0);
-  RECORD_FUNCTION("onebit::packed_linear_group", std::vector<c10::IValue>());
   const int64_t padded = k::padded_in(in);
   torch::Tensor xg = torch::empty({L, n, padded});  // g folded into x once per layer
   for (int64_t l = 0; l < L; ++l) fold_g(x2, layers[size_t(l)].g, in, padded, xg.data_ptr<float>() + l * n * padded);
@@ -618,6 +617,7 @@ std::optional<std::vector<torch::Tensor>> forward_group(const std::vector<const 
       return std::nullopt;
   }
   check_input(o0, layers[0]->signs, x);
+  RECORD_FUNCTION("onebit::packed_linear_group", std::vector<c10::IValue>());
   torch::NoGradGuard no_grad;
   const torch::Tensor x2 = x.reshape({-1, in});
   std::vector<LayerRef> refs;

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-namespace onebit::bench {
+namespace onebit::util {
 
 struct OpRow {
   std::string name;
@@ -79,4 +79,4 @@ inline std::vector<OpRow> profile_ops(const std::function<void()>& fn, bool cuda
   return out;
 }
 
-}  // namespace onebit::bench
+}  // namespace onebit::util
