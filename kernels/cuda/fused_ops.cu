@@ -73,22 +73,26 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
   }
 }
 
-// One thread per output element.
+// One thread per element of x (grid-stride); with v, the same element of v copied too.
 template <typename T>
-__global__ void rotary_kernel(const T* __restrict__ x, int64_t H, int64_t Tn, int64_t D, int64_t sb, int64_t sh,
-                              int64_t st, const T* __restrict__ cs, const T* __restrict__ sn, int64_t cb,
-                              T* __restrict__ y, int64_t total) {
-  const int64_t half = D / 2;
+__global__ void rotary_kernel(RotaryArgs a, int64_t total) {
+  const int64_t D = a.D, half = D / 2;
+  const T* x = static_cast<const T*>(a.x);
+  const T* cs = static_cast<const T*>(a.cos);
+  const T* sn = static_cast<const T*>(a.sin);
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e % D, row = e / D;
-    const int64_t t = row % Tn, hh = (row / Tn) % H, b = row / (Tn * H);
-    const T* xr = x + b * sb + hh * sh + t * st;
-    const int64_t c = b * cb + t * D + i;
+    const int64_t t = row % a.T, hh = (row / a.T) % a.H, b = row / (a.T * a.H);
+    const int64_t src = b * a.sb + hh * a.sh + t * a.st;
+    const T* xr = x + src;
+    const int64_t c = b * a.cos_batch_stride + t * D + i;
     // rotate_half: [-x2, x1]; the negation is exact in every dtype.
     const float rot = i < half ? -to_f(xr[i + half]) : to_f(xr[i - half]);
-    const T a = from_f<T>(__fmul_rn(to_f(xr[i]), to_f(cs[c])));
+    const T p = from_f<T>(__fmul_rn(to_f(xr[i]), to_f(cs[c])));
     const T m = from_f<T>(__fmul_rn(rot, to_f(sn[c])));
-    y[e] = from_f<T>(__fadd_rn(to_f(a), to_f(m)));
+    const int64_t dst = b * a.y_sb + hh * a.y_sh + (a.slots ? a.slots[t] : t) * a.y_st + i;
+    static_cast<T*>(a.y)[dst] = from_f<T>(__fadd_rn(to_f(p), to_f(m)));
+    if (a.v) static_cast<T*>(a.v_out)[dst] = static_cast<const T*>(a.v)[src + i];
   }
 }
 
@@ -210,10 +214,7 @@ const char* rotary(const RotaryArgs& a, void* stream) {
   if (a.D % 2 != 0) return "rotary: the head dimension must be even";
   const auto st = static_cast<cudaStream_t>(stream);
   return by_dtype(a.act, "rotary: unknown dtype", [&](auto tag) {
-    using T = decltype(tag);
-    rotary_kernel<T><<<elementwise_blocks(total), 256, 0, st>>>(
-        static_cast<const T*>(a.x), a.H, a.T, a.D, a.sb, a.sh, a.st, static_cast<const T*>(a.cos),
-        static_cast<const T*>(a.sin), a.cos_batch_stride, static_cast<T*>(a.y), total);
+    rotary_kernel<decltype(tag)><<<elementwise_blocks(total), 256, 0, st>>>(a, total);
   });
 }
 

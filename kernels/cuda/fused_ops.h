@@ -54,8 +54,11 @@ const char* silu_mul(const SiluMulArgs& a, void* stream);
 
 // Rotate-half RoPE: y = T(T(x·cos) + T(rotate_half(x)·sin)), rotate_half(x) = [−x₂, x₁] along
 // the last dimension, for x [B, H, T, D] with strides sb, sh, st (the last one 1), cos and sin
-// [B or 1, 1, T, D] contiguous (cos_batch_stride 0 or T·D), y contiguous [B, H, T, D]; all of
-// dtype `act`, D even.
+// [B or 1, 1, T, D] contiguous (cos_batch_stride 0 or T·D); all of dtype `act`, D even. y has
+// strides y_sb, y_sh, y_st (the last one 1) and its row for token t is slots[t] (a static KV
+// cache's slots, long, on the device) or t when slots is null. With v (same shape and strides
+// as x), v is copied to v_out at the same rows as well: k's RoPE and both cache writes in one
+// launch.
 struct RotaryArgs {
   const void* x = nullptr;
   int64_t B = 0, H = 0, T = 0, D = 0;
@@ -64,6 +67,10 @@ struct RotaryArgs {
   const void* sin = nullptr;
   int64_t cos_batch_stride = 0;
   void* y = nullptr;
+  int64_t y_sb = 0, y_sh = 0, y_st = 0;
+  const int64_t* slots = nullptr;
+  const void* v = nullptr;  // optional
+  void* v_out = nullptr;    // with v; strides y_*
   Act act = Act::F32;
 };
 const char* rotary(const RotaryArgs& a, void* stream);

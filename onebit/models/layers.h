@@ -87,10 +87,17 @@ AttnMask forward_mask(const Placement& p, const ForwardArgs& args, int64_t B, in
 AttnMask build_mask(const torch::Tensor& attention_mask, int64_t batch, int64_t T, int64_t past,
                     std::optional<int64_t> sliding_window, torch::Device device);
 
+// RoPE tables of a forward's positions, cos and sin [B or 1, 1, T, D] (LLaMA family).
+struct Rope {
+  torch::Tensor cos, sin;
+};
+
 // q [B, H, T, D]; k, v [B, Hkv, T, D] of the new tokens. Appends k, v to the cache slots when
-// given (a static cache: writes them at m.slots), then attends (grouped-query when Hkv < H). Returns [B, T, H·D].
-torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m,
-                     double scale, torch::Tensor* k_cache, torch::Tensor* v_cache);
+// given (a static cache: writes them at m.slots), then attends (grouped-query when Hkv < H).
+// With `rope`, k is still unrotated and gets RoPE here (with a static cache in the same pass as
+// both cache writes: nn::rotary_store_kv). Returns [B, T, H·D].
+torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m, double scale,
+                     torch::Tensor* k_cache, torch::Tensor* v_cache, const Rope* rope = nullptr);
 
 // Runs fn(x) without keeping its activations; backward recomputes fn with grad enabled and
 // returns gradients for x and for every tensor in `params` that requires grad.

@@ -41,7 +41,7 @@ torch::Tensor rope_inv_freq(const ModelConfig& cfg) {
 namespace {
 
 struct LayerCtx {
-  torch::Tensor cos, sin;  // [B, 1, T, D]
+  detail::Rope rope;  // [B, 1, T, D]
   AttnMask mask;
 };
 
@@ -68,9 +68,9 @@ class LlamaAttentionImpl : public torch::nn::Module, public nn::SlotOwner {
     auto q = qkv[0].view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = qkv[1].view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     auto v = qkv[2].view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
-    q = nn::rotary(q, ctx.cos, ctx.sin);
-    k = nn::rotary(k, ctx.cos, ctx.sin);
-    auto out = detail::attend(q, k, v, ctx.mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)), kc, vc);
+    q = nn::rotary(q, ctx.rope.cos, ctx.rope.sin);  // (k's RoPE: in attend, with the cache writes)
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    auto out = detail::attend(q, k, v, ctx.mask, scale, kc, vc, &ctx.rope);
     return o_(out);
   }
 
@@ -166,8 +166,8 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     LayerCtx ctx;
     auto freqs = pos.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
     auto emb = torch::cat({freqs, freqs}, -1);
-    ctx.cos = emb.cos().to(h.scalar_type()).unsqueeze(1);
-    ctx.sin = emb.sin().to(h.scalar_type()).unsqueeze(1);
+    ctx.rope.cos = emb.cos().to(h.scalar_type()).unsqueeze(1);
+    ctx.rope.sin = emb.sin().to(h.scalar_type()).unsqueeze(1);
     ctx.mask = detail::forward_mask(place, args, B, T, cfg_.sliding_window, device);
 
     ForwardOutput out;

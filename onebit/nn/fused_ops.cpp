@@ -233,20 +233,26 @@ torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
   return torch::silu(gate) * up;
 }
 
-torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const int64_t D = x.size(-1);
+namespace {
+// Whether the single RoPE pass covers x [B, H, T, D] with cos, sin.
+bool rotary_fusable(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   const auto dt = x.scalar_type();
-  const bool fused = !use_ops() && x.dim() == 4 && D % 2 == 0 && fused_dtype(dt) &&
-                     cos.scalar_type() == dt && sin.scalar_type() == dt && cos.sizes() == sin.sizes() &&
-                     cos.dim() == 4 && cos.size(1) == 1 && cos.size(2) == x.size(2) && cos.size(3) == D &&
-                     (cos.size(0) == 1 || cos.size(0) == x.size(0)) && x.stride(3) == 1 &&
-                     cos.device() == x.device() && sin.device() == x.device() && fused_device(x);
-  if (!fused) return rotary_ops(x, cos, sin);
-  RECORD_FUNCTION("onebit::rotary", std::vector<c10::IValue>());
-  const int64_t B = x.size(0), H = x.size(1), T = x.size(2);
+  const int64_t D = x.dim() == 4 ? x.size(3) : 0;
+  return !use_ops() && x.dim() == 4 && D % 2 == 0 && fused_dtype(dt) && cos.scalar_type() == dt &&
+         sin.scalar_type() == dt && cos.sizes() == sin.sizes() && cos.dim() == 4 && cos.size(1) == 1 &&
+         cos.size(2) == x.size(2) && cos.size(3) == D && (cos.size(0) == 1 || cos.size(0) == x.size(0)) &&
+         x.stride(3) == 1 && cos.device() == x.device() && sin.device() == x.device() && fused_device(x);
+}
+
+// The RoPE pass: rotary(x) into y (strides of y, the last 1) at row slots[t] (or t) for token t,
+// and v copied to v_out at the same places when given (v strided as x, v_out as y).
+void rotary_pass(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& y,
+                 const torch::Tensor& slots, const torch::Tensor* v, torch::Tensor* v_out) {
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+  const auto dt = x.scalar_type();
   const auto c = cos.contiguous(), s = sin.contiguous();
-  auto out = torch::empty({B, H, T, D}, x.options());
   const int64_t sb = x.stride(0), sh = x.stride(1), st = x.stride(2), cb = c.size(0) == 1 ? 0 : T * D;
+  const int64_t yb = y.stride(0), yh = y.stride(1), yt = y.stride(2);
 #ifdef ONEBIT_WITH_CUDA
   if (x.device().is_cuda()) {
     const c10::cuda::CUDAGuard guard(x.device());
@@ -257,23 +263,31 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
     a.cos = c.const_data_ptr();
     a.sin = s.const_data_ptr();
     a.cos_batch_stride = cb;
-    a.y = out.data_ptr();
+    a.y = y.data_ptr();
+    a.y_sb = yb, a.y_sh = yh, a.y_st = yt;
+    a.slots = slots.defined() ? slots.const_data_ptr<int64_t>() : nullptr;
+    a.v = v ? v->const_data_ptr() : nullptr;
+    a.v_out = v_out ? v_out->data_ptr() : nullptr;
     a.act = act_of(dt);
     check_launch(kernels::cuda::rotary(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), "rotary");
-    return out;
+    return;
   }
 #endif
   const int64_t half = D / 2;
+  const int64_t* slot = slots.defined() ? slots.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "onebit::rotary", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     const scalar_t *cp = c.const_data_ptr<scalar_t>(), *sp = s.const_data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+    scalar_t* op = y.data_ptr<scalar_t>();
+    const scalar_t* vp = v ? v->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* vo = v_out ? v_out->data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, B * H * T, std::max<int64_t>(1, 16384 / D), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / (H * T), h = (r / T) % H, t = r % T;
-        const scalar_t* xr = xp + b * sb + h * sh + t * st;
+        const int64_t src = b * sb + h * sh + t * st, dst = b * yb + h * yh + (slot ? slot[t] : t) * yt;
+        const scalar_t* xr = xp + src;
         const scalar_t *cr = cp + b * cb + t * D, *sr = sp + b * cb + t * D;
-        scalar_t* o = op + r * D;
+        scalar_t* o = op + dst;
         // Each product rounded to the dtype, then the rounded sum: as x·cos + rotate_half(x)·sin.
         auto put = [&](int64_t i, float rot) {
           const float a = round_to<scalar_t>(static_cast<float>(xr[i]) * static_cast<float>(cr[i]));
@@ -282,10 +296,39 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
         };
         for (int64_t i = 0; i < half; ++i) put(i, -static_cast<float>(xr[i + half]));
         for (int64_t i = half; i < D; ++i) put(i, static_cast<float>(xr[i - half]));
+        if (vp) std::copy(vp + src, vp + src + D, vo + dst);
       }
     });
   });
+}
+}  // namespace
+
+torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  if (!rotary_fusable(x, cos, sin)) return rotary_ops(x, cos, sin);
+  RECORD_FUNCTION("onebit::rotary", std::vector<c10::IValue>());
+  auto out = torch::empty(x.sizes(), x.options());
+  rotary_pass(x, cos, sin, out, torch::Tensor(), nullptr, nullptr);
   return out;
+}
+
+void rotary_store_kv(const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& cos,
+                     const torch::Tensor& sin, torch::Tensor& k_cache, torch::Tensor& v_cache,
+                     const torch::Tensor& slots) {
+  const bool fused = rotary_fusable(k, cos, sin) && v.sizes() == k.sizes() && v.strides() == k.strides() &&
+                     v.scalar_type() == k.scalar_type() && v.device() == k.device() && k_cache.dim() == 4 &&
+                     k_cache.scalar_type() == k.scalar_type() && k_cache.device() == k.device() &&
+                     v_cache.sizes() == k_cache.sizes() && v_cache.strides() == k_cache.strides() &&
+                     v_cache.scalar_type() == k_cache.scalar_type() && v_cache.device() == k.device() &&
+                     k_cache.size(0) == k.size(0) && k_cache.size(1) == k.size(1) && k_cache.size(3) == k.size(3) &&
+                     k_cache.stride(3) == 1 && slots.scalar_type() == torch::kLong && slots.dim() == 1 &&
+                     slots.size(0) == k.size(2) && slots.is_contiguous() && slots.device() == k.device();
+  if (!fused) {
+    k_cache.index_copy_(2, slots, rotary(k, cos, sin));
+    v_cache.index_copy_(2, slots, v);
+    return;
+  }
+  RECORD_FUNCTION("onebit::rotary_store_kv", std::vector<c10::IValue>());
+  rotary_pass(k, cos, sin, k_cache, slots, &v, &v_cache);
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

@@ -64,6 +64,30 @@ void check_rotary(torch::Device dev) {
   }
 }
 
+// k's RoPE and the cache writes at device slots: bit for bit rotary + index_copy_.
+void check_rotary_store_kv(torch::Device dev) {
+  torch::manual_seed(10);
+  for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
+    INFO("dtype " << dt);
+    // k, v as the grouped projection returns them: [B, T, Hkv·D] column ranges, viewed [B, Hkv, T, D].
+    auto kv = torch::randn({2, 3, 2 * 4 * 64}).to(dev, dt);
+    auto k = kv.narrow(-1, 0, 256).view({2, 3, 4, 64}).transpose(1, 2);
+    auto v = kv.narrow(-1, 256, 256).view({2, 3, 4, 64}).transpose(1, 2);
+    auto angles = torch::rand({2, 1, 3, 32}) * 10;
+    auto cos = torch::cat({angles.cos(), angles.cos()}, -1).to(dev, dt);
+    auto sin = torch::cat({angles.sin(), angles.sin()}, -1).to(dev, dt);
+    auto slots = torch::tensor({5, 6, 9}, torch::kLong).to(dev);
+    auto kc = torch::zeros({2, 4, 16, 64}, torch::TensorOptions().dtype(dt).device(dev)), vc = torch::zeros_like(kc);
+    auto kc_ref = kc.clone(), vc_ref = vc.clone();
+    torch::NoGradGuard no_grad;
+    onebit::nn::rotary_store_kv(k, v, cos, sin, kc, vc, slots);
+    kc_ref.index_copy_(2, slots, rope_ops(k, cos, sin));
+    vc_ref.index_copy_(2, slots, v);
+    CHECK(torch::equal(kc, kc_ref));
+    CHECK(torch::equal(vc, vc_ref));
+  }
+}
+
 void check_rms_norm(torch::Device dev) {
   torch::manual_seed(1);
   for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf}) {
@@ -188,6 +212,10 @@ TEST_CASE("rotary RoPE equals x·cos + rotate_half(x)·sin bit for bit, fp32/bf1
   check_rotary(torch::kCPU);
 }
 
+TEST_CASE("rotary_store_kv writes RoPE(k) and v at the cache slots, bit for bit the three operators", "[nn]") {
+  check_rotary_store_kv(torch::kCPU);
+}
+
 TEST_CASE("rotary with autograd is the op sequence, and gradients flow", "[nn]") {
   torch::manual_seed(0);
   auto x = torch::randn({2, 5, 3, 64}).transpose(1, 2).requires_grad_(true);
@@ -297,6 +325,7 @@ TEST_CASE("set_fused_ops(false), an UnfusedScope and grad mode make every op its
 TEST_CASE("CUDA rotary, rms_norm, add_rms_norm, silu_mul and attention equal their references on the GPU", "[nn][cuda]") {
   if (!torch::cuda::is_available()) return onebit::test::skip("no CUDA device");
   check_rotary(torch::kCUDA);
+  check_rotary_store_kv(torch::kCUDA);
   check_rms_norm(torch::kCUDA);
   check_attention(torch::kCUDA);
   check_add_rms_norm(torch::kCUDA);
