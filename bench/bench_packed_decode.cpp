@@ -104,6 +104,7 @@ nlohmann::json decode_profile(models::CausalLMImpl& m, int64_t prompt, int64_t t
       dev.is_cuda());
   nlohmann::json j = {{"mode", models::to_string(mode)}, {"tokens", tokens}};
   for (bool gpu : {false, true}) {
+    if (gpu && !dev.is_cuda()) continue;
     double calls = 0, us = 0;
     nlohmann::json list = nlohmann::json::array();
     for (const auto& r : rows) {
@@ -114,9 +115,7 @@ nlohmann::json decode_profile(models::CausalLMImpl& m, int64_t prompt, int64_t t
         list.push_back({{"name", r.name}, {"calls_per_token", double(r.calls) / double(tokens)},
                         {"us_per_token", r.self_us / double(tokens)}});
     }
-    const std::string key = gpu ? "gpu" : "cpu";
-    if (gpu && !dev.is_cuda()) continue;
-    j[key] = {{"calls_per_token", calls}, {"us_per_token", us}, {"top", list}};
+    j[gpu ? "gpu" : "cpu"] = {{"calls_per_token", calls}, {"us_per_token", us}, {"top", list}};
   }
   return j;
 }

@@ -294,14 +294,13 @@ else
   GEMV=(--rows 1 8 64 --iters 20)
   DECODE=(--layers 8 --hidden 4096 --ffn 11008 --vocab 32000 --tokens 64 --repeats 3 --profile 12)
 fi
+DECODE_CMD=("$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" --work "$BUILD_DIR/gpu_check_decode" --json)
 if [[ ! -x "$BIN/bench-packed-gemv" || ! -x "$BIN/bench-packed-decode" ]]; then
   result deploy failed 0 "no $BIN/bench-packed-gemv or bench-packed-decode"
 elif run_step deploy_gemv 150 "$BIN/bench-packed-gemv" --device $DEVICE "${GEMV[@]}" --json &&
-    { run_step deploy_decode 240 "$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" \
-        --work "$BUILD_DIR/gpu_check_decode" --json ||
+    { run_step deploy_decode 240 "${DECODE_CMD[@]}" ||
       { mv "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log"  # a fused kernel failed: the op sequences
-        ONEBIT_FUSED_OPS=0 run_step deploy_decode 240 "$BIN/bench-packed-decode" --device $DEVICE "${DECODE[@]}" \
-          --work "$BUILD_DIR/gpu_check_decode" --json; }; }; then
+        ONEBIT_FUSED_OPS=0 run_step deploy_decode 240 "${DECODE_CMD[@]}"; }; }; then
   summary=$("$PY" - "$OUT/deploy_gemv.log" "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log" <<'PY'
 import json, os, sys
 def objects(path):

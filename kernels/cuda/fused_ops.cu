@@ -1,4 +1,4 @@
-// CUDA RMSNorm and RoPE (kernels/cuda/fused_ops.h). The products and sums use the
+// CUDA kernels of the decode step's blocks (kernels/cuda/fused_ops.h). The products and sums use the
 // _rn intrinsics so that nvcc cannot contract them into FMAs: each rounding is the one the
 // ATen op sequence makes.
 #include <cuda_bf16.h>
@@ -18,46 +18,32 @@ using common::to_f;
 
 constexpr int kNormThreads = 256;
 
-// One block per row: the sum of squares, then the scaled row (x re-read: it is in L1/L2).
+// One block per row: the sum of squares, then the scaled row, re-read (from L1/L2) from x, or
+// with a residual from h = T(x + r), which the first pass writes (each thread reads back its
+// own elements).
 template <typename T>
-__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(const T* __restrict__ x, int64_t x_row_stride,
-                                                                const T* __restrict__ w, T* __restrict__ y,
-                                                                int64_t dim, float eps) {
-  __shared__ float red[32];
-  const T* xr = x + int64_t(blockIdx.x) * x_row_stride;
-  T* yr = y + int64_t(blockIdx.x) * dim;
-  float sq = 0.f;
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    const float v = to_f(xr[i]);
-    sq = __fadd_rn(sq, __fmul_rn(v, v));
-  }
-  const float r = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(sq, red), float(dim)), eps));
-  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
-    const T hn = from_f<T>(__fmul_rn(to_f(xr[i]), r));  // h.to(x.dtype)
-    yr[i] = from_f<T>(__fmul_rn(to_f(w[i]), to_f(hn)));  // weight * h
-  }
-}
-
-// One block per row: h = T(x + r) written and squared, then the scaled row from h.
-template <typename T>
-__global__ void __launch_bounds__(kNormThreads) add_rms_norm_kernel(AddRmsNormArgs a) {
+__global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(RmsNormArgs a) {
   __shared__ float red[32];
   const T* xr = static_cast<const T*>(a.x) + int64_t(blockIdx.x) * a.x_row_stride;
-  const T* rr = static_cast<const T*>(a.r) + int64_t(blockIdx.x) * a.r_row_stride;
+  const T* rr = a.r ? static_cast<const T*>(a.r) + int64_t(blockIdx.x) * a.r_row_stride : nullptr;
+  T* hr = a.r ? static_cast<T*>(a.h) + int64_t(blockIdx.x) * a.dim : nullptr;
   const T* w = static_cast<const T*>(a.w);
-  T* hr = static_cast<T*>(a.h) + int64_t(blockIdx.x) * a.dim;
   T* yr = static_cast<T*>(a.y) + int64_t(blockIdx.x) * a.dim;
   float sq = 0.f;
   for (int64_t i = threadIdx.x; i < a.dim; i += blockDim.x) {
-    const T hv = from_f<T>(__fadd_rn(to_f(xr[i]), to_f(rr[i])));
-    hr[i] = hv;
-    const float v = to_f(hv);
-    sq = __fadd_rn(sq, __fmul_rn(v, v));
+    T v = xr[i];
+    if (rr) {
+      v = from_f<T>(__fadd_rn(to_f(v), to_f(rr[i])));
+      hr[i] = v;
+    }
+    const float f = to_f(v);
+    sq = __fadd_rn(sq, __fmul_rn(f, f));
   }
   const float r = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(sq, red), float(a.dim)), a.eps));
-  for (int64_t i = threadIdx.x; i < a.dim; i += blockDim.x) {  // each thread reads back its own h
-    const T hn = from_f<T>(__fmul_rn(to_f(hr[i]), r));
-    yr[i] = from_f<T>(__fmul_rn(to_f(w[i]), to_f(hn)));
+  const T* src = hr ? hr : xr;
+  for (int64_t i = threadIdx.x; i < a.dim; i += blockDim.x) {
+    const T hn = from_f<T>(__fmul_rn(to_f(src[i]), r));  // h.to(x.dtype)
+    yr[i] = from_f<T>(__fmul_rn(to_f(w[i]), to_f(hn)));  // weight * h
   }
 }
 
@@ -184,19 +170,7 @@ const char* rms_norm(const RmsNormArgs& a, void* stream) {
   if (a.rows > 2147483647LL) return "rms_norm: too many rows";
   const auto st = static_cast<cudaStream_t>(stream);
   return by_dtype(a.act, "rms_norm: unknown dtype", [&](auto tag) {
-    using T = decltype(tag);
-    rms_norm_kernel<T><<<unsigned(a.rows), kNormThreads, 0, st>>>(static_cast<const T*>(a.x), a.x_row_stride,
-                                                                   static_cast<const T*>(a.w), static_cast<T*>(a.y),
-                                                                   a.dim, a.eps);
-  });
-}
-
-const char* add_rms_norm(const AddRmsNormArgs& a, void* stream) {
-  if (a.rows == 0 || a.dim == 0) return nullptr;
-  if (a.rows > 2147483647LL) return "add_rms_norm: too many rows";
-  const auto st = static_cast<cudaStream_t>(stream);
-  return by_dtype(a.act, "add_rms_norm: unknown dtype", [&](auto tag) {
-    add_rms_norm_kernel<decltype(tag)><<<unsigned(a.rows), kNormThreads, 0, st>>>(a);
+    rms_norm_kernel<decltype(tag)><<<unsigned(a.rows), kNormThreads, 0, st>>>(a);
   });
 }
 

@@ -10,10 +10,15 @@
 namespace onebit::kernels::cuda {
 
 // y[r, :] = w ⊙ T(x[r, :] · rsqrt(mean(x[r, :]²) + eps)), the mean and scaling in fp32; x, w
-// and y of dtype `act`; x rows `x_row_stride` elements apart, y contiguous [rows, dim].
+// and y of dtype `act`; x rows `x_row_stride` elements apart, y contiguous [rows, dim]. With a
+// residual r (rows `r_row_stride` apart), h = T(x + r) is written to h (contiguous [rows, dim])
+// and normalised instead of x: the residual add before a norm, in the same launch.
 struct RmsNormArgs {
   const void* x = nullptr;
   int64_t x_row_stride = 0;
+  const void* r = nullptr;  // optional
+  int64_t r_row_stride = 0;
+  void* h = nullptr;        // with r
   const void* w = nullptr;
   void* y = nullptr;
   int64_t rows = 0, dim = 0;
@@ -22,22 +27,6 @@ struct RmsNormArgs {
 };
 // Launches on `stream` (a cudaStream_t); nullptr on success, else the CUDA error string.
 const char* rms_norm(const RmsNormArgs& a, void* stream);
-
-// h = T(x + r) and y = RMSNorm(h) as above, for x, r with row strides (elements), h and y
-// contiguous [rows, dim]: the residual add before a norm, in one launch.
-struct AddRmsNormArgs {
-  const void* x = nullptr;
-  int64_t x_row_stride = 0;
-  const void* r = nullptr;
-  int64_t r_row_stride = 0;
-  const void* w = nullptr;
-  void* h = nullptr;
-  void* y = nullptr;
-  int64_t rows = 0, dim = 0;
-  float eps = 1e-6f;
-  Act act = Act::F32;
-};
-const char* add_rms_norm(const AddRmsNormArgs& a, void* stream);
 
 // y = T(T(silu(g)) · u) with silu(v) = v / (1 + e^−v) in fp32: the gated MLP's activation, for
 // g, u [rows, dim] with row strides, y contiguous.

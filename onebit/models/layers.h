@@ -46,7 +46,7 @@ torch::nn::Embedding empty_embedding(int64_t num, int64_t dim, std::optional<int
 Proj make_linear(torch::nn::Module& owner, const std::string& name, int64_t in, int64_t out, bool bias);
 
 // HF LlamaRMSNorm: computed in fp32, weight applied after casting back to the input dtype
-// (nn::rms_norm: one pass without autograd).
+// (nn::rms_norm: one pass when grad mode is off).
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps);

@@ -66,6 +66,8 @@ kernels::cuda::Act act_of(torch::ScalarType t) {
 void check_launch(const char* err, const char* what) {
   OB_CHECK(err == nullptr, what, ": CUDA kernel failed: ", err ? err : "");
 }
+// The current stream of t's device (a cudaStream_t), where the kernels launch.
+void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 #endif
 
 // The op sequences the fused passes replace (and run under autograd).
@@ -86,9 +88,7 @@ template <typename T>
 inline float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
 }
-}  // namespace
 
-namespace {
 // x [..., dim] as rows: a [rows, dim] view (or copy) whose last stride is 1.
 torch::Tensor as_rows(const torch::Tensor& x) {
   const torch::Tensor x2 = x.reshape({-1, x.size(-1)});
@@ -116,10 +116,31 @@ void rms_norm_row(const T* xr, const T* w, T* yr, int64_t dim, float eps) {
   }
 }
 
-// The CPU passes: for each row, h = T(x + r) first when r is given (then normalised), else x.
-void norm_rows_cpu(const torch::Tensor& xc, const torch::Tensor* rc, const torch::Tensor& weight, double eps,
-                   torch::Tensor* h, torch::Tensor& y) {
+// The norm passes over rows: for each row, h = T(x + r) first when r is given (written to h,
+// then normalised), else x; the result to y. xc, rc, h and y as as_rows makes them.
+void norm_rows(const torch::Tensor& xc, const torch::Tensor* rc, const torch::Tensor& weight, double eps,
+               torch::Tensor* h, torch::Tensor& y) {
   const int64_t rows = xc.size(0), dim = xc.size(1);
+#ifdef ONEBIT_WITH_CUDA
+  if (xc.device().is_cuda()) {
+    const c10::cuda::CUDAGuard guard(xc.device());
+    kernels::cuda::RmsNormArgs a;
+    a.x = xc.const_data_ptr();
+    a.x_row_stride = xc.stride(0);
+    if (rc) {
+      a.r = rc->const_data_ptr();
+      a.r_row_stride = rc->stride(0);
+      a.h = h->data_ptr();
+    }
+    a.w = weight.const_data_ptr();
+    a.y = y.data_ptr();
+    a.rows = rows, a.dim = dim;
+    a.eps = float(eps);
+    a.act = act_of(xc.scalar_type());
+    check_launch(kernels::cuda::rms_norm(a, stream_of(xc)), rc ? "add_rms_norm" : "rms_norm");
+    return;
+  }
+#endif
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xc.scalar_type(), "onebit::rms_norm", [&] {
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     const scalar_t* rp = rc ? rc->const_data_ptr<scalar_t>() : nullptr;
@@ -153,23 +174,7 @@ torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, doub
   RECORD_FUNCTION("onebit::rms_norm", std::vector<c10::IValue>());
   const torch::Tensor xc = as_rows(x);
   torch::Tensor y = torch::empty(xc.sizes(), x.options());
-#ifdef ONEBIT_WITH_CUDA
-  if (x.device().is_cuda()) {
-    const c10::cuda::CUDAGuard guard(x.device());
-    kernels::cuda::RmsNormArgs a;
-    a.x = xc.const_data_ptr();
-    a.x_row_stride = xc.stride(0);
-    a.w = weight.const_data_ptr();
-    a.y = y.data_ptr();
-    a.rows = xc.size(0), a.dim = xc.size(1);
-    a.eps = float(eps);
-    a.act = act_of(x.scalar_type());
-    check_launch(kernels::cuda::rms_norm(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
-                 "rms_norm");
-    return y.view(x.sizes());
-  }
-#endif
-  norm_rows_cpu(xc, nullptr, weight, eps, nullptr, y);
+  norm_rows(xc, nullptr, weight, eps, nullptr, y);
   return y.view(x.sizes());
 }
 
@@ -183,26 +188,7 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, con
   RECORD_FUNCTION("onebit::add_rms_norm", std::vector<c10::IValue>());
   const torch::Tensor xc = as_rows(x), rc = as_rows(residual);
   torch::Tensor h = torch::empty(xc.sizes(), x.options()), y = torch::empty(xc.sizes(), x.options());
-#ifdef ONEBIT_WITH_CUDA
-  if (x.device().is_cuda()) {
-    const c10::cuda::CUDAGuard guard(x.device());
-    kernels::cuda::AddRmsNormArgs a;
-    a.x = xc.const_data_ptr();
-    a.x_row_stride = xc.stride(0);
-    a.r = rc.const_data_ptr();
-    a.r_row_stride = rc.stride(0);
-    a.w = weight.const_data_ptr();
-    a.h = h.data_ptr();
-    a.y = y.data_ptr();
-    a.rows = xc.size(0), a.dim = xc.size(1);
-    a.eps = float(eps);
-    a.act = act_of(x.scalar_type());
-    check_launch(kernels::cuda::add_rms_norm(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()),
-                 "add_rms_norm");
-    return {h.view(x.sizes()), y.view(x.sizes())};
-  }
-#endif
-  norm_rows_cpu(xc, &rc, weight, eps, &h, y);
+  norm_rows(xc, &rc, weight, eps, &h, y);
   return {h.view(x.sizes()), y.view(x.sizes())};
 }
 
@@ -225,8 +211,7 @@ torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
     a.y = y.data_ptr();
     a.rows = gc.size(0), a.dim = gc.size(1);
     a.act = act_of(gate.scalar_type());
-    check_launch(kernels::cuda::silu_mul(a, c10::cuda::getCurrentCUDAStream(gate.device().index()).stream()),
-                 "silu_mul");
+    check_launch(kernels::cuda::silu_mul(a, stream_of(gate)), "silu_mul");
     return y.view(gate.sizes());
   }
 #endif
@@ -269,7 +254,7 @@ void rotary_pass(const torch::Tensor& x, const torch::Tensor& cos, const torch::
     a.v = v ? v->const_data_ptr() : nullptr;
     a.v_out = v_out ? v_out->data_ptr() : nullptr;
     a.act = act_of(dt);
-    check_launch(kernels::cuda::rotary(a, c10::cuda::getCurrentCUDAStream(x.device().index()).stream()), "rotary");
+    check_launch(kernels::cuda::rotary(a, stream_of(x)), "rotary");
     return;
   }
 #endif
@@ -369,8 +354,7 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     a.B = B, a.H = H, a.Hkv = Hkv, a.T = T, a.S = S, a.D = D;
     a.scale = float(scale);
     a.act = act_of(dt);
-    check_launch(kernels::cuda::decode_attention(a, c10::cuda::getCurrentCUDAStream(q.device().index()).stream()),
-                 "attention");
+    check_launch(kernels::cuda::decode_attention(a, stream_of(q)), "attention");
     return y;
   }
 #endif
