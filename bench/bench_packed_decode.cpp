@@ -25,7 +25,6 @@
 #include "onebit/models/loader.h"
 #include "onebit/models/step_decoder.h"
 #include "onebit/models/to_onebit.h"
-#include "onebit/nn/dense_linear.h"
 #include "onebit/nn/fused_ops.h"
 #include "onebit/util/fs.h"
 
@@ -45,7 +44,6 @@ class GreedyDecode {
     ids_ = torch::randint(3, std::min<int64_t>(m.config().vocab_size, 1000), {1, prompt},
                           torch::TensorOptions().dtype(torch::kLong).device(dev));
     if (mode != Decode::Dynamic) dec_ = std::make_unique<models::StepDecoder>(m, 1, capacity, mode == Decode::Graph);
-    args_.cache = &cache_;
   }
   // Prefill and two steps (the warm-up and, with graphs, the capture), then waits for the device.
   void start() {
@@ -62,9 +60,7 @@ class GreedyDecode {
  private:
   torch::Tensor logits(const torch::Tensor& ids, bool first) {
     if (dec_) return first ? dec_->prefill(ids) : dec_->step(ids);
-    args_.compute_logits = false;  // the last position's projection only, as generate does
-    const auto h = m_.forward(first ? ids : ids.view({1, 1}), args_).last_hidden;
-    return nn::dense_linear(h.select(1, h.size(1) - 1), m_.lm_head_weight());
+    return models::last_position_logits(m_, first ? ids : ids.view({1, 1}), cache_);
   }
   models::CausalLMImpl& m_;
   torch::Device dev_;
@@ -72,7 +68,6 @@ class GreedyDecode {
   torch::Tensor ids_, next_;
   std::unique_ptr<models::StepDecoder> dec_;
   models::KVCache cache_;
-  models::ForwardArgs args_;
 };
 
 // Tokens/s of `tokens` timed steps after start(), the best of `repeats`.

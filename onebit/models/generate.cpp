@@ -9,7 +9,6 @@
 #include "onebit/core/error.h"
 #include "onebit/models/inference_scope.h"
 #include "onebit/models/step_decoder.h"
-#include "onebit/nn/dense_linear.h"
 
 namespace onebit::models {
 
@@ -98,14 +97,10 @@ torch::Tensor generate(CausalLMImpl& model, const torch::Tensor& prompts, const 
   std::unique_ptr<StepDecoder> fixed;  // Static, Graph
   if (mode != Decode::Dynamic && N > 0) fixed = std::make_unique<StepDecoder>(model, B, T0 + N, mode == Decode::Graph);
   KVCache cache;
-  ForwardArgs args;
-  args.cache = &cache;
-  args.compute_logits = false;  // only the last position needs the vocabulary projection
   // The last position's logits [B, V] (fp32) after feeding `input`.
   auto logits_after = [&](const torch::Tensor& input, int64_t step) {
     if (fixed) return step == 0 ? fixed->prefill(input) : fixed->step(input);
-    auto h = model.forward(input, args).last_hidden;
-    return nn::dense_linear(h.select(1, h.size(1) - 1), weight).to(torch::kFloat32);
+    return last_position_logits(model, input, cache);
   };
   auto input = prompt;
   for (int64_t step = 0; step < N; ++step) {

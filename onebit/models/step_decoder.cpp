@@ -32,6 +32,14 @@ KVCache make_static_cache(const ModelConfig& c, int64_t batch, int64_t capacity,
   return cache;
 }
 
+torch::Tensor last_position_logits(CausalLMImpl& model, const torch::Tensor& ids, KVCache& cache) {
+  ForwardArgs args;
+  args.cache = &cache;
+  args.compute_logits = false;
+  const auto h = model.forward(ids, args).last_hidden;
+  return nn::dense_linear(h.select(1, h.size(1) - 1), model.lm_head_weight()).to(torch::kFloat32);
+}
+
 #ifdef ONEBIT_WITH_CUDA
 // The side stream that captures and replays (capture cannot run on the default stream) and one
 // graph per span, all in one memory pool (they never run at the same time). The caller's stream
@@ -78,14 +86,6 @@ void StepDecoder::check_room(int64_t T) const {
            cache_.capacity);
 }
 
-torch::Tensor StepDecoder::logits_of(const torch::Tensor& ids) {
-  ForwardArgs args;
-  args.cache = &cache_;
-  args.compute_logits = false;  // only the last position needs the vocabulary projection
-  const auto h = model_.forward(ids, args).last_hidden;
-  return nn::dense_linear(h.select(1, h.size(1) - 1), model_.lm_head_weight()).to(torch::kFloat32);
-}
-
 torch::Tensor StepDecoder::prefill(const torch::Tensor& prompts) {
   OB_CHECK(prompts.dim() == 2 && prompts.size(0) == batch_ && prompts.size(1) >= 1,
            "StepDecoder::prefill: prompts must be [", batch_, ", T0] with T0 >= 1, got ", prompts.sizes());
@@ -94,7 +94,7 @@ torch::Tensor StepDecoder::prefill(const torch::Tensor& prompts) {
   length_ = 0;
   check_room(prompts.size(1));
   cache_.span = span_for(prompts.size(1));
-  auto logits = logits_of(prompts.to(ids_.device(), torch::kLong));
+  auto logits = last_position_logits(model_, prompts.to(ids_.device(), torch::kLong), cache_);
   length_ = prompts.size(1);
   return logits;
 }
@@ -109,7 +109,7 @@ torch::Tensor StepDecoder::step(const torch::Tensor& tokens) {
   torch::Tensor logits;
   if (!graph_) {
     ids_.copy_(tokens.view({batch_, 1}));
-    logits = logits_of(ids_);
+    logits = last_position_logits(model_, ids_, cache_);
   } else {
 #ifdef ONEBIT_WITH_CUDA
     auto& g = *graph_;
@@ -124,13 +124,13 @@ torch::Tensor StepDecoder::step(const torch::Tensor& tokens) {
       if (steps_ == 0) {
         // Warm-up (eager, on the side stream): libraries set up their workspaces. Its output is
         // read on the caller's stream: the allocator must not hand it out again before then.
-        logits = logits_of(ids_);
+        logits = last_position_logits(model_, ids_, cache_);
         logits.record_stream(caller);
       } else if (it == g.by_span.end()) {
         auto& c = g.by_span[cache_.span];
         c.graph = std::make_unique<at::cuda::CUDAGraph>();
         c.graph->capture_begin(g.pool);
-        c.out = logits_of(ids_);  // recorded, not run: replay() below runs it
+        c.out = last_position_logits(model_, ids_, cache_);  // recorded, not run: replay() below runs it
         c.graph->capture_end();
         c.graph->replay();
         logits = c.out;

@@ -12,6 +12,11 @@
 
 namespace onebit::models {
 
+// Feeds `ids` [B, T] through `model` with `cache` (read and appended) and returns the last
+// position's logits [B, V] in fp32: the vocabulary projection of that position only. One
+// decode step of every mode (generate's dynamic cache, StepDecoder's static one).
+torch::Tensor last_position_logits(CausalLMImpl& model, const torch::Tensor& ids, KVCache& cache);
+
 class StepDecoder {
  public:
   // `batch` rows of up to `capacity` positions (prompt + generated) for `model`, on the device
@@ -39,7 +44,6 @@ class StepDecoder {
   bool uses_graph() const { return graph_ != nullptr; }
 
  private:
-  torch::Tensor logits_of(const torch::Tensor& ids);  // forward + last-position logits
   void check_room(int64_t T) const;
   int64_t span_for(int64_t length) const;
 
