@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads, "torch intra-op threads (0: leave default)");
     app.add_option("--device", device, "cpu | cuda | cuda:N")->capture_default_str();
     app.add_option("--work", work, "scratch folder for the export")->capture_default_str();
-    app.add_flag("--json", json_out, "print one JSON object");
+    app.add_flag("--json", json_out, "print JSON: one line after each dtype (bf16, then fp32 too), the last complete");
     app.add_option("--profile", profile_top,
                    "also profile the onebit model's decode in each dtype (default mode): operators and GPU kernels "
                    "per token, the N largest by self time")
@@ -173,7 +173,8 @@ int main(int argc, char** argv) {
     const Decode main_mode = models::resolve_decode(Decode::Auto, dev);
     const Decode other_mode = dev.is_cuda() ? Decode::Dynamic : Decode::Static;
     j["decode"] = models::to_string(main_mode);
-    for (torch::Dtype dt : {torch::kFloat32, torch::kBFloat16}) {
+    // bf16 first: with --json a line after each dtype, so a run cut short keeps the bf16 numbers.
+    for (torch::Dtype dt : {torch::kBFloat16, torch::kFloat32}) {
       const std::string tag = dt == torch::kFloat32 ? "fp32" : "bf16";
       fp->to(dev, dt);
       fp->eval();
@@ -197,13 +198,13 @@ int main(int argc, char** argv) {
         j["profile_fp_" + tag] = decode_profile(*fp, prompt, tokens, dev, main_mode, profile_top);
         j["profile_onebit_" + tag] = decode_profile(*ex, prompt, tokens, dev, main_mode, profile_top);
       }
+      if (json_out) {
+        std::printf("%s\n", j.dump().c_str());
+        std::fflush(stdout);
+      }
     }
     util::remove_tree(dir);
-    if (json_out) {
-      std::printf("%s\n", j.dump().c_str());
-    } else {
-      std::printf("%s\n", j.dump(2).c_str());
-    }
+    if (!json_out) std::printf("%s\n", j.dump(2).c_str());
     return 0;
   });
 }

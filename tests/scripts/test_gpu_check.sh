@@ -87,6 +87,19 @@ if [[ -x "$BUILD/bench-train-step" && -x "$BUILD/onebit_tests" ]]; then
   check "gpu-check, budget spent: a step says so and its exit status" \
     grep -q "| failed | exit 125 (see nccl.log): out of time: GPU_CHECK_SECONDS=1 is spent |" "$GB/gpu-check.md"
   check "gpu-check, budget spent: no [cuda] test ran" test "$(grep -c "^=== exit 125" "$GB/cuda_tests.log")" -ge 9
+  # A chosen subset of steps: the others say why they did not run; a step name not known is refused.
+  GS=$TMP/gpu-steps
+  GPU_CHECK_STEPS=nccl GPU_CHECK_SKIP_BUILD=1 BUILD_DIR=$BUILD ONEBIT_PYTHON=$PY "$ROOT/scripts/gpu-check.sh" "$GS" \
+    >"$TMP/gpu-steps.log" 2>&1
+  check "gpu-check, GPU_CHECK_STEPS=nccl: exit 0" test $? -eq 0
+  check "gpu-check, GPU_CHECK_STEPS=nccl: nccl ran" test "$(json_get "$GS/gpu-check.json" "['steps']['nccl']['status']")" = ok
+  check "gpu-check, GPU_CHECK_STEPS=nccl: the others are skipped, saying why" \
+    test "$(json_get "$GS/gpu-check.json" "['steps']['deploy']['reason']")" = "not in GPU_CHECK_STEPS=nccl"
+  out=$(GPU_CHECK_STEPS="nccl decode" "$ROOT/scripts/gpu-check.sh" "$TMP/gpu-bad-steps" 2>&1)
+  rc=$?
+  check "gpu-check: an unknown step exits 2" test $rc -eq 2
+  check "gpu-check: an unknown step is named in one line" \
+    test "$out" = "gpu-check: GPU_CHECK_STEPS: unknown step 'decode' (expected some of: cuda_tests nccl deploy distill_7b distill_step)"
 else
   echo "FAIL gpu-check: $BUILD has no bench-train-step/onebit_tests"
   fails=$((fails + 1))
@@ -153,6 +166,17 @@ else
   check "gpu-check, another torch: the reason names both versions" \
     grep -q "prebuilt $TMP/prebuilt-other not used: torch .* here, 0.0.1+other in its MANIFEST" "$G/build.json"
   check "gpu-check, another torch: the build log says so too" grep -q "0.0.1+other in its MANIFEST" "$G/build.log"
+  # ... and when that build fails too (here: an offline bundle without MANIFEST), the programs of
+  # another torch are still better than none: used, and the build step says so.
+  G=$TMP/gpu-other-failed
+  GPU_CHECK_PREBUILT=$TMP/prebuilt-other GPU_CHECK_STEPS=nccl ONEBIT_DEPS=$TMP/nothing BUILD_DIR=$TMP/empty2 \
+    ONEBIT_PYTHON=$PY "$ROOT/scripts/gpu-check.sh" "$G" >"$TMP/gpu-other-failed.log" 2>&1
+  check "gpu-check, another torch and a failed build: the prebuilt programs are used" \
+    test "$(json_get "$G/build.json" "['status']")" = prebuilt
+  check "gpu-check, another torch and a failed build: the reason says so" \
+    grep -q "setup.sh failed, so despite the mismatch: .*0.0.1+other in its MANIFEST" "$G/build.json"
+  check "gpu-check, another torch and a failed build: the step ran them" \
+    test "$(json_get "$G/gpu-check.json" "['steps']['nccl']['status']")" = ok
   # A checkout edited since: its sources hash differs from the MANIFEST's, so again the build.
   cp -r "$P" "$TMP/prebuilt-edited"
   sed -i 's/^sources=.*/sources=0123456789abcdef/' "$TMP/prebuilt-edited/MANIFEST"
