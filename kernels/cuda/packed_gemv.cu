@@ -19,6 +19,8 @@
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/packed_gemv.h"
 
+#include <atomic>
+
 namespace onebit::kernels::cuda {
 
 namespace {
@@ -185,14 +187,15 @@ int choose_splits(int64_t in, int64_t out, int sms) {
 }
 
 int multiprocessors(int device) {
-  static int cached[64] = {};
+  static std::atomic<int> cached[64] = {};  // (threads may ask at once)
   if (device < 0 || device >= 64) return 1;
-  if (cached[device] == 0) {
-    int v = 0;
+  int v = cached[device].load(std::memory_order_relaxed);
+  if (v == 0) {
     cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device);
-    cached[device] = v > 0 ? v : 1;
+    v = v > 0 ? v : 1;
+    cached[device].store(v, std::memory_order_relaxed);
   }
-  return cached[device];
+  return v;
 }
 
 int64_t workspace_floats(int64_t n, int64_t out, int splits) { return int64_t(splits) * n * out; }
@@ -202,7 +205,13 @@ const char* packed_gemv_group(const GemvGroupArgs& a, int splits, void* stream) 
   int64_t total = 0;
   for (int i = 0; i < a.count; ++i) total += a.layers[i].out;
   if (a.n == 0 || total == 0) return nullptr;
-  if (a.row_bytes % 16 != 0) return "packed_gemv: row_bytes must be a multiple of 16";
+  // The partial kernel reads 16-byte words of ⌈in/128⌉ sign blocks per row.
+  if (a.row_bytes % 16 != 0 || a.row_bytes < 16 * ((a.in + 127) / 128))
+    return "packed_gemv: row_bytes must be 16·⌈in/128⌉ (runtime rows)";
+  for (int i = 0; i < a.count; ++i)
+    if (reinterpret_cast<uintptr_t>(a.layers[i].signs) % 16 != 0) return "packed_gemv: signs must be 16-byte aligned";
+  if (splits < 1 || splits > 65535) return "packed_gemv: splits must be in [1, 65535]";  // (empty splits write 0)
+  if (a.workspace == nullptr) return "packed_gemv: needs a workspace";
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.act) {
     case Act::F32: return launch<float>(a, splits, st);

@@ -80,7 +80,7 @@ struct GemvPlan {
   int splits = 1;
   int64_t workspace_floats = 0;
 };
-// `splits` > 0 forces that split-K factor (tests; clamped to what the kernel can use); 0 chooses
+// `splits` > 0 forces that split-K factor (tests; clamped to the kernel's tiles or chunks of in); 0 chooses
 // it for a device with `sms` multiprocessors.
 GemvPlan plan_gemv(GemvKernel kernel, int64_t n, int64_t in, int64_t out, bool post_layernorm, int sms,
                    int splits = 0);

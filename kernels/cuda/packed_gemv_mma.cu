@@ -48,6 +48,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -614,15 +616,16 @@ const char* launch_mma(const GemvArgs& a, int splits, cudaStream_t st) {
 
 // Compute capability (major) of the current device, cached per device.
 int compute_major() {
-  static int cached[64] = {};
+  static std::atomic<int> cached[64] = {};  // (threads may ask at once)
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  if (cached[dev] == 0) {
-    int v = 0;
+  int v = cached[dev].load(std::memory_order_relaxed);
+  if (v == 0) {
     cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev);
-    cached[dev] = v > 0 ? v : -1;
+    v = v > 0 ? v : -1;
+    cached[dev].store(v, std::memory_order_relaxed);
   }
-  return cached[dev];
+  return v;
 }
 
 const char* packed_gemv_mma(const GemvArgs& a, int splits, void* stream) {
@@ -669,7 +672,8 @@ GemvPlan plan_gemv(GemvKernel kernel, int64_t n, int64_t in, int64_t out, bool p
     const bool fused = p.splits == 1 && !post_layernorm;
     p.workspace_floats = fused ? 0 : int64_t(p.splits) * n * out;
   } else {
-    p.splits = splits > 0 ? splits : choose_splits(in, out, sms);
+    const int64_t tiles = std::max<int64_t>(1, std::min<int64_t>((in + 1023) / 1024, 65535));  // lanes' tiles
+    p.splits = splits > 0 ? int(std::min<int64_t>(splits, tiles)) : choose_splits(in, out, sms);
     p.workspace_floats = workspace_floats(n, out, p.splits);
   }
   return p;

@@ -366,8 +366,35 @@ SignLayout layout_arg(int64_t layout) {
   OB_CHECK(layout == 0 || layout == 1, "onebit::packed_linear: sign_layout must be 0 (rows) or 1 (tiles), got ", layout);
   return layout == 1 ? SignLayout::Tiles : SignLayout::Rows;
 }
+// The operator is callable from Python with any tensors: everything the kernels rely on,
+// checked once here (the module's own buffers are built right).
+void check_op_args(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g, const torch::Tensor& h,
+                   const OptT& bias, int64_t in, double eps, SignLayout layout) {
+  const char* what = "onebit::packed_linear: ";
+  OB_CHECK(in > 0 && eps > 0, what, "in_features and ln_eps must be positive, got ", in, " and ", eps);
+  OB_CHECK(x.dim() == 2 && x.size(1) == in && x.is_floating_point(), what, "x must be a float [n, ", in, "], got ",
+           x.scalar_type(), " ", x.sizes());
+  OB_CHECK(h.dim() == 1 && h.size(0) > 0, what, "h must be [out], got ", h.sizes());
+  const int64_t out = h.size(0);
+  const int64_t rows = layout == SignLayout::Tiles ? k::tiled_rows(out) : out;
+  OB_CHECK(signs.scalar_type() == torch::kUInt8 && signs.dim() == 2 && signs.size(0) == rows &&
+               signs.size(1) == k::blocks_per_row(in) * 16,
+           what, "signs must be uint8 [", rows, ", ", k::blocks_per_row(in) * 16, "] (",
+           layout == SignLayout::Tiles ? "runtime tiles" : "runtime rows", "), got ", signs.scalar_type(), " ",
+           signs.sizes());
+  OB_CHECK(g.dim() == 1 && g.size(0) == in, what, "g must be [", in, "], got ", g.sizes());
+  if (bias) OB_CHECK(bias->dim() == 1 && bias->size(0) == out, what, "bias must be [", out, "], got ", bias->sizes());
+  for (const torch::Tensor* t : {&signs, &g, &h, bias ? &*bias : nullptr}) {
+    if (t == nullptr) continue;
+    OB_CHECK(t->device() == x.device(), what, "x is on ", x.device(), " but a weight tensor on ", t->device());
+    OB_CHECK(t->is_contiguous(), what, "signs, g, h and bias must be contiguous");
+    OB_CHECK(t == &signs || t->scalar_type() == torch::kFloat32, what, "g, h and bias must be float32, got ",
+             t->scalar_type());
+  }
+}
 torch::Tensor op_cpu(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
                      const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps, int64_t layout) {
+  check_op_args(x, signs, g, h, bias, in, eps, layout_arg(layout));
   return packed_linear_cpu(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps, layout_arg(layout),
                            CpuKernel::Auto);
 }
@@ -375,6 +402,7 @@ torch::Tensor op_cpu(const torch::Tensor& x, const torch::Tensor& signs, const t
 torch::Tensor op_cuda(const torch::Tensor& x, const torch::Tensor& signs, const torch::Tensor& g,
                       const torch::Tensor& h, const OptT& bias, int64_t in, bool post_ln, double eps, int64_t layout) {
   OB_CHECK(layout_arg(layout) == SignLayout::Rows, "onebit::packed_linear: CUDA reads runtime rows, not tiles");
+  check_op_args(x, signs, g, h, bias, in, eps, SignLayout::Rows);
   return packed_linear_cuda(x, signs, g, h, bias.value_or(torch::Tensor()), in, post_ln, eps, CudaKernel::Auto);
 }
 #endif

@@ -64,7 +64,7 @@ kernels::cuda::Act act_of(torch::ScalarType t) {
   return kernels::cuda::Act::F32;
 }
 void check_launch(const char* err, const char* what) {
-  OB_CHECK(err == nullptr, what, ": CUDA kernel failed: ", err ? err : "");
+  OB_CHECK(err == nullptr, what, ": CUDA error at its launch (or from earlier work on the device): ", err ? err : "");
 }
 // The current stream of t's device (a cudaStream_t), where the kernels launch.
 void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }

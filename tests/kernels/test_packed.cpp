@@ -656,6 +656,26 @@ TEST_CASE("packed layer rejects bad input with clear messages", "[kernels]") {
                                            double, int64_t)>();
   CHECK_THROWS_WITH(op.call(torch::zeros({2, 16}), packed->signs, packed->g, packed->h, std::nullopt, 16, true, 1e-5, 2),
                     OB_CONTAINS("sign_layout must be 0 (rows) or 1 (tiles), got 2"));
+  // Tensors that do not fit the layer are refused by the operator itself (Python may pass any).
+  {
+    const int64_t lay = packed->layout() == onebit::kernels::SignLayout::Tiles ? 1 : 0;
+    const auto x = torch::zeros({2, 16});
+    auto call = [&](const torch::Tensor& xx, const torch::Tensor& s, const torch::Tensor& g, const torch::Tensor& h,
+                    const std::optional<torch::Tensor>& b) { return op.call(xx, s, g, h, b, 16, true, 1e-5, lay); };
+    CHECK(call(x, packed->signs, packed->g, packed->h, std::nullopt).sizes() == torch::IntArrayRef{2, 4});
+    CHECK_THROWS_WITH(call(torch::zeros({2, 15}), packed->signs, packed->g, packed->h, std::nullopt),
+                      OB_CONTAINS("x must be a float [n, 16], got Float [2, 15]"));
+    CHECK_THROWS_WITH(call(x, packed->signs.narrow(1, 0, 8), packed->g, packed->h, std::nullopt),
+                      OB_CONTAINS("signs must be uint8 ["));
+    CHECK_THROWS_WITH(call(x, packed->signs, torch::ones({15}), packed->h, std::nullopt),
+                      OB_CONTAINS("g must be [16], got [15]"));
+    CHECK_THROWS_WITH(call(x, packed->signs, torch::ones({16, 2}).select(1, 0), packed->h, std::nullopt),
+                      OB_CONTAINS("must be contiguous"));
+    CHECK_THROWS_WITH(call(x, packed->signs, packed->g, packed->h.to(torch::kDouble), std::nullopt),
+                      OB_CONTAINS("g, h and bias must be float32, got Double"));
+    CHECK_THROWS_WITH(call(x, packed->signs, packed->g, packed->h, torch::zeros({3})),
+                      OB_CONTAINS("bias must be [4], got [3]"));
+  }
   CHECK_THROWS_WITH(onebit::packed::packed_linear_cpu(torch::zeros({2, 16}), packed->signs, packed->g, packed->h, {},
                                                       16, true, 1e-5, onebit::kernels::SignLayout::Rows,
                                                       CpuKernel::Avx512Vnni),

@@ -105,7 +105,9 @@ void check_rms_norm(torch::Device dev) {
       // fp64 formula: two roundings to dt (h, then w·h), and the fp32 statistics.
       const auto ref = rms_fp64(x, w, eps);
       const auto err = (y.to(torch::kFloat64) - ref).abs();
-      CHECK((err <= 2.0 * ulp(ref, dt) + 1e-6).all().item<bool>());
+      // (CUDA's rsqrtf, as ATen's CUDA rsqrt, is within 2 ulp, not correctly rounded: 2 more.)
+      const double ulps = dev.is_cuda() && dt == torch::kFloat32 ? 4.0 : 2.0;
+      CHECK((err <= ulps * ulp(ref, dt) + 1e-6).all().item<bool>());
       // Against the op sequence: the same roundings; the mean's summation order may move h by an
       // fp32 ulp, which changes a rounding to dt now and then (by one ulp of dt).
       const auto ops = rms_ops(x, w, eps);
