@@ -4,6 +4,14 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// Kernel launches and dynamic shared memory through these two macros, so that the kernels also
+// compile as plain C++ for tests/cuda_emu (which defines both before including a .cu file and
+// runs the kernels' threads on the CPU).
+#ifndef ONEBIT_CUDA_LAUNCH
+#define ONEBIT_CUDA_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<grid, block, smem, stream>>>
+#define ONEBIT_CUDA_DYNAMIC_SMEM(type, name) extern __shared__ type name[]
+#endif
+
 namespace onebit::kernels::cuda::common {
 
 template <typename T>

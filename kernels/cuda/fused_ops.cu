@@ -89,7 +89,7 @@ constexpr int kAttnWarps = 4;
 // the warps' partial rows summed.
 template <typename T>
 __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(DecodeAttentionArgs a) {
-  extern __shared__ float smem[];
+  ONEBIT_CUDA_DYNAMIC_SMEM(float, smem);
   __shared__ float red[32];
   const int64_t D = a.D, S = a.S;
   float* qs = smem;          // [D], q · scale
@@ -170,7 +170,7 @@ const char* rms_norm(const RmsNormArgs& a, void* stream) {
   if (a.rows > 2147483647LL) return "rms_norm: too many rows";
   const auto st = static_cast<cudaStream_t>(stream);
   return by_dtype(a.act, "rms_norm: unknown dtype", [&](auto tag) {
-    rms_norm_kernel<decltype(tag)><<<unsigned(a.rows), kNormThreads, 0, st>>>(a);
+    ONEBIT_CUDA_LAUNCH(unsigned(a.rows), kNormThreads, 0, st, rms_norm_kernel<decltype(tag)>)(a);
   });
 }
 
@@ -178,7 +178,7 @@ const char* silu_mul(const SiluMulArgs& a, void* stream) {
   if (a.rows * a.dim == 0) return nullptr;
   const auto st = static_cast<cudaStream_t>(stream);
   return by_dtype(a.act, "silu_mul: unknown dtype", [&](auto tag) {
-    silu_mul_kernel<decltype(tag)><<<elementwise_blocks(a.rows * a.dim), 256, 0, st>>>(a);
+    ONEBIT_CUDA_LAUNCH(elementwise_blocks(a.rows * a.dim), 256, 0, st, silu_mul_kernel<decltype(tag)>)(a);
   });
 }
 
@@ -188,7 +188,7 @@ const char* rotary(const RotaryArgs& a, void* stream) {
   if (a.D % 2 != 0) return "rotary: the head dimension must be even";
   const auto st = static_cast<cudaStream_t>(stream);
   return by_dtype(a.act, "rotary: unknown dtype", [&](auto tag) {
-    rotary_kernel<decltype(tag)><<<elementwise_blocks(total), 256, 0, st>>>(a, total);
+    ONEBIT_CUDA_LAUNCH(elementwise_blocks(total), 256, 0, st, rotary_kernel<decltype(tag)>)(a, total);
   });
 }
 
@@ -200,7 +200,7 @@ const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
   const auto st = static_cast<cudaStream_t>(stream);
   const size_t smem = size_t(a.D + a.S + kAttnWarps * a.D) * sizeof(float);
   return by_dtype(a.act, "decode_attention: unknown dtype", [&](auto tag) {
-    decode_attention_kernel<decltype(tag)><<<unsigned(a.B * a.H * a.T), kAttnWarps * 32, smem, st>>>(a);
+    ONEBIT_CUDA_LAUNCH(unsigned(a.B * a.H * a.T), kAttnWarps * 32, smem, st, decode_attention_kernel<decltype(tag)>)(a);
   });
 }
 

@@ -163,8 +163,11 @@ const char* launch(const GemvGroupArgs& a, int splits, cudaStream_t st) {
   const dim3 grid{static_cast<unsigned>(blocks), static_cast<unsigned>(splits)};
   for (int64_t n0 = 0; n0 < a.n; n0 += kMaxTokensPerPass) {
     const int64_t m = a.n - n0 < kMaxTokensPerPass ? a.n - n0 : kMaxTokensPerPass;
-#define ONEBIT_GEMV_CASE(NT) \
-  case NT: partial_kernel<T, NT><<<grid, kWarps * 32, 0, st>>>(x, segs, row_vec, a.workspace, n0, a.n, a.in, per_split); break;
+#define ONEBIT_GEMV_CASE(NT)                                                                               \
+  case NT:                                                                                                 \
+    ONEBIT_CUDA_LAUNCH(grid, kWarps * 32, 0, st, partial_kernel<T, NT>)                                    \
+    (x, segs, row_vec, a.workspace, n0, a.n, a.in, per_split);                                             \
+    break;
     switch (m) {
       ONEBIT_GEMV_CASE(1) ONEBIT_GEMV_CASE(2) ONEBIT_GEMV_CASE(3) ONEBIT_GEMV_CASE(4)
       ONEBIT_GEMV_CASE(5) ONEBIT_GEMV_CASE(6) ONEBIT_GEMV_CASE(7) ONEBIT_GEMV_CASE(8)
@@ -172,8 +175,8 @@ const char* launch(const GemvGroupArgs& a, int splits, cudaStream_t st) {
     }
 #undef ONEBIT_GEMV_CASE
   }
-  epilogue_kernel<T><<<unsigned(a.n), 256, 0, st>>>(a.workspace, splits, segs, a.post_layernorm, a.ln_eps,
-                                                     static_cast<T*>(a.y), a.n);
+  ONEBIT_CUDA_LAUNCH(unsigned(a.n), 256, 0, st, epilogue_kernel<T>)
+  (a.workspace, splits, segs, a.post_layernorm, a.ln_eps, static_cast<T*>(a.y), a.n);
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
