@@ -174,6 +174,8 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#elif defined(ONEBIT_CUDA_EMU)  // tests/cuda_emu: the instruction's semantics on the CPU
+  ::onebit::emu::mma_m16n8k16_bf16(d, a0, a1, a2, a3, b0, b1);
 #else
   __trap();  // built for sm_80 and sm_90 only (CMakeLists.txt); the host refuses older devices
 #endif
@@ -186,7 +188,11 @@ __device__ __forceinline__ uint32_t sign_pair_lop3(uint32_t w, int ci) {
   const uint32_t mask = 0x80008000u >> ci;
   const uint32_t base = ci == 0 ? 0x3F803F80u : ci == 1 ? 0u : ci == 2 ? 0x1F801F80u : 0x2F802F80u;
   uint32_t d;
+#ifdef ONEBIT_CUDA_EMU
+  d = (w & mask) | base;
+#else
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(w), "r"(mask), "r"(base));  // (a & b) | c
+#endif
   return d;
 }
 
@@ -590,9 +596,9 @@ const char* launch_mma(const GemvArgs& a, int splits, cudaStream_t st) {
     const dim3 grid(unsigned((a.out + rows - 1) / rows), unsigned(splits));
 #define ONEBIT_MMA_CASE(NT)                                                                                \
   case NT:                                                                                                 \
-    mma_kernel<T, NT><<<grid, Cfg<NT>::THREADS, 0, st>>>(x, a.g, s, int(row_vec), a.h, a.bias, y, a.workspace, \
-                                                         n0, a.n, int(a.in), a.out, chunks, per_split, fused, \
-                                                         fast_loads);                                      \
+    ONEBIT_CUDA_LAUNCH(grid, Cfg<NT>::THREADS, 0, st, mma_kernel<T, NT>)                                   \
+    (x, a.g, s, int(row_vec), a.h, a.bias, y, a.workspace, n0, a.n, int(a.in), a.out, chunks, per_split, fused, \
+     fast_loads);                                                                                          \
     break;
     switch (m) {
       ONEBIT_MMA_CASE(1) ONEBIT_MMA_CASE(2) ONEBIT_MMA_CASE(3) ONEBIT_MMA_CASE(4)
@@ -603,11 +609,12 @@ const char* launch_mma(const GemvArgs& a, int splits, cudaStream_t st) {
   }
   if (!fused) {
     if (a.post_layernorm) {
-      ln_kernel<T><<<unsigned(a.n), kLnThreads, 0, st>>>(a.workspace, splits, a.h, a.bias, a.ln_eps, y, a.n, a.out);
+      ONEBIT_CUDA_LAUNCH(unsigned(a.n), kLnThreads, 0, st, ln_kernel<T>)
+      (a.workspace, splits, a.h, a.bias, a.ln_eps, y, a.n, a.out);
     } else {
       const int64_t total = a.n * a.out, want = (total + 255) / 256;
-      finish_kernel<T><<<unsigned(want < 65536 ? want : 65536), 256, 0, st>>>(a.workspace, splits, a.h, a.bias, y,
-                                                                              a.n, a.out);
+      ONEBIT_CUDA_LAUNCH(unsigned(want < 65536 ? want : 65536), 256, 0, st, finish_kernel<T>)
+      (a.workspace, splits, a.h, a.bias, y, a.n, a.out);
     }
   }
   const cudaError_t err = cudaGetLastError();

@@ -16,6 +16,7 @@
 
 #include "tests/cuda_emu/emu_runtime.h"
 
+#define ONEBIT_CUDA_EMU 1  // kernels/cuda: the inline PTX's C++ or emulator equivalents
 #define ONEBIT_CUDA_LAUNCH(grid, block, smem, stream, ...) \
   ::onebit::emu::launch(grid, block, smem, stream, __VA_ARGS__)
 #define ONEBIT_CUDA_DYNAMIC_SMEM(type, name) type* name = static_cast<type*>(::onebit::emu::dynamic_smem())
@@ -44,6 +45,12 @@ inline T __shfl_xor_sync(unsigned /*mask: all lanes take part*/, T v, int lane_m
   T r;
   ::onebit::emu::warp_exchange(&v, &r, sizeof(T), (lane ^ lane_mask) % width + lane / width * width);
   return r;
+}
+inline int min(int a, int b) { return a < b ? a : b; }  // CUDA's integer min and max
+inline int max(int a, int b) { return a > b ? a : b; }
+template <typename T>
+inline T __ldcs(const T* p) {  // a streaming load: a load
+  return *p;
 }
 // The _rn intrinsics: one rounding each (these files build with -ffp-contract=off).
 inline float __fmul_rn(float a, float b) { return a * b; }

@@ -28,7 +28,7 @@ struct Fiber {
 };
 struct Warp {
   int alive = 0, arrived = 0;
-  alignas(16) unsigned char slot[32][16];
+  alignas(16) unsigned char slot[32][32];
 };
 // The launch that runs (launches do not nest; the tests run on one thread).
 struct Running {
@@ -194,6 +194,43 @@ void warp_exchange(const void* mine, void* out, size_t bytes, int src) {
     std::memset(out, 0xFF, bytes);
   } else {
     std::memcpy(out, warp.slot[src], bytes);
+  }
+  sync_warp();  // every lane has read before the next exchange writes
+}
+
+void mma_m16n8k16_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  Fiber& f = *g->cur;
+  Warp& warp = warp_of(f);
+  if (warp.alive != 32) {
+    g->error = "mma.sync in a warp of " + std::to_string(warp.alive) + " threads";
+    return;
+  }
+  const uint32_t mine[6] = {a0, a1, a2, a3, b0, b1};
+  std::memcpy(warp.slot[f.linear % 32], mine, sizeof mine);
+  sync_warp();  // every lane's fragments are in
+  auto bf16 = [](uint32_t reg, int high) {  // one bf16 half of a register, as fp32
+    const uint32_t bits = (high ? reg >> 16 : reg & 0xFFFFu) << 16;
+    float v;
+    std::memcpy(&v, &bits, 4);
+    return double(v);
+  };
+  auto reg = [&](int lane, int r) {
+    uint32_t v;
+    std::memcpy(&v, warp.slot[lane] + 4 * r, 4);
+    return v;
+  };
+  // A[m][k] and B[k][n] from the lanes that hold them.
+  auto A = [&](int m, int k) {
+    const int lane = 4 * (m % 8) + (k % 8) / 2;
+    return bf16(reg(lane, (m >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)), k % 2);
+  };
+  auto B = [&](int k, int n) { return bf16(reg(4 * n + (k % 8) / 2, 4 + (k >= 8 ? 1 : 0)), k % 2); };
+  const int lane = f.linear % 32, gid = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int m = gid + (i >= 2 ? 8 : 0), n = 2 * t + (i % 2);
+    double s = d[i];
+    for (int k = 0; k < 16; ++k) s += A(m, k) * B(k, n);
+    d[i] = float(s);
   }
   sync_warp();  // every lane has read before the next exchange writes
 }

@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 
 namespace onebit::emu {
@@ -31,6 +32,12 @@ void sync_block();  // __syncthreads
 void sync_warp();   // __syncwarp
 // Every lane of the warp passes `bytes` (<= 16) at `mine`; each gets lane `src`'s at `out`.
 void warp_exchange(const void* mine, void* out, size_t bytes, int src);
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as C and D, every lane of the warp
+// taking part: the fragments as the PTX ISA lays them out (groupID = lane / 4, t = lane % 4;
+// A: a0 row groupID, a1 row groupID + 8, a2/a3 the same rows at k + 8, k = 2t and 2t + 1 in
+// the low and high halves; B: b0 k = 2t, 2t + 1, b1 those + 8, column groupID; D: d0, d1 row
+// groupID, d2, d3 row groupID + 8, columns 2t and 2t + 1), summed in fp64, rounded once.
+void mma_m16n8k16_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1);
 
 // The runtime calls the kernels' launchers make.
 cudaError_t get_last_error();

@@ -272,18 +272,86 @@ torch::Tensor runtime_rows(const torch::Tensor& S) {
 }
 }  // namespace
 
-TEST_CASE("cuda_emu: lanes GEMV kernel (one layer and groups) equals the ±1 product in fp64", "[cuda-emu]") {
+namespace {
+struct GemvLayer {
+  int64_t out;
+  bool bias;
+};
+// Runs the layers (one for mma, a group for lanes) on n random tokens and compares each layer's
+// outputs with y_l = LN?(h_l ⊙ ((x ⊙ g_l) · S_lᵀ) + b_l) in fp64.
+void check_gemv(kc::GemvKernel kernel, torch::ScalarType dt, int64_t in, const std::vector<GemvLayer>& layers,
+                int64_t n, bool post_ln, int forced_splits) {
+  const int L = int(layers.size());
+  INFO("kernel " << kc::to_string(kernel) << ", dtype " << dt << ", in " << in << ", layers " << L << ", n " << n
+                 << ", post_ln " << post_ln << ", splits " << forced_splits);
+  const int64_t row = 16 * ((in + 127) / 128);
+  std::vector<std::unique_ptr<Buf>> keep;
+  auto hold = [&](const torch::Tensor& t) {
+    keep.push_back(std::make_unique<Buf>(t));
+    return keep.back().get();
+  };
+  std::vector<torch::Tensor> S, G, Hs, Bs;
+  kc::GemvGroupArgs a;
+  int64_t total = 0;
+  for (int l = 0; l < L; ++l) {
+    const int64_t out = layers[size_t(l)].out;
+    S.push_back(torch::randint(0, 2, {out, in}).to(torch::kFloat32) * 2 - 1);
+    G.push_back(torch::rand({in}) + 0.5);
+    Hs.push_back(torch::rand({out}) + 0.5);
+    Bs.push_back(layers[size_t(l)].bias ? torch::randn({out}) : torch::Tensor());
+    a.layers[l].signs = hold(runtime_rows(S.back()))->ptr();
+    a.layers[l].g = hold(G.back())->as<float>();
+    a.layers[l].h = hold(Hs.back())->as<float>();
+    if (Bs.back().defined()) a.layers[l].bias = hold(Bs.back())->as<float>();
+    a.layers[l].out = out;
+    total += out;
+  }
+  Buf x(torch::randn({n, in}).to(dt));
+  Buf y({n, total}, dt);
+  const char* err = nullptr;
+  if (kernel == kc::GemvKernel::Lanes) {
+    const int splits = forced_splits > 0 ? forced_splits : kc::choose_splits(in, total, 4);
+    Buf ws({std::max<int64_t>(1, kc::workspace_floats(n, total, splits))}, torch::kFloat32);
+    a.x = x.ptr(), a.act = act_of(dt), a.count = L, a.row_bytes = row;
+    a.post_layernorm = post_ln, a.ln_eps = 1e-5f;
+    a.y = y.ptr(), a.workspace = ws.as<float>(), a.n = n, a.in = in;
+    err = kc::packed_gemv_group(a, splits, nullptr);
+  } else {
+    REQUIRE(L == 1);
+    const kc::GemvPlan plan = kc::plan_gemv(kernel, n, in, total, post_ln, 4, forced_splits);
+    Buf ws({std::max<int64_t>(1, plan.workspace_floats)}, torch::kFloat32);
+    kc::GemvArgs g;
+    g.x = x.ptr(), g.act = act_of(dt), g.g = a.layers[0].g, g.signs = a.layers[0].signs, g.row_bytes = row;
+    g.h = a.layers[0].h, g.bias = a.layers[0].bias, g.post_layernorm = post_ln, g.ln_eps = 1e-5f;
+    g.y = y.ptr(), g.workspace = plan.workspace_floats > 0 ? ws.as<float>() : nullptr;
+    g.n = n, g.in = in, g.out = total;
+    err = kc::packed_gemv(g, plan, nullptr);
+  }
+  expect_ok(err);
+  const auto xd = x.tensor().to(torch::kFloat64);
+  int64_t col = 0;
+  for (int l = 0; l < L; ++l) {
+    auto ref = torch::matmul(xd * G[size_t(l)].to(torch::kFloat64), S[size_t(l)].to(torch::kFloat64).t()) *
+               Hs[size_t(l)].to(torch::kFloat64);
+    if (Bs[size_t(l)].defined()) ref = ref + Bs[size_t(l)].to(torch::kFloat64);
+    if (post_ln) ref = torch::layer_norm(ref, {ref.size(1)}, {}, {}, 1e-5);
+    const auto got = y.tensor().narrow(1, col, ref.size(1)).to(torch::kFloat64);
+    // fp32: summation order; bf16/fp16: the output's rounding (sums of in terms of O(1)).
+    const double tol = dt == torch::kFloat32 ? 1e-4 : dt == torch::kBFloat16 ? 2e-2 : 4e-3;
+    CHECK(torch::allclose(got, ref.to(dt).to(torch::kFloat64), tol, tol * (post_ln ? 1 : 1 + in / 100.0)));
+    col += ref.size(1);
+  }
+}
+}  // namespace
+
+TEST_CASE("cuda_emu: lanes and mma GEMV kernels equal the ±1 product in fp64", "[cuda-emu]") {
   torch::manual_seed(6);
   emu::set_multiprocessors(4);
-  struct Layer {
-    int64_t out;
-    bool bias;
-  };
   struct Case {
     int64_t in;
-    std::vector<Layer> layers;
+    std::vector<GemvLayer> layers;
     std::vector<int64_t> ns;
-    std::vector<int> splits;  // 0: choose_splits
+    std::vector<int> splits;  // 0: the kernel's own choice
   };
   const std::vector<Case> cases = {
       {1, {{1, false}}, {1}, {0}},
@@ -293,70 +361,14 @@ TEST_CASE("cuda_emu: lanes GEMV kernel (one layer and groups) equals the ±1 pro
       {1025, {{16, true}, {30, false}}, {2}, {0, 3}},
       {4100, {{40, true}}, {1, 9}, {0, 2}},
   };
-  for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf}) {
-    for (const Case& c : cases) {
-      for (bool post_ln : {false, true}) {
-        for (int64_t n : c.ns) {
-          for (int forced : c.splits) {
-            const int L = int(c.layers.size());
-            INFO("dtype " << dt << ", in " << c.in << ", layers " << L << ", n " << n << ", post_ln " << post_ln
-                          << ", splits " << forced);
-            const int64_t row = 16 * ((c.in + 127) / 128);
-            std::vector<std::unique_ptr<Buf>> keep;
-            std::vector<torch::Tensor> S, G, Hs, Bs;
-            kc::GemvGroupArgs a;
-            int64_t total = 0;
-            for (int l = 0; l < L; ++l) {
-              const int64_t out = c.layers[size_t(l)].out;
-              S.push_back(torch::randint(0, 2, {out, c.in}).to(torch::kFloat32) * 2 - 1);
-              G.push_back(torch::rand({c.in}) + 0.5);
-              Hs.push_back(torch::rand({out}) + 0.5);
-              Bs.push_back(c.layers[size_t(l)].bias ? torch::randn({out}) : torch::Tensor());
-              keep.push_back(std::make_unique<Buf>(runtime_rows(S.back())));
-              a.layers[l].signs = keep.back()->ptr();
-              keep.push_back(std::make_unique<Buf>(G.back()));
-              a.layers[l].g = keep.back()->as<float>();
-              keep.push_back(std::make_unique<Buf>(Hs.back()));
-              a.layers[l].h = keep.back()->as<float>();
-              if (Bs.back().defined()) {
-                keep.push_back(std::make_unique<Buf>(Bs.back()));
-                a.layers[l].bias = keep.back()->as<float>();
-              }
-              a.layers[l].out = out;
-              total += out;
-            }
-            Buf x(torch::randn({n, c.in}).to(dt));
-            Buf y({n, total}, dt);
-            const int splits = forced > 0 ? forced : kc::choose_splits(c.in, total, 4);
-            Buf ws({kc::workspace_floats(n, total, splits)}, torch::kFloat32);
-            a.x = x.ptr();
-            a.act = act_of(dt);
-            a.count = L;
-            a.row_bytes = row;
-            a.post_layernorm = post_ln;
-            a.ln_eps = 1e-5f;
-            a.y = y.ptr();
-            a.workspace = ws.as<float>();
-            a.n = n, a.in = c.in;
-            expect_ok(kc::packed_gemv_group(a, splits, nullptr));
-            // fp64: y_l = LN?(h_l ⊙ ((x ⊙ g_l) · S_lᵀ) + b_l), the layers side by side.
-            const auto xd = x.tensor().to(torch::kFloat64);
-            int64_t col = 0;
-            for (int l = 0; l < L; ++l) {
-              auto ref = torch::matmul(xd * G[size_t(l)].to(torch::kFloat64), S[size_t(l)].to(torch::kFloat64).t()) *
-                         Hs[size_t(l)].to(torch::kFloat64);
-              if (Bs[size_t(l)].defined()) ref = ref + Bs[size_t(l)].to(torch::kFloat64);
-              if (post_ln) ref = torch::layer_norm(ref, {ref.size(1)}, {}, {}, 1e-5);
-              const auto got = y.tensor().narrow(1, col, ref.size(1)).to(torch::kFloat64);
-              const double tol = dt == torch::kFloat32 ? 1e-4 : dt == torch::kBFloat16 ? 2e-2 : 4e-3;
-              CHECK(torch::allclose(got, ref.to(dt).to(torch::kFloat64), tol, tol * (post_ln ? 1 : 1 + c.in / 100.0)));
-              col += ref.size(1);
-            }
+  for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf})
+    for (const Case& c : cases)
+      for (bool post_ln : {false, true})
+        for (int64_t n : c.ns)
+          for (int splits : c.splits) {
+            check_gemv(kc::GemvKernel::Lanes, dt, c.in, c.layers, n, post_ln, splits);
+            if (c.layers.size() == 1) check_gemv(kc::GemvKernel::Mma, dt, c.in, c.layers, n, post_ln, splits);
           }
-        }
-      }
-    }
-  }
   // The launcher's own checks: signs not 16-byte aligned, rows too short, no splits.
   Buf x(torch::randn({1, 300})), y({1, 8}, torch::kFloat32), ws({64}, torch::kFloat32);
   Buf s(torch::zeros({8 * 48 + 8}, torch::kUInt8)), g(torch::ones({300})), h(torch::ones({8}));
