@@ -5,6 +5,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <cstring>
+
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/fused_ops.h"
 
@@ -84,17 +87,56 @@ __global__ void rotary_kernel(RotaryArgs a, int64_t total) {
 
 constexpr int kAttnWarps = 4;
 
-// One block per (b, h, t): q·kⱼ by one warp per key (lanes across D), the softmax over the
-// scores in shared memory, then p·V with the keys split over the warps (lanes across D) and
-// the warps' partial rows summed.
+// The elements of T in a 16-byte vector, and the lanes that read one row of D elements: the
+// next power of two of its vectors, at most 32 (then each lane reads several vectors).
 template <typename T>
+constexpr int kVec = 16 / int(sizeof(T));
+__host__ __device__ __forceinline__ int attn_row_lanes(int64_t vectors) {
+  int l = 1;
+  while (l < 32 && l < vectors) l *= 2;
+  return l;
+}
+
+// q·k for one key row of D elements (qs: q · scale in shared memory, read by every thread at
+// the same address: a broadcast). Vec: 16-byte loads, all of the row's issued before the sums.
+template <typename T, bool Vec>
+__device__ __forceinline__ float attn_dot(const float* qs, const T* kr, int64_t D) {
+  float s0 = 0.f, s1 = 0.f;
+  if constexpr (Vec) {
+    constexpr int V = kVec<T>;
+#pragma unroll 4
+    for (int64_t d0 = 0; d0 < D; d0 += V) {
+      const uint4 u = *reinterpret_cast<const uint4*>(kr + d0);
+      T e[V];
+      memcpy(e, &u, 16);
+#pragma unroll
+      for (int c = 0; c < V; c += 2) {
+        s0 += qs[d0 + c] * to_f(e[c]);
+        s1 += qs[d0 + c + 1] * to_f(e[c + 1]);
+      }
+    }
+  } else {
+    for (int64_t d = 0; d < D; ++d) (d % 2 ? s1 : s0) += qs[d] * to_f(kr[d]);
+  }
+  return s0 + s1;
+}
+
+// One block per (b, h, t). Scores: one thread per key (its row read with independent vector
+// loads), kept in shared memory; the softmax's max and sum by block reductions. p·V: the lanes
+// of a warp split a value row into vectors (attn_row_lanes lanes a row, so a warp reads 32 /
+// that many rows at once) and the warps take every (4 · rows)-th key; the partial rows are
+// summed through shared memory. Vec: k and v rows 16-byte aligned and D a multiple of the
+// vector (the host checks), else element loads with the same split.
+template <typename T, bool Vec>
 __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(DecodeAttentionArgs a) {
   ONEBIT_CUDA_DYNAMIC_SMEM(float, smem);
   __shared__ float red[32];
+  constexpr int V = Vec ? kVec<T> : 1;
   const int64_t D = a.D, S = a.S;
-  float* qs = smem;          // [D], q · scale
-  float* sc = qs + D;        // [S], scores, then probabilities
-  float* part = sc + S;      // [kAttnWarps, D]
+  const int L = attn_row_lanes((D + V - 1) / V), R = 32 / L;  // lanes a row, rows a warp
+  float* qs = smem;      // [D], q · scale
+  float* sc = qs + D;    // [S], scores, then probabilities
+  float* part = sc + S;  // [kAttnWarps · R, D]
   const int64_t row = blockIdx.x, t = row % a.T, h = (row / a.T) % a.H, b = row / (a.T * a.H);
   const int64_t hk = h / (a.H / a.Hkv);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -104,18 +146,13 @@ __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(Decod
   const bool* mr = a.mask ? a.mask + b * a.mask_batch_stride + t * S : nullptr;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) qs[d] = to_f(qp[d]) * a.scale;
   __syncthreads();
-  for (int64_t j = warp; j < S; j += kAttnWarps) {
-    const T* kr = kb + j * a.k_ss;
-    float s = 0.f;
-    for (int64_t d = lane; d < D; d += 32) s += qs[d] * to_f(kr[d]);
-#pragma unroll
-    for (int m = 16; m > 0; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);
-    if (lane == 0) sc[j] = (mr && !mr[j]) ? -INFINITY : s;
-  }
-  __syncthreads();
   float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) mx = fmaxf(mx, sc[j]);
-  mx = block_max(mx, red);
+  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
+    const float s = (mr && !mr[j]) ? -INFINITY : attn_dot<T, Vec>(qs, kb + j * a.k_ss, D);
+    sc[j] = s;
+    mx = fmaxf(mx, s);
+  }
+  mx = block_max(mx, red);  // (its barriers also publish the scores)
   float sum = 0.f;
   for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
     const float p = sc[j] == -INFINITY ? 0.f : expf(sc[j] - mx);
@@ -123,20 +160,45 @@ __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(Decod
     sum += p;
   }
   sum = block_sum(sum, red);  // its barriers also publish the probabilities
-  for (int64_t d0 = 0; d0 < D; d0 += 32) {
-    const int64_t d = d0 + lane;
-    float acc = 0.f;
-    if (d < D)
-      for (int64_t j = warp; j < S; j += kAttnWarps) acc += sc[j] * to_f(vb[j * a.v_ss + d]);
-    if (d < D) part[warp * D + d] = acc;
+  // This lane: key rows r0, r0 + stride, ...; vectors sub, sub + L, ... of each (E elements).
+  constexpr int E = 8;  // elements a lane accumulates: D <= 256 = 32 lanes × 8
+  const int sub = lane % L, r0 = warp * R + lane / L, stride = kAttnWarps * R;
+  float acc[E];
+#pragma unroll
+  for (int e = 0; e < E; ++e) acc[e] = 0.f;
+#pragma unroll 2
+  for (int64_t j = r0; j < S; j += stride) {
+    const float p = sc[j];
+    const T* vr = vb + j * a.v_ss;
+#pragma unroll
+    for (int e0 = 0; e0 < E; e0 += V) {
+      const int64_t d0 = int64_t(sub + L * (e0 / V)) * V;
+      if (d0 >= D) break;
+      if constexpr (Vec) {
+        const uint4 u = *reinterpret_cast<const uint4*>(vr + d0);
+        T e[V];
+        memcpy(e, &u, 16);
+#pragma unroll
+        for (int c = 0; c < V; ++c) acc[e0 + c] += p * to_f(e[c]);
+      } else {
+        acc[e0] += p * to_f(vr[d0]);
+      }
+    }
+  }
+  float* pr = part + int64_t(r0) * D;
+#pragma unroll
+  for (int e0 = 0; e0 < E; e0 += V) {
+    const int64_t d0 = int64_t(sub + L * (e0 / V)) * V;
+    if (d0 >= D) break;
+#pragma unroll
+    for (int c = 0; c < V; ++c) pr[d0 + c] = acc[e0 + c];
   }
   __syncthreads();
   T* yr = static_cast<T*>(a.y) + ((b * a.T + t) * a.H + h) * D;
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;
-#pragma unroll
-    for (int w = 0; w < kAttnWarps; ++w) o += part[w * D + d];
+    for (int rr = 0; rr < stride; ++rr) o += part[int64_t(rr) * D + d];
     yr[d] = from_f<T>(o * inv);
   }
 }
@@ -198,9 +260,21 @@ const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
   if (a.D > kMaxDecodeHeadDim) return "decode_attention: head dimension too large";
   if (a.Hkv < 1 || a.H % a.Hkv != 0) return "decode_attention: heads must be a multiple of the key/value heads";
   const auto st = static_cast<cudaStream_t>(stream);
-  const size_t smem = size_t(a.D + a.S + kAttnWarps * a.D) * sizeof(float);
   return by_dtype(a.act, "decode_attention: unknown dtype", [&](auto tag) {
-    ONEBIT_CUDA_LAUNCH(unsigned(a.B * a.H * a.T), kAttnWarps * 32, smem, st, decode_attention_kernel<decltype(tag)>)(a);
+    using T = decltype(tag);
+    constexpr int V = kVec<T>;
+    auto aligned = [](const void* p, int64_t sb, int64_t sh, int64_t ss) {
+      return reinterpret_cast<uintptr_t>(p) % 16 == 0 && sb % V == 0 && sh % V == 0 && ss % V == 0;
+    };
+    const bool vec = a.D % V == 0 && aligned(a.k, a.k_sb, a.k_sh, a.k_ss) && aligned(a.v, a.v_sb, a.v_sh, a.v_ss);
+    const int rows = 32 / attn_row_lanes(vec ? a.D / V : a.D);  // key rows a warp reads at once
+    const size_t smem = size_t(a.D + a.S + kAttnWarps * rows * a.D) * sizeof(float);
+    const dim3 grid(unsigned(a.B * a.H * a.T)), block(kAttnWarps * 32);
+    if (vec) {
+      ONEBIT_CUDA_LAUNCH(grid, block, smem, st, decode_attention_kernel<T, true>)(a);
+    } else {
+      ONEBIT_CUDA_LAUNCH(grid, block, smem, st, decode_attention_kernel<T, false>)(a);
+    }
   });
 }
 
