@@ -15,6 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/llama_config.h"
+#ifdef ONEBIT_WITH_CUDA
+#include "kernels/cuda/launch.h"
+#endif
 #include "onebit/util/op_profile.h"
 #include "onebit/core/error.h"
 #include "onebit/export/export.h"
@@ -194,6 +197,14 @@ int main(int argc, char** argv) {
       j["onebit_" + tag + "_unfused_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, main_mode);
       nn::set_fused_ops(true);
       packed::set_group_calls(true);
+#ifdef ONEBIT_WITH_CUDA
+      if (dev.is_cuda()) {  // each kernel launched after the previous one ends (no programmatic launch)
+        kernels::cuda::set_programmatic_launch(false);
+        j["onebit_" + tag + "_nopdl_tps"] = decode_tps(*ex, prompt, tokens, repeats, dev, main_mode);
+        j["fp_" + tag + "_nopdl_tps"] = decode_tps(*fp, prompt, tokens, repeats, dev, main_mode);
+        kernels::cuda::set_programmatic_launch(true);
+      }
+#endif
       if (profile_top > 0) {
         j["profile_fp_" + tag] = decode_profile(*fp, prompt, tokens, dev, main_mode, profile_top);
         j["profile_onebit_" + tag] = decode_profile(*ex, prompt, tokens, dev, main_mode, profile_top);

@@ -346,9 +346,9 @@ step_deploy() {
     local cmd=("$BIN/bench-packed-decode" --device "$DEVICE" "${decode[@]}" --work "$BUILD_DIR/gpu_check_decode" --json)
     run_step deploy_decode 240 "${cmd[@]}"
     rc=$?
-    if ((rc != 0)) && ! timed_out; then  # a fused kernel may have failed: the op sequences
+    if ((rc != 0)) && ! timed_out; then  # a fused kernel may have failed: the op sequences, plain launches
       mv "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log"
-      ONEBIT_FUSED_OPS=0 run_step deploy_decode 240 "${cmd[@]}"
+      ONEBIT_FUSED_OPS=0 ONEBIT_CUDA_PDL=0 run_step deploy_decode 240 "${cmd[@]}"
       rc=$?
     fi
   else
@@ -382,7 +382,7 @@ for o in gemv:
 parts = [f"{o['out']}x{o['in']} x{o['rows']}: {o['kernel']} {o['weight_gbs']:.0f} GB/s = {o['pct_copy']:.0f}% of copy, "
          f"{o['speedup_bf16']:.1f}x bf16" for o in best.values()]
 if os.path.exists(sys.argv[3]):
-    parts.append("the fused decode kernels FAILED (deploy_decode_fused.log): decoded with ONEBIT_FUSED_OPS=0")
+    parts.append("the decode benchmark FAILED (deploy_decode_fused.log): decoded with ONEBIT_FUSED_OPS=0 ONEBIT_CUDA_PDL=0")
 if decode:
     d = decode[-1]
     for tag in ("bf16", "fp32"):
@@ -393,6 +393,9 @@ if decode:
         if f"onebit_{tag}_dynamic_tps" in d:  # the eager path beside the graphs
             parts.append(f"eager {d[f'onebit_{tag}_dynamic_tps']:.0f} vs {d[f'fp_{tag}_dynamic_tps']:.0f} = "
                          f"{d[f'speedup_{tag}_dynamic']:.2f}x")
+        if f"onebit_{tag}_nopdl_tps" in d:  # each kernel launched after the previous one ends
+            parts.append(f"without programmatic launch {d[f'onebit_{tag}_nopdl_tps']:.0f} vs "
+                         f"{d[f'fp_{tag}_nopdl_tps']:.0f} tokens/s")
         if f"onebit_{tag}_ungrouped_tps" in d:  # q/k/v and gate/up each called alone; then no fused ops either
             parts.append(f"1-bit with ungrouped projections {d[f'onebit_{tag}_ungrouped_tps']:.0f} tokens/s, "
                          f"with the op sequences too {d[f'onebit_{tag}_unfused_tps']:.0f}")

@@ -26,6 +26,7 @@ constexpr int kNormThreads = 256;
 // own elements).
 template <typename T>
 __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(RmsNormArgs a) {
+  ONEBIT_PDL_WAIT();
   __shared__ float red[32];
   const T* xr = static_cast<const T*>(a.x) + int64_t(blockIdx.x) * a.x_row_stride;
   const T* rr = a.r ? static_cast<const T*>(a.r) + int64_t(blockIdx.x) * a.r_row_stride : nullptr;
@@ -53,6 +54,7 @@ __global__ void __launch_bounds__(kNormThreads) rms_norm_kernel(RmsNormArgs a) {
 // One thread per element (grid-stride).
 template <typename T>
 __global__ void silu_mul_kernel(SiluMulArgs a) {
+  ONEBIT_PDL_WAIT();
   const int64_t total = a.rows * a.dim;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = e / a.dim, i = e % a.dim;
@@ -65,6 +67,7 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
 // One thread per element of x (grid-stride); with v, the same element of v copied too.
 template <typename T>
 __global__ void rotary_kernel(RotaryArgs a, int64_t total) {
+  ONEBIT_PDL_WAIT();
   const int64_t D = a.D, half = D / 2;
   const T* x = static_cast<const T*>(a.x);
   const T* cs = static_cast<const T*>(a.cos);
@@ -129,6 +132,7 @@ __device__ __forceinline__ float attn_dot(const float* qs, const T* kr, int64_t 
 // vector (the host checks), else element loads with the same split.
 template <typename T, bool Vec>
 __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(DecodeAttentionArgs a) {
+  ONEBIT_PDL_WAIT();
   ONEBIT_CUDA_DYNAMIC_SMEM(float, smem);
   __shared__ float red[32];
   constexpr int V = Vec ? kVec<T> : 1;

@@ -53,6 +53,7 @@ template <typename T, int N>
 __global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restrict__ x, Segs segs, int64_t row_vec,
                                                               float* __restrict__ ws, int64_t n0, int64_t n,
                                                               int64_t in, int64_t tiles_per_split) {
+  ONEBIT_PDL_WAIT();
   __shared__ float xs[N][kTile];
   int si = 0;  // the layer of this block (uniform across the block)
   while (si + 1 < segs.count && int64_t(blockIdx.x) >= segs.s[si + 1].block_begin) ++si;
@@ -115,6 +116,7 @@ __global__ void __launch_bounds__(kWarps * 32) partial_kernel(const T* __restric
 template <typename T>
 __global__ void epilogue_kernel(float* __restrict__ ws, int splits, Segs segs, bool post_ln, float eps,
                                 T* __restrict__ y, int64_t n) {
+  ONEBIT_PDL_WAIT();
   __shared__ float red[32];
   const int64_t t = blockIdx.x, total = segs.total_out;
   for (int si = 0; si < segs.count; ++si) {  // uniform: every thread walks every layer

@@ -54,6 +54,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/packed_gemv.h"
 #include "kernels/cuda/packed_gemv_mma_map.h"
 
@@ -217,6 +218,7 @@ __global__ void __launch_bounds__(Cfg<NT>::THREADS, Cfg<NT>::MIN_BLOCKS)
                const float* __restrict__ h, const float* __restrict__ bias, T* __restrict__ y,
                float* __restrict__ ws, int64_t n0, int64_t n, int in, int64_t out, int chunks, int chunks_per_split,
                bool fused, bool fast_loads) {
+  ONEBIT_PDL_WAIT();
   using C = Cfg<NT>;
   __shared__ __align__(16) uint2 sB[C::WK][C::UNITS * C::CG];  // staged B of each group's current chunk
   __shared__ float sRed[C::WK][C::ROWS][NT];                  // per-group sums, reduced at the end
@@ -479,6 +481,7 @@ __global__ void __launch_bounds__(Cfg<NT>::THREADS, Cfg<NT>::MIN_BLOCKS)
 template <typename T>
 __global__ void finish_kernel(const float* __restrict__ ws, int splits, const float* __restrict__ h,
                               const float* __restrict__ bias, T* __restrict__ y, int64_t n, int64_t out) {
+  ONEBIT_PDL_WAIT();
   const int64_t total = n * out, plane = n * out;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t o = i % out;
@@ -496,6 +499,7 @@ template <typename T>
 __global__ void __launch_bounds__(kLnThreads, 1)
     ln_kernel(const float* __restrict__ ws, int splits, const float* __restrict__ h, const float* __restrict__ bias,
               float eps, T* __restrict__ y, int64_t n, int64_t out) {
+  ONEBIT_PDL_WAIT();
   __shared__ float red[32];
   const int64_t t = blockIdx.x, plane = n * out;
   const float* const w0 = ws + t * out;
@@ -621,20 +625,6 @@ const char* launch_mma(const GemvArgs& a, int splits, cudaStream_t st) {
   return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
 }
 
-// Compute capability (major) of the current device, cached per device.
-int compute_major() {
-  static std::atomic<int> cached[64] = {};  // (threads may ask at once)
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  int v = cached[dev].load(std::memory_order_relaxed);
-  if (v == 0) {
-    cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev);
-    v = v > 0 ? v : -1;
-    cached[dev].store(v, std::memory_order_relaxed);
-  }
-  return v;
-}
-
 const char* packed_gemv_mma(const GemvArgs& a, int splits, void* stream) {
   if (a.n == 0 || a.out == 0) return nullptr;
   if (a.row_bytes % 16 != 0 || a.row_bytes < 16 * ((a.in + 127) / 128))
@@ -647,7 +637,7 @@ const char* packed_gemv_mma(const GemvArgs& a, int splits, void* stream) {
   if (splits < 1 || splits > 65535) return "packed_gemv (mma): splits must be in [1, 65535]";
   const bool fused = splits == 1 && !a.post_layernorm;
   if (!fused && a.workspace == nullptr) return "packed_gemv (mma): this plan needs a workspace";
-  if (compute_major() < 8) return "packed_gemv (mma): needs compute capability 8.0 or newer (bf16 mma.sync)";
+  if (compute_capability_major() < 8) return "packed_gemv (mma): needs compute capability 8.0 or newer (bf16 mma.sync)";
   const auto st = static_cast<cudaStream_t>(stream);
   switch (a.act) {
     case Act::F32: return launch_mma<float>(a, splits, st);

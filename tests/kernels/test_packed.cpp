@@ -17,6 +17,7 @@
 #ifdef ONEBIT_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
 
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/packed_gemv.h"
 #endif
 
@@ -607,6 +608,39 @@ TEST_CASE("CUDA Auto takes the unpacked path past kMaxGemvRows tokens", "[kernel
     CHECK(max_err(packed->forward(x.to(dev)).cpu(), dense_reference(*layer, x)) < kPackedTol);
   }
 }
+
+#ifdef ONEBIT_WITH_CUDA  // kernels/cuda/launch.h
+TEST_CASE("ONEBIT_CUDA_PDL is 0 or 1", "[kernels]") {
+  namespace kc = onebit::kernels::cuda;
+  CHECK(kc::programmatic_launch_env(nullptr));
+  CHECK(kc::programmatic_launch_env("1"));
+  CHECK_FALSE(kc::programmatic_launch_env("0"));
+  CHECK_THROWS_WITH(kc::programmatic_launch_env("yes"), OB_CONTAINS("ONEBIT_CUDA_PDL must be 0 or 1, got 'yes'"));
+}
+
+TEST_CASE("CUDA programmatic dependent launch changes no result", "[kernels][cuda]") {
+  OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
+  const torch::Device dev(torch::kCUDA, 0);
+  auto layer = random_layer(1000, 300, true, true, 7);
+  layer->to(dev);
+  auto packed = PackedOneBitLinearImpl::from(*layer);
+  const auto x = torch::randn({3, 1000}, dev).to(torch::kBFloat16);
+  torch::Tensor y[2];
+  for (bool on : {false, true}) {
+    onebit::kernels::cuda::set_programmatic_launch(on);
+    // Kernels back to back in one stream: each must still see the one before it.
+    for (const char* name : {"lanes", "mma"}) {
+      CAPTURE(on, name);
+      const auto kernel = onebit::packed::parse_cuda_kernel(name, "kernel");
+      auto h = packed->forward(x, kernel);
+      for (int i = 0; i < 20; ++i) h = packed->forward(torch::cat({h, h, h, h}, 1).narrow(1, 0, 1000), kernel);
+      y[on] = y[on].defined() ? torch::cat({y[on], h}) : h;
+    }
+  }
+  onebit::kernels::cuda::set_programmatic_launch(true);
+  CHECK(torch::equal(y[0], y[1]));
+}
+#endif
 
 TEST_CASE("ONEBIT_CUDA_KERNEL picks the kernel of a CUDA forward", "[kernels][cuda]") {
   OB_REQUIRE_OR_SKIP(torch::cuda::is_available(), "needs a CUDA GPU");
