@@ -124,30 +124,33 @@ __device__ __forceinline__ float attn_dot(const float* qs, const T* kr, int64_t 
   return s0 + s1;
 }
 
-// One block per (b, h, t). Scores: one thread per key (its row read with independent vector
-// loads), kept in shared memory; the softmax's max and sum by block reductions. p·V: the lanes
-// of a warp split a value row into vectors (attn_row_lanes lanes a row, so a warp reads 32 /
-// that many rows at once) and the warps take every (4 · rows)-th key; the partial rows are
-// summed through shared memory. Vec: k and v rows 16-byte aligned and D a multiple of the
-// vector (the host checks), else element loads with the same split.
+// One block per (b, h, t) and split of the keys (blockIdx.y: keys [j0, j0 + chunk)). Scores:
+// one thread per key (its row read with independent vector loads), kept in shared memory; the
+// softmax's max and sum by block reductions. p·V: the lanes of a warp split a value row into
+// vectors (attn_row_lanes lanes a row, so a warp reads 32 / that many rows at once) and the
+// warps take every (4 · rows)-th key; the partial rows are summed through shared memory. Vec:
+// k and v rows 16-byte aligned and D a multiple of the vector (the host checks), else element
+// loads with the same split. One split: y; several: the unnormalised row, the max and the sum
+// to the workspace, for attention_combine_kernel.
 template <typename T, bool Vec>
 __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(DecodeAttentionArgs a) {
   ONEBIT_PDL_WAIT();
   ONEBIT_CUDA_DYNAMIC_SMEM(float, smem);
   __shared__ float red[32];
   constexpr int V = Vec ? kVec<T> : 1;
-  const int64_t D = a.D, S = a.S;
+  const int64_t D = a.D, chunk = (a.S + a.splits - 1) / a.splits, j0 = int64_t(blockIdx.y) * chunk;
+  const int64_t S = j0 < a.S ? (a.S - j0 < chunk ? a.S - j0 : chunk) : 0;  // this split's keys
   const int L = attn_row_lanes((D + V - 1) / V), R = 32 / L;  // lanes a row, rows a warp
-  float* qs = smem;      // [D], q · scale
-  float* sc = qs + D;    // [S], scores, then probabilities
-  float* part = sc + S;  // [kAttnWarps · R, D]
+  float* qs = smem;          // [D], q · scale
+  float* sc = qs + D;        // [chunk], scores, then probabilities
+  float* part = sc + chunk;  // [kAttnWarps · R, D]
   const int64_t row = blockIdx.x, t = row % a.T, h = (row / a.T) % a.H, b = row / (a.T * a.H);
   const int64_t hk = h / (a.H / a.Hkv);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const T* qp = static_cast<const T*>(a.q) + b * a.q_sb + h * a.q_sh + t * a.q_st;
-  const T* kb = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh;
-  const T* vb = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh;
-  const bool* mr = a.mask ? a.mask + b * a.mask_batch_stride + t * S : nullptr;
+  const T* kb = static_cast<const T*>(a.k) + b * a.k_sb + hk * a.k_sh + j0 * a.k_ss;
+  const T* vb = static_cast<const T*>(a.v) + b * a.v_sb + hk * a.v_sh + j0 * a.v_ss;
+  const bool* mr = a.mask ? a.mask + b * a.mask_batch_stride + t * a.S + j0 : nullptr;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) qs[d] = to_f(qp[d]) * a.scale;
   __syncthreads();
   float mx = -INFINITY;
@@ -198,11 +201,48 @@ __global__ void __launch_bounds__(kAttnWarps * 32) decode_attention_kernel(Decod
     for (int c = 0; c < V; ++c) pr[d0 + c] = acc[e0 + c];
   }
   __syncthreads();
+  if (a.splits > 1) {  // [o (D), max, sum] of this row and split
+    float* wr = a.workspace + (row * a.splits + blockIdx.y) * (D + 2);
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+      float o = 0.f;
+      for (int rr = 0; rr < stride; ++rr) o += part[int64_t(rr) * D + d];
+      wr[d] = o;
+    }
+    if (threadIdx.x == 0) wr[D] = mx, wr[D + 1] = sum;
+    return;
+  }
   T* yr = static_cast<T*>(a.y) + ((b * a.T + t) * a.H + h) * D;
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float o = 0.f;
     for (int rr = 0; rr < stride; ++rr) o += part[int64_t(rr) * D + d];
+    yr[d] = from_f<T>(o * inv);
+  }
+}
+
+// One block per (b, h, t): the splits' rows rescaled to the largest maximum M, y = Σ_p w_p o_p /
+// Σ_p w_p l_p with w_p = exp(m_p − M) (0 for a split whose keys were all masked).
+template <typename T>
+__global__ void __launch_bounds__(128) attention_combine_kernel(DecodeAttentionArgs a) {
+  ONEBIT_PDL_WAIT();
+  __shared__ float w[kMaxDecodeSplits];
+  const int64_t D = a.D, row = blockIdx.x, t = row % a.T, h = (row / a.T) % a.H, b = row / (a.T * a.H);
+  const float* base = a.workspace + row * a.splits * (D + 2);
+  float M = -INFINITY;
+  for (int p = 0; p < a.splits; ++p) M = fmaxf(M, base[p * (D + 2) + D]);
+  float L = 0.f;
+  for (int p = 0; p < a.splits; ++p) {
+    const float m = base[p * (D + 2) + D];
+    const float wp = m == -INFINITY ? 0.f : expf(m - M);
+    if (threadIdx.x == 0) w[p] = wp;
+    L += wp * base[p * (D + 2) + D + 1];
+  }
+  __syncthreads();
+  T* yr = static_cast<T*>(a.y) + ((b * a.T + t) * a.H + h) * D;
+  const float inv = L > 0.f ? 1.f / L : 0.f;
+  for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
+    float o = 0.f;
+    for (int p = 0; p < a.splits; ++p) o += w[p] * base[p * (D + 2) + d];
     yr[d] = from_f<T>(o * inv);
   }
 }
@@ -258,9 +298,23 @@ const char* rotary(const RotaryArgs& a, void* stream) {
   });
 }
 
+int decode_attention_splits(int64_t rows, int64_t S, int sms) {
+  if (S <= 512 || rows <= 0) return 1;
+  int64_t p = (2 * int64_t(sms) + rows - 1) / rows;
+  p = p < (S + 255) / 256 ? p : (S + 255) / 256;
+  p = p < kMaxDecodeSplits ? p : kMaxDecodeSplits;
+  return p > 1 ? int(p) : 1;
+}
+
+int64_t decode_attention_workspace_floats(const DecodeAttentionArgs& a) {
+  return a.splits > 1 ? a.B * a.H * a.T * a.splits * (a.D + 2) : 0;
+}
+
 const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
   if (a.B * a.H * a.T == 0 || a.D == 0) return nullptr;
   if (a.S < 1 || a.S > kMaxDecodeKeys) return "decode_attention: key count out of range";
+  if (a.splits < 1 || a.splits > kMaxDecodeSplits) return "decode_attention: splits out of range";
+  if (a.splits > 1 && a.workspace == nullptr) return "decode_attention: splits need a workspace";
   if (a.D > kMaxDecodeHeadDim) return "decode_attention: head dimension too large";
   if (a.Hkv < 1 || a.H % a.Hkv != 0) return "decode_attention: heads must be a multiple of the key/value heads";
   const auto st = static_cast<cudaStream_t>(stream);
@@ -272,13 +326,15 @@ const char* decode_attention(const DecodeAttentionArgs& a, void* stream) {
     };
     const bool vec = a.D % V == 0 && aligned(a.k, a.k_sb, a.k_sh, a.k_ss) && aligned(a.v, a.v_sb, a.v_sh, a.v_ss);
     const int rows = 32 / attn_row_lanes(vec ? a.D / V : a.D);  // key rows a warp reads at once
-    const size_t smem = size_t(a.D + a.S + kAttnWarps * rows * a.D) * sizeof(float);
-    const dim3 grid(unsigned(a.B * a.H * a.T)), block(kAttnWarps * 32);
+    const int64_t chunk = (a.S + a.splits - 1) / a.splits;
+    const size_t smem = size_t(a.D + chunk + kAttnWarps * rows * a.D) * sizeof(float);
+    const dim3 grid(unsigned(a.B * a.H * a.T), unsigned(a.splits)), block(kAttnWarps * 32);
     if (vec) {
       ONEBIT_CUDA_LAUNCH(grid, block, smem, st, decode_attention_kernel<T, true>)(a);
     } else {
       ONEBIT_CUDA_LAUNCH(grid, block, smem, st, decode_attention_kernel<T, false>)(a);
     }
+    if (a.splits > 1) ONEBIT_CUDA_LAUNCH(unsigned(a.B * a.H * a.T), 128, 0, st, attention_combine_kernel<T>)(a);
   });
 }
 

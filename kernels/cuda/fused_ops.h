@@ -68,7 +68,10 @@ const char* rotary(const RotaryArgs& a, void* stream);
 // over the keys j < S that mask[b or 0, t, j] allows (all when mask is null; none allowed: 0),
 // g = H / Hkv; fp32 arithmetic, q, k, v and y of dtype `act`. Strides in elements, the last
 // dimension contiguous; the mask bool rows of S, `mask_batch_stride` 0 (one mask for every
-// row) or T·S; y contiguous [B, T, H, D]. One block per (b, h, t); S <= kMaxDecodeKeys.
+// row) or T·S; y contiguous [B, T, H, D]. One block per (b, h, t) and split of the keys;
+// S <= kMaxDecodeKeys. With splits > 1 (decode_attention_splits: long spans, so that more
+// multiprocessors read the cache) each block writes its part's unnormalised row, maximum and
+// sum to `workspace` and a second launch combines them (flash-decoding).
 struct DecodeAttentionArgs {
   const void* q = nullptr;
   int64_t q_sb = 0, q_sh = 0, q_st = 0;
@@ -82,8 +85,15 @@ struct DecodeAttentionArgs {
   int64_t B = 0, H = 0, Hkv = 0, T = 0, S = 0, D = 0;
   float scale = 1.f;
   Act act = Act::F32;
+  int splits = 1;              // 1 to kMaxDecodeSplits
+  float* workspace = nullptr;  // decode_attention_workspace_floats(*this) floats when splits > 1
 };
 constexpr int64_t kMaxDecodeKeys = 8192;  // the scores live in shared memory
+constexpr int kMaxDecodeSplits = 64;
+// Splits for `rows` = B·H·T rows of S keys on `sms` multiprocessors: 1 up to 512 keys, else
+// about two blocks per multiprocessor with at least 256 keys each.
+int decode_attention_splits(int64_t rows, int64_t S, int sms);
+int64_t decode_attention_workspace_floats(const DecodeAttentionArgs& a);
 constexpr int64_t kMaxDecodeHeadDim = 256;
 const char* decode_attention(const DecodeAttentionArgs& a, void* stream);
 

@@ -21,6 +21,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/fused_ops.h"
+#include "kernels/cuda/packed_gemv.h"
 #endif
 
 namespace onebit::nn {
@@ -354,6 +355,13 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
     a.B = B, a.H = H, a.Hkv = Hkv, a.T = T, a.S = S, a.D = D;
     a.scale = float(scale);
     a.act = act_of(dt);
+    // Long spans: the keys split over blocks, their parts combined by a second launch.
+    a.splits = kernels::cuda::decode_attention_splits(B * H * T, S, kernels::cuda::multiprocessors(q.device().index()));
+    torch::Tensor ws;
+    if (a.splits > 1) {
+      ws = torch::empty({kernels::cuda::decode_attention_workspace_floats(a)}, q.options().dtype(torch::kFloat32));
+      a.workspace = ws.data_ptr<float>();
+    }
     check_launch(kernels::cuda::decode_attention(a, stream_of(q)), "attention");
     return y;
   }

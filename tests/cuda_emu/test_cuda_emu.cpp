@@ -214,6 +214,7 @@ TEST_CASE("cuda_emu: decode attention kernel equals softmax(q·kᵀ)·v in fp64"
   struct Case {
     int64_t B, H, Hkv, T, S, D;
     bool mask, batch_mask;
+    int splits = 0;  // 0: decode_attention_splits on 8 multiprocessors
   };
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
     // Vector loads (D a multiple of 16 bytes' elements) and element loads (D = 10, 12), one to
@@ -221,9 +222,13 @@ TEST_CASE("cuda_emu: decode attention kernel equals softmax(q·kᵀ)·v in fp64"
     for (const Case& c : {Case{1, 2, 2, 1, 1, 8, false, false}, Case{2, 4, 2, 1, 37, 64, true, true},
                           Case{1, 6, 2, 2, 130, 80, true, false}, Case{1, 2, 1, 1, 300, 128, false, false},
                           Case{1, 2, 2, 2, 45, 256, true, false}, Case{1, 3, 1, 1, 200, 10, false, false},
-                          Case{2, 2, 1, 1, 17, 12, true, true}}) {
+                          Case{2, 2, 1, 1, 17, 12, true, true},
+                          // keys split over blocks and combined: chosen (3000 keys: 8), forced
+                          // (300 keys in 7 parts; 10 keys in 16 parts, 6 of them empty), masked
+                          Case{1, 2, 1, 1, 3000, 64, true, false}, Case{1, 4, 2, 1, 300, 128, true, true, 7},
+                          Case{2, 2, 2, 1, 10, 8, false, false, 16}}) {
       INFO("dtype " << dt << ", B " << c.B << " H " << c.H << " Hkv " << c.Hkv << " T " << c.T << " S " << c.S
-                    << " D " << c.D);
+                    << " D " << c.D << " splits " << c.splits);
       const int64_t cap = c.S + 3;  // a static cache: keys in the first S slots of cap
       Buf q(torch::randn({c.B, c.T, c.H, c.D}).to(dt));  // [B, T, H, D]: q = .transpose(1, 2)
       Buf k(torch::randn({c.B, c.Hkv, cap, c.D}).to(dt));
@@ -245,6 +250,10 @@ TEST_CASE("cuda_emu: decode attention kernel equals softmax(q·kᵀ)·v in fp64"
       a.B = c.B, a.H = c.H, a.Hkv = c.Hkv, a.T = c.T, a.S = c.S, a.D = c.D;
       a.scale = float(1.0 / std::sqrt(double(c.D)));
       a.act = act_of(dt);
+      a.splits = c.splits > 0 ? c.splits : kc::decode_attention_splits(c.B * c.H * c.T, c.S, 8);
+      if (c.S == 3000) CHECK(a.splits == 8);  // two blocks per multiprocessor: 16 blocks for 2 rows
+      Buf ws({std::max<int64_t>(1, kc::decode_attention_workspace_floats(a))}, torch::kFloat32);
+      if (a.splits > 1) a.workspace = ws.as<float>();
       expect_ok(kc::decode_attention(a, nullptr));
       // fp64: heads h read key/value head h / (H / Hkv); a fully masked row gives zeros.
       const auto qd = q.tensor().transpose(1, 2).to(torch::kFloat64);

@@ -175,9 +175,10 @@ void check_attention(torch::Device dev) {
   torch::manual_seed(3);
   for (auto dt : {torch::kFloat32, torch::kBFloat16, torch::kHalf}) {
     for (int64_t heads : {int64_t(4), int64_t(8)}) {  // 8 over 4 key/value heads: grouped-query
-      for (int mask_kind : {0, 1, 2}) {  // none, one mask for the batch, one per row
-        INFO("dtype " << dt << ", heads " << heads << ", mask " << mask_kind);
-        const int64_t B = 3, S = 37, D = 64, cap = 64;
+      // (1500 keys: on a GPU split over blocks and combined)
+      for (auto [mask_kind, S] : {std::pair<int, int64_t>{0, 37}, {1, 37}, {2, 37}, {2, 1500}}) {
+        INFO("dtype " << dt << ", heads " << heads << ", mask " << mask_kind << ", keys " << S);
+        const int64_t B = 3, D = 64, cap = S + 27;
         auto q = torch::randn({B, 1, heads, D}).transpose(1, 2).to(dev, dt);  // [B, H, 1, D], strided
         // k, v: the first S slots of a cache with spare capacity (strided along the keys).
         auto kc = torch::randn({B, 4, cap, D}).to(dev, dt), vc = torch::randn({B, 4, cap, D}).to(dev, dt);
