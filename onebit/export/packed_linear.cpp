@@ -285,47 +285,7 @@ kernels::cuda::Act kernel_input(const torch::Tensor& x2, torch::Tensor& x) {
   if (x.scalar_type() != torch::kFloat32) x = x.to(torch::kFloat32);
   return kernels::cuda::Act::F32;
 }
-}  // namespace
 
-// kernel Auto: ONEBIT_CUDA_KERNEL, else the kernels' default.
-torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
-                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
-                                 double ln_eps, CudaKernel kernel) {
-  namespace kc = kernels::cuda;
-  if (kernel == CudaKernel::Auto) kernel = cuda_kernel_from_env();
-  const c10::cuda::CUDAGuard guard(x2.device());  // a tensor on cuda:1 runs on cuda:1
-  const int64_t n = x2.size(0), out = h.size(0);
-  if (kernel == CudaKernel::Unpacked || (kernel == CudaKernel::Auto && n > kMaxGemvRows))
-    return packed_linear_unpacked(x2, signs, g, h, bias, in, post_layernorm, ln_eps);
-  torch::Tensor x;
-  const kc::Act act = kernel_input(x2, x);
-  torch::Tensor y = torch::empty({n, out}, x.options());
-  const int sms = kc::multiprocessors(x2.device().index());
-  const kc::GemvPlan plan = kc::plan_gemv(gemv_kernel(kernel), n, in, out, post_layernorm, sms);
-  torch::Tensor ws;  // split-K partials or pre-LayerNorm sums; none when the kernel needs none
-  if (plan.workspace_floats > 0) ws = torch::empty({plan.workspace_floats}, x.options().dtype(torch::kFloat32));
-  kc::GemvArgs a;
-  a.x = x.data_ptr();
-  a.act = act;
-  a.g = g.data_ptr<float>();
-  a.signs = signs.data_ptr<uint8_t>();
-  a.row_bytes = signs.size(1);
-  a.h = h.data_ptr<float>();
-  a.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  a.post_layernorm = post_layernorm;
-  a.ln_eps = float(ln_eps);
-  a.y = y.data_ptr();
-  a.workspace = ws.defined() ? ws.data_ptr<float>() : nullptr;
-  a.n = n, a.in = in, a.out = out;
-  const char* err = kc::packed_gemv(a, plan, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
-  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (", kc::to_string(plan.kernel), ") failed: ",
-           err ? err : "");
-  return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
-}
-#endif
-
-#ifdef ONEBIT_WITH_CUDA
-namespace {
 // The group on CUDA, one lanes pass for all layers: y [n, Σ out] in x2's dtype (bf16, fp16, fp32).
 torch::Tensor packed_group_cuda(const torch::Tensor& x2, const std::vector<LayerRef>& layers, int64_t in,
                                 bool post_layernorm, double ln_eps) {
@@ -353,12 +313,52 @@ torch::Tensor packed_group_cuda(const torch::Tensor& x2, const std::vector<Layer
   a.workspace = ws.data_ptr<float>();
   a.n = n, a.in = in;
   const char* err = kc::packed_gemv_group(a, splits, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
-  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (lanes, ", layers.size(), " layers) failed: ",
-           err ? err : "");
+  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (lanes", layers.size() > 1 ? ", a group" : "",
+           ") failed: ", err ? err : "");
   return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
 }
 }  // namespace
+
+// kernel Auto: ONEBIT_CUDA_KERNEL, else the kernels' default.
+torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& signs, const torch::Tensor& g,
+                                 const torch::Tensor& h, const torch::Tensor& bias, int64_t in, bool post_layernorm,
+                                 double ln_eps, CudaKernel kernel) {
+  namespace kc = kernels::cuda;
+  if (kernel == CudaKernel::Auto) kernel = cuda_kernel_from_env();
+  const c10::cuda::CUDAGuard guard(x2.device());  // a tensor on cuda:1 runs on cuda:1
+  const int64_t n = x2.size(0), out = h.size(0);
+  if (kernel == CudaKernel::Unpacked || (kernel == CudaKernel::Auto && n > kMaxGemvRows))
+    return packed_linear_unpacked(x2, signs, g, h, bias, in, post_layernorm, ln_eps);
+  if (kc::resolve(gemv_kernel(kernel)) == kc::GemvKernel::Lanes)  // a group of one
+    return packed_group_cuda(x2, {LayerRef{signs, g, h, bias}}, in, post_layernorm, ln_eps);
+  // The mma kernel.
+  torch::Tensor x;
+  const kc::Act act = kernel_input(x2, x);
+  torch::Tensor y = torch::empty({n, out}, x.options());
+  const int sms = kc::multiprocessors(x2.device().index());
+  const kc::GemvPlan plan = kc::plan_gemv(gemv_kernel(kernel), n, in, out, post_layernorm, sms);
+  torch::Tensor ws;  // split-K partials or pre-LayerNorm sums; none when the kernel needs none
+  if (plan.workspace_floats > 0) ws = torch::empty({plan.workspace_floats}, x.options().dtype(torch::kFloat32));
+  kc::GemvArgs a;
+  a.x = x.data_ptr();
+  a.act = act;
+  a.g = g.data_ptr<float>();
+  a.signs = signs.data_ptr<uint8_t>();
+  a.row_bytes = signs.size(1);
+  a.h = h.data_ptr<float>();
+  a.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  a.post_layernorm = post_layernorm;
+  a.ln_eps = float(ln_eps);
+  a.y = y.data_ptr();
+  a.workspace = ws.defined() ? ws.data_ptr<float>() : nullptr;
+  a.n = n, a.in = in, a.out = out;
+  const char* err = kc::packed_gemv(a, plan, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
+  OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (", kc::to_string(plan.kernel), ") failed: ",
+           err ? err : "");
+  return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
+}
 #endif
+
 
 namespace {
 using OptT = std::optional<torch::Tensor>;
