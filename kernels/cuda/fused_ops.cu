@@ -64,26 +64,33 @@ __global__ void silu_mul_kernel(SiluMulArgs a) {
   }
 }
 
-// One thread per element of x (grid-stride); with v, the same element of v copied too.
+// One thread per element of x, then of x2 (grid-stride); with v, the same element of v copied
+// too.
 template <typename T>
 __global__ void rotary_kernel(RotaryArgs a, int64_t total) {
   ONEBIT_PDL_WAIT();
-  const int64_t D = a.D, half = D / 2;
-  const T* x = static_cast<const T*>(a.x);
+  const int64_t D = a.D, half = D / 2, first = a.B * a.H * a.T * D;  // x's elements, then x2's
   const T* cs = static_cast<const T*>(a.cos);
   const T* sn = static_cast<const T*>(a.sin);
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = e % D, row = e / D;
-    const int64_t t = row % a.T, hh = (row / a.T) % a.H, b = row / (a.T * a.H);
-    const int64_t src = b * a.sb + hh * a.sh + t * a.st;
-    const T* xr = x + src;
+    const bool second = e >= first;
+    const int64_t f = second ? e - first : e, H = second ? a.H2 : a.H;
+    const int64_t i = f % D, row = f / D;
+    const int64_t t = row % a.T, hh = (row / a.T) % H, b = row / (a.T * H);
+    const int64_t src = second ? b * a.sb2 + hh * a.sh2 + t * a.st2 : b * a.sb + hh * a.sh + t * a.st;
+    const T* xr = static_cast<const T*>(second ? a.x2 : a.x) + src;
     const int64_t c = b * a.cos_batch_stride + t * D + i;
     // rotate_half: [-x2, x1]; the negation is exact in every dtype.
     const float rot = i < half ? -to_f(xr[i + half]) : to_f(xr[i - half]);
     const T p = from_f<T>(__fmul_rn(to_f(xr[i]), to_f(cs[c])));
     const T m = from_f<T>(__fmul_rn(rot, to_f(sn[c])));
+    const T out = from_f<T>(__fadd_rn(to_f(p), to_f(m)));
+    if (second) {
+      static_cast<T*>(a.y2)[f] = out;  // contiguous
+      continue;
+    }
     const int64_t dst = b * a.y_sb + hh * a.y_sh + (a.slots ? a.slots[t] : t) * a.y_st + i;
-    static_cast<T*>(a.y)[dst] = from_f<T>(__fadd_rn(to_f(p), to_f(m)));
+    static_cast<T*>(a.y)[dst] = out;
     if (a.v) static_cast<T*>(a.v_out)[dst] = static_cast<const T*>(a.v)[src + i];
   }
 }
@@ -289,7 +296,7 @@ const char* silu_mul(const SiluMulArgs& a, void* stream) {
 }
 
 const char* rotary(const RotaryArgs& a, void* stream) {
-  const int64_t total = a.B * a.H * a.T * a.D;
+  const int64_t total = a.B * (a.H + (a.x2 ? a.H2 : 0)) * a.T * a.D;
   if (total == 0) return nullptr;
   if (a.D % 2 != 0) return "rotary: the head dimension must be even";
   const auto st = static_cast<cudaStream_t>(stream);

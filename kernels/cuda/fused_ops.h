@@ -47,7 +47,8 @@ const char* silu_mul(const SiluMulArgs& a, void* stream);
 // strides y_sb, y_sh, y_st (the last one 1) and its row for token t is slots[t] (a static KV
 // cache's slots, long, on the device) or t when slots is null. With v (same shape and strides
 // as x), v is copied to v_out at the same rows as well: k's RoPE and both cache writes in one
-// launch.
+// launch. With x2 (q: [B, H2, T, D], strides sb2, sh2, st2), its RoPE is written to y2
+// (contiguous [B, H2, T, D]) in the same launch: q's and k's RoPE and the cache writes at once.
 struct RotaryArgs {
   const void* x = nullptr;
   int64_t B = 0, H = 0, T = 0, D = 0;
@@ -60,6 +61,9 @@ struct RotaryArgs {
   const int64_t* slots = nullptr;
   const void* v = nullptr;  // optional
   void* v_out = nullptr;    // with v; strides y_*
+  const void* x2 = nullptr;  // optional
+  int64_t H2 = 0, sb2 = 0, sh2 = 0, st2 = 0;
+  void* y2 = nullptr;  // with x2
   Act act = Act::F32;
 };
 const char* rotary(const RotaryArgs& a, void* stream);

@@ -178,11 +178,11 @@ torch::Tensor append_kv(torch::Tensor& cache, const torch::Tensor& x) {
 }
 }  // namespace
 
-torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m, double scale,
+torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, const AttnMask& m, double scale,
                      torch::Tensor* k_cache, torch::Tensor* v_cache, const Rope* rope) {
   if (k_cache && m.slots.defined()) {  // static: write at the slots, attend to the mask's span
     if (rope) {
-      nn::rotary_store_kv(k, v, rope->cos, rope->sin, *k_cache, *v_cache, m.slots);
+      q = nn::rotary_store_kv(q, k, v, rope->cos, rope->sin, *k_cache, *v_cache, m.slots);
     } else {
       k_cache->index_copy_(2, m.slots, k);
       v_cache->index_copy_(2, m.slots, v);
@@ -190,7 +190,10 @@ torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, c
     k = k_cache->narrow(2, 0, m.mask.size(3));
     v = v_cache->narrow(2, 0, m.mask.size(3));
   } else {
-    if (rope) k = nn::rotary(k, rope->cos, rope->sin);
+    if (rope) {
+      q = nn::rotary(q, rope->cos, rope->sin);
+      k = nn::rotary(k, rope->cos, rope->sin);
+    }
     if (k_cache) {
       k = append_kv(*k_cache, k);
       v = append_kv(*v_cache, v);

@@ -94,9 +94,9 @@ struct Rope {
 
 // q [B, H, T, D]; k, v [B, Hkv, T, D] of the new tokens. Appends k, v to the cache slots when
 // given (a static cache: writes them at m.slots), then attends (grouped-query when Hkv < H).
-// With `rope`, k is still unrotated and gets RoPE here (with a static cache in the same pass as
-// both cache writes: nn::rotary_store_kv). Returns [B, T, H·D].
-torch::Tensor attend(const torch::Tensor& q, torch::Tensor k, torch::Tensor v, const AttnMask& m, double scale,
+// With `rope`, q and k are still unrotated and get RoPE here (with a static cache in the same
+// pass as both cache writes: nn::rotary_store_kv). Returns [B, T, H·D].
+torch::Tensor attend(torch::Tensor q, torch::Tensor k, torch::Tensor v, const AttnMask& m, double scale,
                      torch::Tensor* k_cache, torch::Tensor* v_cache, const Rope* rope = nullptr);
 
 // Runs fn(x) without keeping its activations; backward recomputes fn with grad enabled and

@@ -65,10 +65,9 @@ class LlamaAttentionImpl : public torch::nn::Module, public nn::SlotOwner {
   torch::Tensor forward(const torch::Tensor& x, const LayerCtx& ctx, torch::Tensor* kc, torch::Tensor* vc) {
     const auto B = x.size(0), T = x.size(1);
     const auto qkv = detail::project(x, {&q_, &k_, &v_});
-    auto q = qkv[0].view({B, T, heads_, head_dim_}).transpose(1, 2);
+    auto q = qkv[0].view({B, T, heads_, head_dim_}).transpose(1, 2);  // (RoPE: in attend, with the cache writes)
     auto k = qkv[1].view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     auto v = qkv[2].view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
-    q = nn::rotary(q, ctx.rope.cos, ctx.rope.sin);  // (k's RoPE: in attend, with the cache writes)
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
     auto out = detail::attend(q, k, v, ctx.mask, scale, kc, vc, &ctx.rope);
     return o_(out);

@@ -231,9 +231,11 @@ bool rotary_fusable(const torch::Tensor& x, const torch::Tensor& cos, const torc
 }
 
 // The RoPE pass: rotary(x) into y (strides of y, the last 1) at row slots[t] (or t) for token t,
-// and v copied to v_out at the same places when given (v strided as x, v_out as y).
+// and v copied to v_out at the same places when given (v strided as x, v_out as y); with x2,
+// also rotary(x2) into y2 (contiguous), on CUDA in the same launch.
 void rotary_pass(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& y,
-                 const torch::Tensor& slots, const torch::Tensor* v, torch::Tensor* v_out) {
+                 const torch::Tensor& slots, const torch::Tensor* v, torch::Tensor* v_out,
+                 const torch::Tensor* x2 = nullptr, torch::Tensor* y2 = nullptr) {
   const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
   const auto dt = x.scalar_type();
   const auto c = cos.contiguous(), s = sin.contiguous();
@@ -254,11 +256,17 @@ void rotary_pass(const torch::Tensor& x, const torch::Tensor& cos, const torch::
     a.slots = slots.defined() ? slots.const_data_ptr<int64_t>() : nullptr;
     a.v = v ? v->const_data_ptr() : nullptr;
     a.v_out = v_out ? v_out->data_ptr() : nullptr;
+    if (x2) {
+      a.x2 = x2->const_data_ptr();
+      a.H2 = x2->size(1), a.sb2 = x2->stride(0), a.sh2 = x2->stride(1), a.st2 = x2->stride(2);
+      a.y2 = y2->data_ptr();
+    }
     a.act = act_of(dt);
     check_launch(kernels::cuda::rotary(a, stream_of(x)), "rotary");
     return;
   }
 #endif
+  if (x2) rotary_pass(*x2, cos, sin, *y2, torch::Tensor(), nullptr, nullptr);
   const int64_t half = D / 2;
   const int64_t* slot = slots.defined() ? slots.const_data_ptr<int64_t>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dt, "onebit::rotary", [&] {
@@ -297,10 +305,12 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
   return out;
 }
 
-void rotary_store_kv(const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& cos,
-                     const torch::Tensor& sin, torch::Tensor& k_cache, torch::Tensor& v_cache,
-                     const torch::Tensor& slots) {
-  const bool fused = rotary_fusable(k, cos, sin) && v.sizes() == k.sizes() && v.strides() == k.strides() &&
+torch::Tensor rotary_store_kv(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& k_cache,
+                              torch::Tensor& v_cache, const torch::Tensor& slots) {
+  const bool fused = rotary_fusable(q, cos, sin) && rotary_fusable(k, cos, sin) && q.scalar_type() == k.scalar_type() &&
+                     q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3) &&
+                     v.sizes() == k.sizes() && v.strides() == k.strides() &&
                      v.scalar_type() == k.scalar_type() && v.device() == k.device() && k_cache.dim() == 4 &&
                      k_cache.scalar_type() == k.scalar_type() && k_cache.device() == k.device() &&
                      v_cache.sizes() == k_cache.sizes() && v_cache.strides() == k_cache.strides() &&
@@ -311,10 +321,12 @@ void rotary_store_kv(const torch::Tensor& k, const torch::Tensor& v, const torch
   if (!fused) {
     k_cache.index_copy_(2, slots, rotary(k, cos, sin));
     v_cache.index_copy_(2, slots, v);
-    return;
+    return rotary(q, cos, sin);
   }
   RECORD_FUNCTION("onebit::rotary_store_kv", std::vector<c10::IValue>());
-  rotary_pass(k, cos, sin, k_cache, slots, &v, &v_cache);
+  auto q_out = torch::empty(q.sizes(), q.options());
+  rotary_pass(k, cos, sin, k_cache, slots, &v, &v_cache, &q, &q_out);
+  return q_out;
 }
 
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,

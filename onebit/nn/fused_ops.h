@@ -52,13 +52,14 @@ torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up);
 // target; the CUDA kernel uses non-contracting intrinsics).
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
-// A static KV cache's writes of one forward with k's RoPE: k_cache[b, h, slots[t]] =
-// rotary(k)[b, h, t] and v_cache[b, h, slots[t]] = v[b, h, t] for k, v [B, Hkv, T, D], caches
-// [B, Hkv, capacity, D], slots long [T] on the device (nothing is read on the host). One pass
-// (one launch instead of RoPE and two index_copy_), else those three operators.
-void rotary_store_kv(const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& cos,
-                     const torch::Tensor& sin, torch::Tensor& k_cache, torch::Tensor& v_cache,
-                     const torch::Tensor& slots);
+// One forward's RoPE and static KV cache writes: returns rotary(q) (contiguous [B, H, T, D]) and
+// writes k_cache[b, h, slots[t]] = rotary(k)[b, h, t] and v_cache[b, h, slots[t]] = v[b, h, t]
+// for q [B, H, T, D], k, v [B, Hkv, T, D], caches [B, Hkv, capacity, D], slots long [T] on the
+// device (nothing is read on the host). One pass (on CUDA one launch instead of two RoPEs and two
+// index_copy_), else those four operators.
+torch::Tensor rotary_store_kv(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              const torch::Tensor& cos, const torch::Tensor& sin, torch::Tensor& k_cache,
+                              torch::Tensor& v_cache, const torch::Tensor& slots);
 
 // Scaled-dot-product attention, returned as [B, T, H·D] (what the output projection reads):
 // q [B, H, T, D]; k, v [B, Hkv, S, D] (H a multiple of Hkv: grouped-query); mask boolean

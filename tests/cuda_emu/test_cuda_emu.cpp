@@ -194,8 +194,15 @@ TEST_CASE("cuda_emu: silu_mul and rotary kernels equal the op sequences", "[cuda
       a.y_sb = H * cap * D, a.y_sh = cap * D, a.y_st = D;
       a.slots = slots.as<int64_t>();
       a.v = vs.ptr(), a.v_out = vy.ptr();
+      // q (5 heads, stored [B, T, 5, D]) rotated in the same launch, into a contiguous [B, 5, T, D]
+      Buf qs(torch::randn({B, T, 5, D}).to(dt));
+      Buf qy({B, 5, T, D}, dt);
+      a.x2 = qs.ptr(), a.H2 = 5, a.sb2 = T * 5 * D, a.sh2 = D, a.st2 = 5 * D, a.y2 = qy.ptr();
       a.act = act_of(dt);
       expect_ok(kc::rotary(a, nullptr));
+      const auto q = qs.tensor().transpose(1, 2);
+      const auto qrot = torch::cat({-q.narrow(-1, D / 2, D / 2), q.narrow(-1, 0, D / 2)}, -1);
+      CHECK(torch::equal(qy.tensor(), q * cs.tensor() + qrot * sn.tensor()));
       const auto x = xs.tensor().transpose(1, 2);
       const auto rot = torch::cat({-x.narrow(-1, D / 2, D / 2), x.narrow(-1, 0, D / 2)}, -1);
       const auto ref = x * cs.tensor() + rot * sn.tensor();  // HF's apply_rotary_pos_emb, in dt

@@ -64,7 +64,7 @@ void check_rotary(torch::Device dev) {
   }
 }
 
-// k's RoPE and the cache writes at device slots: bit for bit rotary + index_copy_.
+// q's and k's RoPE and the cache writes at device slots: bit for bit rotary + index_copy_.
 void check_rotary_store_kv(torch::Device dev) {
   torch::manual_seed(10);
   for (auto dt : {torch::kFloat32, torch::kBFloat16}) {
@@ -78,13 +78,17 @@ void check_rotary_store_kv(torch::Device dev) {
     auto sin = torch::cat({angles.sin(), angles.sin()}, -1).to(dev, dt);
     auto slots = torch::tensor({5, 6, 9}, torch::kLong).to(dev);
     auto kc = torch::zeros({2, 4, 16, 64}, torch::TensorOptions().dtype(dt).device(dev)), vc = torch::zeros_like(kc);
+    // q: 8 heads (grouped-query over k's 4), strided as the projection returns it.
+    auto q = torch::randn({2, 3, 8 * 64}).to(dev, dt).view({2, 3, 8, 64}).transpose(1, 2);
     auto kc_ref = kc.clone(), vc_ref = vc.clone();
     torch::NoGradGuard no_grad;
-    onebit::nn::rotary_store_kv(k, v, cos, sin, kc, vc, slots);
+    auto q_rot = onebit::nn::rotary_store_kv(q, k, v, cos, sin, kc, vc, slots);
     kc_ref.index_copy_(2, slots, rope_ops(k, cos, sin));
     vc_ref.index_copy_(2, slots, v);
     CHECK(torch::equal(kc, kc_ref));
     CHECK(torch::equal(vc, vc_ref));
+    CHECK(torch::equal(q_rot, rope_ops(q, cos, sin)));
+    CHECK(q_rot.is_contiguous());
   }
 }
 
@@ -215,7 +219,7 @@ TEST_CASE("rotary RoPE equals x·cos + rotate_half(x)·sin bit for bit, fp32/bf1
   check_rotary(torch::kCPU);
 }
 
-TEST_CASE("rotary_store_kv writes RoPE(k) and v at the cache slots, bit for bit the three operators", "[nn]") {
+TEST_CASE("rotary_store_kv returns RoPE(q), writes RoPE(k) and v at the cache slots, bit for bit the four operators", "[nn]") {
   check_rotary_store_kv(torch::kCPU);
 }
 
