@@ -267,15 +267,42 @@ torch::Tensor checkpoint(const LayerFn& fn, const torch::Tensor& x, const std::v
   return CheckpointFunction::apply(&fn, x, torch::TensorList(params));
 }
 
-torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
-                          const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
-                          const ForwardArgs& args, ForwardOutput& out, LayerHooks* hooks) {
+namespace {
+// A forward's cache: one slot per layer (a dynamic cache grows to L; a static one must have L).
+void size_cache(int64_t L, const ForwardArgs& args) {
   if (args.cache && !args.cache->is_static()) {
     args.cache->k.resize(L);
     args.cache->v.resize(L);
   }
   OB_CHECK(!args.cache || !args.cache->is_static() || static_cast<int64_t>(args.cache->k.size()) == L,
            "forward: the static KV cache has ", args.cache ? args.cache->k.size() : 0, " layers, the model ", L);
+}
+torch::Tensor* cache_k(const ForwardArgs& args, int64_t i) { return args.cache ? &args.cache->k[i] : nullptr; }
+torch::Tensor* cache_v(const ForwardArgs& args, int64_t i) { return args.cache ? &args.cache->v[i] : nullptr; }
+// After the layers: a static cache's position moves past the T new tokens.
+void advance_cache(const ForwardArgs& args, int64_t T) {
+  if (args.cache && args.cache->is_static()) args.cache->position.add_(T);
+}
+}  // namespace
+
+bool can_defer(const ForwardArgs& args, const LayerHooks* hooks) {
+  return !torch::GradMode::is_enabled() && !args.output_hidden_states && !args.layer_inputs && hooks == nullptr;
+}
+
+std::pair<torch::Tensor, torch::Tensor> run_decoder_deferred(int64_t L, const torch::Tensor& h,
+                                                             const DeferredLayerFn& layer, const ForwardArgs& args) {
+  OB_CHECK(can_defer(args, nullptr), "run_decoder_deferred: not for this forward (grad, hidden states or layer inputs)");
+  size_cache(L, args);
+  std::pair<torch::Tensor, torch::Tensor> x{h, torch::Tensor()};
+  for (int64_t i = 0; i < L; ++i) x = layer(i, x.first, x.second, cache_k(args, i), cache_v(args, i));
+  advance_cache(args, h.size(1));
+  return x;
+}
+
+torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& layer,
+                          const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
+                          const ForwardArgs& args, ForwardOutput& out, LayerHooks* hooks) {
+  size_cache(L, args);
   const int64_t T = h.size(1);
   const bool ckpt = checkpointing && torch::GradMode::is_enabled() && !args.cache;
   OB_CHECK(!args.layer_inputs || static_cast<int64_t>(args.layer_inputs->size()) >= L, "forward: layer_inputs has ",
@@ -287,12 +314,12 @@ torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& laye
       // By value: backward runs this closure after forward has returned.
       h = checkpoint([layer, i](const torch::Tensor& x) { return layer(i, x, nullptr, nullptr); }, h, params(i));
     } else {
-      h = layer(i, h, args.cache ? &args.cache->k[i] : nullptr, args.cache ? &args.cache->v[i] : nullptr);
+      h = layer(i, h, cache_k(args, i), cache_v(args, i));
     }
     if (hooks) hooks->after_layer(i, h);
     if (args.output_hidden_states && i + 1 < L) out.hidden_states.push_back(h);
   }
-  if (args.cache && args.cache->is_static()) args.cache->position.add_(T);
+  advance_cache(args, T);
   return h;
 }
 

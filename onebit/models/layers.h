@@ -118,6 +118,19 @@ torch::Tensor run_decoder(int64_t L, torch::Tensor h, const DecoderLayerFn& laye
                           const std::function<std::vector<torch::Tensor>(int64_t)>& params, bool checkpointing,
                           const ForwardArgs& args, ForwardOutput& out, LayerHooks* hooks = nullptr);
 
+// A decoder layer whose output h + delta is returned unsummed: layer(i, x, pending, k, v) ->
+// {h, delta} for the input x + pending (pending undefined: x alone). The next layer adds the two
+// in its input norm (nn::add_rms_norm: one pass for the add and the norm), the model in its
+// final norm.
+using DeferredLayerFn = std::function<std::pair<torch::Tensor, torch::Tensor>(
+    int64_t i, const torch::Tensor& x, const torch::Tensor& pending, torch::Tensor* k, torch::Tensor* v)>;
+// Whether a forward may run its layers deferred: inference (grad off) that asks for no hidden
+// states, feeds no layer inputs and has no layer hooks.
+bool can_defer(const ForwardArgs& args, const LayerHooks* hooks);
+// run_decoder for such layers (and such a forward): {h, delta} of the last layer.
+std::pair<torch::Tensor, torch::Tensor> run_decoder_deferred(int64_t L, const torch::Tensor& h,
+                                                             const DeferredLayerFn& layer, const ForwardArgs& args);
+
 // HF weight init: normal(0, std) for linears/embeddings, zero biases (norms keep ones).
 void init_weights(torch::nn::Module& root, double std);
 

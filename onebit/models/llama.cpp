@@ -110,10 +110,20 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
         register_module("post_attention_layernorm", std::make_shared<RMSNormImpl>(c.hidden_size, c.rms_norm_eps));
   }
   torch::Tensor forward(const torch::Tensor& x, const LayerCtx& ctx, torch::Tensor* kc, torch::Tensor* vc) {
+    auto [h, mlp_out] = forward_deferred(x, torch::Tensor(), ctx, kc, vc);
+    return h + mlp_out;
+  }
+  // The layer on x + pending (pending undefined: x), its output h + mlp_out unsummed
+  // (detail::DeferredLayerFn): the input's add in the input norm's pass.
+  std::pair<torch::Tensor, torch::Tensor> forward_deferred(const torch::Tensor& x, const torch::Tensor& pending,
+                                                           const LayerCtx& ctx, torch::Tensor* kc, torch::Tensor* vc) {
+    const auto& in = *input_layernorm;
     const auto& post = *post_attention_layernorm;
-    auto [h, normed] = nn::add_rms_norm(x, self_attn->forward(input_layernorm->forward(x), ctx, kc, vc), post.weight,
+    auto [x0, normed0] = pending.defined() ? nn::add_rms_norm(x, pending, in.weight, in.eps)
+                                           : std::pair{x, input_layernorm->forward(x)};
+    auto [h, normed] = nn::add_rms_norm(x0, self_attn->forward(normed0, ctx, kc, vc), post.weight,
                                         post.eps);  // h = x + attention, and its norm
-    return h + mlp->forward(normed);
+    return {h, mlp->forward(normed)};
   }
   std::shared_ptr<LlamaAttentionImpl> self_attn;
   std::shared_ptr<LlamaMLPImpl> mlp;
@@ -172,14 +182,25 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     ForwardOutput out;
     if (args.output_hidden_states) out.hidden_states.push_back(h);
     const auto layers = model->decoder;
-    h = detail::run_decoder(
-        static_cast<int64_t>(layers.size()), h,
-        [layers, ctx](int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v) {
-          return layers[i]->forward(x, ctx, k, v);
-        },
-        [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out,
-        layer_hooks());
-    h = model->norm->forward(h);
+    const auto L = static_cast<int64_t>(layers.size());
+    if (detail::can_defer(args, layer_hooks())) {  // inference: each residual add in the next norm's pass
+      auto [hl, pending] = detail::run_decoder_deferred(
+          L, h,
+          [&layers, &ctx](int64_t i, const torch::Tensor& x, const torch::Tensor& p, torch::Tensor* k,
+                          torch::Tensor* v) { return layers[i]->forward_deferred(x, p, ctx, k, v); },
+          args);
+      h = pending.defined() ? nn::add_rms_norm(hl, pending, model->norm->weight, model->norm->eps).second
+                            : model->norm->forward(hl);  // (no layers)
+    } else {
+      h = detail::run_decoder(
+          L, h,
+          [layers, ctx](int64_t i, const torch::Tensor& x, torch::Tensor* k, torch::Tensor* v) {
+            return layers[i]->forward(x, ctx, k, v);
+          },
+          [&](int64_t i) { return layers[i]->parameters(); }, checkpointing_ && is_training(), args, out,
+          layer_hooks());
+      h = model->norm->forward(h);
+    }
     if (args.output_hidden_states) out.hidden_states.push_back(h);
     out.last_hidden = h;
     if (args.compute_logits) out.logits = nn::dense_linear(h, lm_head_weight());

@@ -2,6 +2,7 @@
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/TensorUtils.h>
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 
@@ -90,12 +91,6 @@ inline float round_to(float v) {
   return static_cast<float>(static_cast<T>(v));
 }
 
-// x [..., dim] as rows: a [rows, dim] view (or copy) whose last stride is 1.
-torch::Tensor as_rows(const torch::Tensor& x) {
-  const torch::Tensor x2 = x.reshape({-1, x.size(-1)});
-  return x2.stride(1) == 1 ? x2 : x2.contiguous();
-}
-
 bool norm_weight_ok(const torch::Tensor& x, const torch::Tensor& weight) {
   return x.dim() >= 1 && x.numel() > 0 && fused_dtype(x.scalar_type()) && weight.scalar_type() == x.scalar_type() &&
          weight.dim() == 1 && weight.size(0) == x.size(-1) && weight.is_contiguous() &&
@@ -117,48 +112,65 @@ void rms_norm_row(const T* xr, const T* w, T* yr, int64_t dim, float eps) {
   }
 }
 
+// x [..., dim] as rows `stride` elements apart: x itself when its leading dimensions collapse
+// into one (no view is made: at one token each ATen operator costs about a microsecond), else
+// a contiguous copy kept in `copy`.
+struct Rows {
+  const torch::Tensor& t;
+  int64_t stride;
+};
+Rows rows_of(const torch::Tensor& x, torch::Tensor& copy) {
+  const int64_t dim = x.size(-1), rows = x.numel() / dim;
+  if (x.stride(-1) == 1) {
+    if (const auto st = at::detail::computeStride(x.sizes(), x.strides(), c10::IntArrayRef{rows, dim}))
+      return {x, (*st)[0]};
+  }
+  copy = x.reshape({rows, dim}).contiguous();
+  return {copy, dim};
+}
+
 // The norm passes over rows: for each row, h = T(x + r) first when r is given (written to h,
-// then normalised), else x; the result to y. xc, rc, h and y as as_rows makes them.
-void norm_rows(const torch::Tensor& xc, const torch::Tensor* rc, const torch::Tensor& weight, double eps,
-               torch::Tensor* h, torch::Tensor& y) {
-  const int64_t rows = xc.size(0), dim = xc.size(1);
+// then normalised), else x; the result to y. h and y contiguous.
+void norm_rows(const Rows& x, const Rows* r, const torch::Tensor& weight, double eps, torch::Tensor* h,
+               torch::Tensor& y) {
+  const int64_t dim = x.t.size(-1), rows = x.t.numel() / dim;
 #ifdef ONEBIT_WITH_CUDA
-  if (xc.device().is_cuda()) {
-    const c10::cuda::CUDAGuard guard(xc.device());
+  if (x.t.device().is_cuda()) {
+    const c10::cuda::CUDAGuard guard(x.t.device());
     kernels::cuda::RmsNormArgs a;
-    a.x = xc.const_data_ptr();
-    a.x_row_stride = xc.stride(0);
-    if (rc) {
-      a.r = rc->const_data_ptr();
-      a.r_row_stride = rc->stride(0);
+    a.x = x.t.const_data_ptr();
+    a.x_row_stride = x.stride;
+    if (r) {
+      a.r = r->t.const_data_ptr();
+      a.r_row_stride = r->stride;
       a.h = h->data_ptr();
     }
     a.w = weight.const_data_ptr();
     a.y = y.data_ptr();
     a.rows = rows, a.dim = dim;
     a.eps = float(eps);
-    a.act = act_of(xc.scalar_type());
-    check_launch(kernels::cuda::rms_norm(a, stream_of(xc)), rc ? "add_rms_norm" : "rms_norm");
+    a.act = act_of(x.t.scalar_type());
+    check_launch(kernels::cuda::rms_norm(a, stream_of(x.t)), r ? "add_rms_norm" : "rms_norm");
     return;
   }
 #endif
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, xc.scalar_type(), "onebit::rms_norm", [&] {
-    const scalar_t* xp = xc.const_data_ptr<scalar_t>();
-    const scalar_t* rp = rc ? rc->const_data_ptr<scalar_t>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.t.scalar_type(), "onebit::rms_norm", [&] {
+    const scalar_t* xp = x.t.const_data_ptr<scalar_t>();
+    const scalar_t* rp = r ? r->t.const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* wp = weight.const_data_ptr<scalar_t>();
     scalar_t* hp = h ? h->data_ptr<scalar_t>() : nullptr;
     scalar_t* yp = y.data_ptr<scalar_t>();
     at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / dim), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* src = xp + r * xc.stride(0);
+      for (int64_t row = r0; row < r1; ++row) {
+        const scalar_t* src = xp + row * x.stride;
         if (rp) {
-          const scalar_t* rr = rp + r * rc->stride(0);
-          scalar_t* hr = hp + r * dim;
+          const scalar_t* rr = rp + row * r->stride;
+          scalar_t* hr = hp + row * dim;
           for (int64_t i = 0; i < dim; ++i)
             hr[i] = static_cast<scalar_t>(static_cast<float>(src[i]) + static_cast<float>(rr[i]));
           src = hr;
         }
-        rms_norm_row(src, wp, yp + r * dim, dim, float(eps));
+        rms_norm_row(src, wp, yp + row * dim, dim, float(eps));
       }
     });
   });
@@ -173,10 +185,10 @@ UnfusedScope::~UnfusedScope() { --unfused_depth; }
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   if (use_ops() || !norm_weight_ok(x, weight)) return rms_norm_ops(x, weight, eps);
   RECORD_FUNCTION("onebit::rms_norm", std::vector<c10::IValue>());
-  const torch::Tensor xc = as_rows(x);
-  torch::Tensor y = torch::empty(xc.sizes(), x.options());
-  norm_rows(xc, nullptr, weight, eps, nullptr, y);
-  return y.view(x.sizes());
+  torch::Tensor copy;
+  torch::Tensor y = torch::empty(x.sizes(), x.options());
+  norm_rows(rows_of(x, copy), nullptr, weight, eps, nullptr, y);
+  return y;
 }
 
 std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, const torch::Tensor& residual,
@@ -187,10 +199,11 @@ std::pair<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x, con
     return {h, rms_norm(h, weight, eps)};
   }
   RECORD_FUNCTION("onebit::add_rms_norm", std::vector<c10::IValue>());
-  const torch::Tensor xc = as_rows(x), rc = as_rows(residual);
-  torch::Tensor h = torch::empty(xc.sizes(), x.options()), y = torch::empty(xc.sizes(), x.options());
-  norm_rows(xc, &rc, weight, eps, &h, y);
-  return {h.view(x.sizes()), y.view(x.sizes())};
+  torch::Tensor x_copy, r_copy;
+  torch::Tensor h = torch::empty(x.sizes(), x.options()), y = torch::empty(x.sizes(), x.options());
+  const Rows rr = rows_of(residual, r_copy);
+  norm_rows(rows_of(x, x_copy), &rr, weight, eps, &h, y);
+  return {h, y};
 }
 
 torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
@@ -201,19 +214,20 @@ torch::Tensor silu_mul(const torch::Tensor& gate, const torch::Tensor& up) {
                      up.sizes() == gate.sizes() && up.device() == gate.device();
   if (fused) {
     RECORD_FUNCTION("onebit::silu_mul", std::vector<c10::IValue>());
-    const torch::Tensor gc = as_rows(gate), uc = as_rows(up);
-    torch::Tensor y = torch::empty(gc.sizes(), gate.options());
+    torch::Tensor g_copy, u_copy;
+    const Rows g = rows_of(gate, g_copy), u = rows_of(up, u_copy);
+    torch::Tensor y = torch::empty(gate.sizes(), gate.options());
     const c10::cuda::CUDAGuard device_guard(gate.device());
     kernels::cuda::SiluMulArgs a;
-    a.g = gc.const_data_ptr();
-    a.g_row_stride = gc.stride(0);
-    a.u = uc.const_data_ptr();
-    a.u_row_stride = uc.stride(0);
+    a.g = g.t.const_data_ptr();
+    a.g_row_stride = g.stride;
+    a.u = u.t.const_data_ptr();
+    a.u_row_stride = u.stride;
     a.y = y.data_ptr();
-    a.rows = gc.size(0), a.dim = gc.size(1);
+    a.dim = gate.size(-1), a.rows = gate.numel() / a.dim;
     a.act = act_of(gate.scalar_type());
     check_launch(kernels::cuda::silu_mul(a, stream_of(gate)), "silu_mul");
-    return y.view(gate.sizes());
+    return y;
   }
 #endif
   return torch::silu(gate) * up;

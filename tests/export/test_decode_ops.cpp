@@ -61,8 +61,11 @@ TEST_CASE("a decode step of an export runs the fused ops and grouped projections
   for (bool static_cache : {false, true}) {
     INFO((static_cache ? "static" : "dynamic") << " cache");
     auto calls = step_ops(*m, static_cache);
-    CHECK(calls["onebit::rms_norm"] == L + 1);  // each layer's input norm and the final norm
-    CHECK(calls["onebit::add_rms_norm"] == L);  // the residual add with the post-attention norm
+    // The first layer's input norm; each residual add in the pass of the norm after it: the
+    // post-attention norm, the next layer's input norm, the final norm.
+    CHECK(calls["onebit::rms_norm"] == 1);
+    CHECK(calls["onebit::add_rms_norm"] == 2 * L);
+    CHECK(calls["aten::add"] == (static_cache ? 1 : 0));  // (the static cache's slots: position + arange)
     // q and k; with a static cache both RoPEs and both cache writes are one pass
     CHECK(calls["onebit::rotary"] == (static_cache ? 0 : 2 * L));
     CHECK(calls["onebit::rotary_store_kv"] == (static_cache ? L : 0));
