@@ -9,7 +9,11 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
+#include <numeric>
+#include <string>
 #include <vector>
 
 #include "tests/cuda_emu/emu_runtime.h"
