@@ -20,6 +20,7 @@
 
 #ifdef ONEBIT_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
+#include "kernels/cuda/launch.h"
 #include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -223,6 +224,10 @@ int main(int argc, char** argv) {
                              {"speedup_fp32", t32 / t}, {"speedup_bf16", t16 / t},
                              {"threads", torch::get_num_threads()}};
             if (dev.is_cuda()) j.update({{"timing", timing}, {"eager_us", eager}});
+#ifdef ONEBIT_WITH_CUDA
+            // (each call may start before the previous one ends, as in a decode step)
+            if (dev.is_cuda()) j["programmatic_launch"] = kernels::cuda::programmatic_launch();
+#endif
             std::printf("%s\n", j.dump().c_str());
           } else {
             std::printf("%5lldx%-6lld %4lld %-10s %10.1f %9.2f %6.1f%% %10.1f %10.1f %8.2f %8.2f\n", (long long)in,
