@@ -43,6 +43,10 @@ bool programmatic_launch_env(const char* value) {
   throw std::invalid_argument(std::string("ONEBIT_CUDA_PDL must be 0 or 1, got '") + value + "'");
 }
 
+const char* programmatic_launch_note() {
+  return programmatic_launch() ? " (programmatic dependent launch was on: ONEBIT_CUDA_PDL=0 turns it off)" : "";
+}
+
 void set_programmatic_launch(bool on) { g_switch.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 }  // namespace onebit::kernels::cuda

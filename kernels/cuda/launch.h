@@ -15,6 +15,9 @@ namespace onebit::kernels::cuda {
 int compute_capability_major();  // of the current device (cached per device; 0 if none)
 bool programmatic_launch();       // for the current device
 void set_programmatic_launch(bool on);
+// For error messages: "" when programmatic launch is off, else a note that it was on and how
+// to turn it off.
+const char* programmatic_launch_note();
 // ONEBIT_CUDA_PDL's meaning: unset or "1" on, "0" off; another value throws
 // std::invalid_argument naming the variable.
 bool programmatic_launch_env(const char* value);

@@ -19,6 +19,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/packed_gemv.h"
 #endif
 
@@ -314,7 +315,7 @@ torch::Tensor packed_group_cuda(const torch::Tensor& x2, const std::vector<Layer
   a.n = n, a.in = in;
   const char* err = kc::packed_gemv_group(a, splits, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
   OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (lanes", layers.size() > 1 ? ", a group" : "",
-           ") failed: ", err ? err : "");
+           ") failed: ", err ? err : "", err ? kc::programmatic_launch_note() : "");
   return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
 }
 }  // namespace
@@ -354,7 +355,7 @@ torch::Tensor packed_linear_cuda(const torch::Tensor& x2, const torch::Tensor& s
   a.n = n, a.in = in, a.out = out;
   const char* err = kc::packed_gemv(a, plan, c10::cuda::getCurrentCUDAStream(x2.device().index()).stream());
   OB_CHECK(err == nullptr, "PackedOneBitLinear: CUDA kernel (", kc::to_string(plan.kernel), ") failed: ",
-           err ? err : "");
+           err ? err : "", err ? kc::programmatic_launch_note() : "");
   return x2.scalar_type() == x.scalar_type() ? y : y.to(x2.scalar_type());
 }
 #endif

@@ -22,6 +22,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/fused_ops.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/packed_gemv.h"
 #endif
 
@@ -66,7 +67,8 @@ kernels::cuda::Act act_of(torch::ScalarType t) {
   return kernels::cuda::Act::F32;
 }
 void check_launch(const char* err, const char* what) {
-  OB_CHECK(err == nullptr, what, ": CUDA error at its launch (or from earlier work on the device): ", err ? err : "");
+  OB_CHECK(err == nullptr, what, ": CUDA error at its launch (or from earlier work on the device): ", err ? err : "",
+           err ? kernels::cuda::programmatic_launch_note() : "");
 }
 // The current stream of t's device (a cudaStream_t), where the kernels launch.
 void* stream_of(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
