@@ -1,4 +1,5 @@
-// kernels/cuda/launch.h: whether kernels use programmatic dependent launch.
+// kernels/cuda/launch.h: whether kernels use programmatic dependent launch, and the device
+// attributes the launchers ask for.
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -13,6 +14,19 @@ namespace onebit::kernels::cuda {
 namespace {
 // -1: not decided yet; then 0 or 1 (ONEBIT_CUDA_PDL=0 turns it off).
 std::atomic<int> g_switch{-1};
+
+// Attribute A of `device`, asked once per device (threads may ask at once); 0 when unknown.
+template <cudaDeviceAttr A>
+int cached_attribute(int device) {
+  static std::atomic<int> cache[64] = {};  // 0: not asked yet; -1: unknown
+  if (device < 0 || device >= 64) return 0;
+  int v = cache[device].load(std::memory_order_relaxed);
+  if (v == 0) {
+    if (cudaDeviceGetAttribute(&v, A, device) != cudaSuccess || v <= 0) v = -1;
+    cache[device].store(v, std::memory_order_relaxed);
+  }
+  return v > 0 ? v : 0;
+}
 }  // namespace
 
 bool programmatic_launch() {
@@ -25,16 +39,13 @@ bool programmatic_launch() {
 }
 
 int compute_capability_major() {
-  static std::atomic<int> major[64] = {};  // per device; -1: unknown (threads may ask at once)
   int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return 0;
-  int m = major[dev].load(std::memory_order_relaxed);
-  if (m == 0) {
-    cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, dev);
-    m = m > 0 ? m : -1;
-    major[dev].store(m, std::memory_order_relaxed);
-  }
-  return m > 0 ? m : 0;
+  return cudaGetDevice(&dev) == cudaSuccess ? cached_attribute<cudaDevAttrComputeCapabilityMajor>(dev) : 0;
+}
+
+int multiprocessors(int device) {
+  const int n = cached_attribute<cudaDevAttrMultiProcessorCount>(device);
+  return n > 0 ? n : 1;
 }
 
 bool programmatic_launch_env(const char* value) {

@@ -13,6 +13,7 @@
 namespace onebit::kernels::cuda {
 
 int compute_capability_major();  // of the current device (cached per device; 0 if none)
+int multiprocessors(int device);  // of a CUDA device (cached per device; at least 1)
 bool programmatic_launch();       // for the current device
 void set_programmatic_launch(bool on);
 // For error messages: "" when programmatic launch is off, else a note that it was on and how

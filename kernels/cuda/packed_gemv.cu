@@ -19,7 +19,6 @@
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/packed_gemv.h"
 
-#include <atomic>
 
 namespace onebit::kernels::cuda {
 
@@ -189,18 +188,6 @@ int choose_splits(int64_t in, int64_t out, int sms) {
   int64_t s = (4 * int64_t(sms) + blocks - 1) / blocks;  // about 4 blocks per multiprocessor
   if (s > tiles) s = tiles;
   return s < 1 ? 1 : int(s);
-}
-
-int multiprocessors(int device) {
-  static std::atomic<int> cached[64] = {};  // (threads may ask at once)
-  if (device < 0 || device >= 64) return 1;
-  int v = cached[device].load(std::memory_order_relaxed);
-  if (v == 0) {
-    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, device);
-    v = v > 0 ? v : 1;
-    cached[device].store(v, std::memory_order_relaxed);
-  }
-  return v;
 }
 
 int64_t workspace_floats(int64_t n, int64_t out, int splits) { return int64_t(splits) * n * out; }

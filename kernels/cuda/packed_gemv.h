@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/act.h"
+#include "kernels/cuda/launch.h"  // multiprocessors
 
 namespace onebit::kernels::cuda {
 
@@ -27,7 +28,6 @@ constexpr int kMaxTokensPerPass = 8;  // up to 8 tokens share one pass over the 
 // ---- the lanes kernel (packed_gemv.cu) ----
 // Split-K factor for a call on a device with `sms` multiprocessors (fills the GPU when out is small).
 int choose_splits(int64_t in, int64_t out, int sms);
-int multiprocessors(int device);  // of a CUDA device (cached per device)
 int64_t workspace_floats(int64_t n, int64_t out, int splits);
 // Launches on `stream` (a cudaStream_t); returns nullptr on success, else the CUDA error string.
 const char* packed_gemv(const GemvArgs& a, int splits, void* stream);

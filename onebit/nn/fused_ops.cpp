@@ -23,7 +23,6 @@
 
 #include "kernels/cuda/fused_ops.h"
 #include "kernels/cuda/launch.h"
-#include "kernels/cuda/packed_gemv.h"
 #endif
 
 namespace onebit::nn {
