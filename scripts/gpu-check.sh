@@ -219,6 +219,20 @@ fi
 # `rc` of the last run_step; timeouts (124, 137) and a spent budget (125) are not failures of the
 # code under test, so they are not retried another way.
 timed_out() { ((rc == 124 || rc == 125 || rc == 137)); }
+# run_step NAME LIMIT CMD..., and after a failure that is not a timeout once more with the
+# variables ENV ("A=1 B=0"), the first log kept as NAME_KEPT.log; rc: the last run's status.
+run_step_or_fallback() {  # NAME LIMIT KEPT ENV CMD...
+  local name=$1 limit=$2 kept=$3 env=$4
+  shift 4
+  run_step "$name" "$limit" "$@"
+  rc=$?
+  if ((rc != 0)) && ! timed_out; then
+    mv "$OUT/$name.log" "$OUT/${name}_$kept.log"
+    # shellcheck disable=SC2086,SC2163  # ENV splits into the assignments to export
+    (export $env; run_step "$name" "$limit" "$@")
+    rc=$?
+  fi
+}
 
 # [cuda] tests. One process per test case (as ctest runs them): a kernel that faults poisons its
 # CUDA context, which would fail every later case of the same process. ONEBIT_CTEST=1: a skip
@@ -335,13 +349,9 @@ step_deploy() {
   fi
   rm -f "$OUT/deploy_gemv.log" "$OUT/deploy_gemv_pdl.log" "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log"
   if [[ -x "$BIN/bench-packed-gemv" ]]; then
-    run_step deploy_gemv 150 "$BIN/bench-packed-gemv" --device "$DEVICE" "${gemv[@]}" --json
-    rc=$?
-    if ((rc != 0)) && ! timed_out; then  # should programmatic launch fail in a graph: plain launches
-      mv "$OUT/deploy_gemv.log" "$OUT/deploy_gemv_pdl.log"
-      ONEBIT_CUDA_PDL=0 run_step deploy_gemv 150 "$BIN/bench-packed-gemv" --device "$DEVICE" "${gemv[@]}" --json
-      rc=$?
-    fi
+    # (should programmatic launch fail inside its graphs: plain launches)
+    run_step_or_fallback deploy_gemv 150 pdl "ONEBIT_CUDA_PDL=0" "$BIN/bench-packed-gemv" --device "$DEVICE" \
+      "${gemv[@]}" --json
   else
     rc=127 && echo "no $BIN/bench-packed-gemv" >"$OUT/deploy_gemv.log"
   fi
@@ -349,13 +359,8 @@ step_deploy() {
   deploy_result "$t" 0 "${notes:+$notes; }the decode benchmark did not finish (the check ended in it)"
   if [[ -x "$BIN/bench-packed-decode" ]]; then
     local cmd=("$BIN/bench-packed-decode" --device "$DEVICE" "${decode[@]}" --work "$BUILD_DIR/gpu_check_decode" --json)
-    run_step deploy_decode 240 "${cmd[@]}"
-    rc=$?
-    if ((rc != 0)) && ! timed_out; then  # a fused kernel may have failed: the op sequences, plain launches
-      mv "$OUT/deploy_decode.log" "$OUT/deploy_decode_fused.log"
-      ONEBIT_FUSED_OPS=0 ONEBIT_CUDA_PDL=0 run_step deploy_decode 240 "${cmd[@]}"
-      rc=$?
-    fi
+    # (a fused kernel may have failed: the op sequences, plain launches)
+    run_step_or_fallback deploy_decode 240 fused "ONEBIT_FUSED_OPS=0 ONEBIT_CUDA_PDL=0" "${cmd[@]}"
   else
     rc=127 && echo "no $BIN/bench-packed-decode" >"$OUT/deploy_decode.log"
   fi
